@@ -1,0 +1,221 @@
+"""Shape ops: reshape, transpose, expand, getitem, concat, stack, split, pad (and device copies)."""
+from .. import backend
+from ..function import Function, ShapeError
+from ..tensor import Tensor
+
+__all__ = ["reshape", "transpose", "expand", "getitem", "concat", "stack", "split", "pad",
+           "flatten", "squeeze", "unsqueeze"]
+
+
+class Reshape(Function):
+    op_name = "reshape"
+
+    def forward(self, a, shape):
+        self.shape = a.shape
+        try:
+            return a.reshape(shape)
+        except ValueError:
+            raise ShapeError(f"reshape: cannot reshape {a.shape} ({a.size} elements) to {tuple(shape)}") from None
+
+    def backward(self, g):
+        return g.reshape(self.shape)
+
+
+class Transpose(Function):
+    op_name = "transpose"
+
+    def forward(self, a, axes):
+        if axes is None:
+            axes = tuple(reversed(range(a.ndim)))
+        if sorted(ax % a.ndim for ax in axes) != list(range(a.ndim)):
+            raise ShapeError(f"transpose: axes {axes} are not a permutation of the {a.ndim} axes of {a.shape}")
+        self.axes = tuple(ax % a.ndim for ax in axes)
+        return a.transpose(self.axes)
+
+    def backward(self, g):  # the inverse permutation
+        inverse = [0] * len(self.axes)
+        for i, ax in enumerate(self.axes):
+            inverse[ax] = i
+        return g.transpose(inverse)
+
+
+class Expand(Function):
+    op_name = "expand"
+
+    def forward(self, a, shape):
+        try:
+            return backend.xp_of(a).broadcast_to(a, shape)
+        except ValueError:
+            raise ShapeError(f"expand: cannot broadcast {a.shape} to {tuple(shape)}") from None
+
+    def backward(self, g):  # the engine sums g back to the input's shape
+        return g
+
+
+def _index_arrays(index, xp):
+    """Tensors inside an index become raw arrays (integer or boolean)."""
+    if isinstance(index, tuple):
+        return tuple(_index_arrays(i, xp) for i in index)
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, list):
+        return xp.asarray(index)
+    return index
+
+
+def _has_integer_array(index):
+    """Integer-array (not boolean) indexing can pick an element twice."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(hasattr(p, "dtype") and p.dtype.kind in "iu" and p.ndim > 0 for p in parts)
+
+
+class GetItem(Function):
+    """a[index] for slices, integers, None, Ellipsis and integer/boolean arrays.
+    With integer arrays an element may be picked several times: its gradients add up."""
+    op_name = "getitem"
+
+    def forward(self, a, index):
+        self.index, self.shape, self.dtype = index, a.shape, a.dtype
+        try:
+            return a[index]
+        except IndexError as e:
+            raise ShapeError(f"getitem: index {index!r} does not fit a tensor of shape {a.shape}: {e}") from None
+
+    def backward(self, g):
+        xp = backend.xp_of(g)
+        grad = xp.zeros(self.shape, dtype=g.dtype)
+        if _has_integer_array(self.index):
+            backend.scatter_add(xp, grad, self.index, g)  # repeated indices accumulate
+        else:
+            grad[self.index] = g  # slices and boolean masks pick each element at most once
+        return grad
+
+
+class Concat(Function):
+    op_name = "concat"
+
+    def forward(self, *arrays, axis):
+        xp = backend.xp_of(*arrays)
+        ref = arrays[0].shape
+        ax = axis % arrays[0].ndim
+        for a in arrays:
+            if a.ndim != len(ref) or any(a.shape[i] != ref[i] for i in range(a.ndim) if i != ax):
+                raise ShapeError(f"concat: shapes {[x.shape for x in arrays]} differ outside axis {axis}")
+        self.axis, self.sizes = ax, [a.shape[ax] for a in arrays]
+        return xp.concatenate(arrays, axis=ax)
+
+    def backward(self, g):
+        xp = backend.xp_of(g)
+        cuts = []
+        total = 0
+        for s in self.sizes[:-1]:
+            total += s
+            cuts.append(total)
+        return tuple(xp.split(g, cuts, axis=self.axis))
+
+
+class Stack(Function):
+    op_name = "stack"
+
+    def forward(self, *arrays, axis):
+        if len({a.shape for a in arrays}) > 1:
+            raise ShapeError(f"stack: all shapes must be equal, got {[a.shape for a in arrays]}")
+        self.axis = axis % (arrays[0].ndim + 1)
+        return backend.xp_of(*arrays).stack(arrays, axis=self.axis)
+
+    def backward(self, g):
+        xp = backend.xp_of(g)
+        return tuple(xp.take(g, i, axis=self.axis) for i in range(g.shape[self.axis]))
+
+
+class Pad(Function):
+    """Constant padding; pad_width as in numpy.pad: ((before, after), ...) per axis."""
+    op_name = "pad"
+
+    def forward(self, a, pad_width, value):
+        if len(pad_width) != a.ndim:
+            raise ShapeError(f"pad: pad_width {pad_width} has {len(pad_width)} entries for a {a.ndim}-d shape {a.shape}")
+        self.slices = tuple(slice(lo, lo + n) for (lo, _), n in zip(pad_width, a.shape))
+        return backend.xp_of(a).pad(a, pad_width, mode="constant", constant_values=value)
+
+    def backward(self, g):
+        return g[self.slices]
+
+
+class ToDevice(Function):
+    op_name = "to"
+
+    def forward(self, a, device):
+        self.src = backend.device_of(a)
+        return backend.to_device(a, device)
+
+    def backward(self, g):
+        return backend.to_device(g, self.src)
+
+
+def reshape(a, *shape):
+    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    return Reshape.apply(a, shape=tuple(shape))
+
+
+def flatten(a, start_axis=1):
+    """Merge axes start_axis.. into one: (B, C, H, W) -> (B, C*H*W)."""
+    return reshape(a, a.shape[:start_axis] + (-1,))
+
+
+def squeeze(a, axis):
+    if a.shape[axis] != 1:
+        raise ShapeError(f"squeeze: axis {axis} of shape {a.shape} has size {a.shape[axis]}, not 1")
+    return reshape(a, a.shape[:axis % a.ndim] + a.shape[axis % a.ndim + 1:])
+
+
+def unsqueeze(a, axis):
+    axis = axis % (a.ndim + 1)
+    return reshape(a, a.shape[:axis] + (1,) + a.shape[axis:])
+
+
+def transpose(a, *axes):
+    axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
+    return Transpose.apply(a, axes=tuple(axes) if axes else None)
+
+
+def expand(a, *shape):
+    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    return Expand.apply(a, shape=tuple(shape))
+
+
+def getitem(a, index):
+    return GetItem.apply(a, index=_index_arrays(index, backend.xp_of(a.data)))
+
+
+def concat(tensors, axis=0):
+    return Concat.apply(*tensors, axis=axis)
+
+
+def stack(tensors, axis=0):
+    return Stack.apply(*tensors, axis=axis)
+
+
+def split(a, sections, axis=0):
+    """Split into equal `sections` (an int) or at the given sizes (a list of ints)."""
+    n = a.shape[axis]
+    if isinstance(sections, int):
+        if n % sections:
+            raise ShapeError(f"split: axis {axis} of size {n} does not divide into {sections} equal parts")
+        sizes = [n // sections] * sections
+    else:
+        sizes = list(sections)
+        if sum(sizes) != n:
+            raise ShapeError(f"split: sizes {sizes} do not add up to {n} (axis {axis} of {a.shape})")
+    out, start = [], 0
+    for s in sizes:
+        index = [slice(None)] * a.ndim
+        index[axis] = slice(start, start + s)
+        out.append(getitem(a, tuple(index)))
+        start += s
+    return out
+
+
+def pad(a, pad_width, value=0.0):
+    pad_width = tuple((int(lo), int(hi)) for lo, hi in pad_width)
+    return Pad.apply(a, pad_width=pad_width, value=value)

@@ -1,0 +1,267 @@
+"""Tensor: an array plus the record of how it was computed, for reverse-mode autodiff.
+
+    x = Tensor([[1., 2.], [3., 4.]], requires_grad=True)
+    y = (x * x).sum()          # y = sum_ij x_ij^2
+    y.backward()               # x.grad = dy/dx = 2 x
+
+`backward()` visits the graph in reverse topological order with an explicit stack (no recursion,
+so a chain of 10,000 ops is fine), adds up the gradients of tensors used more than once, and frees
+what each op saved once its backward has run.
+"""
+import numpy
+
+from . import backend
+from .function import ShapeError
+
+_grad_enabled = True
+
+
+def is_grad_enabled():
+    return _grad_enabled
+
+
+class no_grad:
+    """Context manager (and decorator) that turns graph building off: for evaluation and sampling."""
+
+    def __enter__(self):
+        global _grad_enabled
+        self.prev, _grad_enabled = _grad_enabled, False
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self.prev
+
+    def __call__(self, fn):
+        def wrapper(*args, **kwargs):
+            with no_grad():
+                return fn(*args, **kwargs)
+        wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
+        return wrapper
+
+
+class enable_grad(no_grad):
+    """Turn graph building back on inside a no_grad block (classifier guidance needs d log p / dx)."""
+
+    def __enter__(self):
+        global _grad_enabled
+        self.prev, _grad_enabled = _grad_enabled, True
+
+
+def _as_array(data, dtype=None, device=None):
+    """Convert data to a backend array. Floats become float32 unless `dtype` says otherwise."""
+    if isinstance(data, Tensor):
+        data = data.data
+    xp = backend.module_for(device) if device is not None else backend.xp_of(data)
+    if not hasattr(data, "dtype") or isinstance(data, numpy.generic):
+        data = numpy.asarray(data)
+    if dtype is not None:
+        dtype = numpy.dtype(dtype)
+    elif data.dtype.kind == "f" and data.dtype != numpy.float32:
+        dtype = numpy.dtype(numpy.float32)
+    elif data.dtype.kind in "iu" and data.dtype != numpy.int64:
+        dtype = numpy.dtype(numpy.int64)
+    if device is not None:
+        data = backend.to_device(data, device)
+    return xp.asarray(data, dtype=dtype) if dtype is not None else data
+
+
+class Tensor:
+    __array_priority__ = 1000  # numpy_scalar * tensor -> Tensor.__rmul__
+
+    def __init__(self, data, requires_grad=False, dtype=None, device=None):
+        self.data = _as_array(data, dtype, device)
+        if requires_grad and self.data.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require gradients, got {self.data.dtype}")
+        self.requires_grad = bool(requires_grad)
+        self.grad = None
+        self._ctx = None  # the Function that produced this tensor (None for leaves)
+        self._retain_grad = False
+
+    @classmethod
+    def _make(cls, data, requires_grad, ctx):
+        """Wrap an op's output array as it is (no dtype conversion)."""
+        t = cls.__new__(cls)
+        t.data, t.requires_grad, t.grad, t._ctx, t._retain_grad = data, requires_grad, None, ctx, False
+        return t
+
+    # ------------------------------------------------------------------ attributes
+    shape = property(lambda self: self.data.shape)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: self.data.size)
+    dtype = property(lambda self: self.data.dtype)
+    device = property(lambda self: backend.device_of(self.data))
+    is_leaf = property(lambda self: self._ctx is None)
+
+    def __len__(self):
+        return self.data.shape[0]
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        dev = "" if self.device == "cpu" else f", device={self.device!r}"
+        body = numpy.array2string(backend.to_numpy(self.data), precision=4, separator=", ", prefix="Tensor(")
+        return f"Tensor({body}, dtype={self.dtype}{dev}{grad})"
+
+    def numpy(self):
+        """The values as a NumPy array on the CPU (a copy for GPU tensors)."""
+        return backend.to_numpy(self.data)
+
+    def item(self):
+        return self.data.item()
+
+    def detach(self):
+        """The same values, cut from the graph (shares memory)."""
+        return Tensor._make(self.data, False, None)
+
+    def to(self, device):
+        """A copy on `device` ('cpu' or 'cuda'); gradients flow back across the copy."""
+        if device == self.device:
+            return self
+        backend.module_for(device)  # clear error if the device is unavailable
+        from .ops.shape import ToDevice
+        return ToDevice.apply(self, device=device)
+
+    def astype(self, dtype):
+        from .ops.elementwise import Cast
+        if numpy.dtype(dtype) == self.dtype:
+            return self
+        return Cast.apply(self, dtype=numpy.dtype(dtype))
+
+    def float(self):
+        return self.astype(numpy.float32)
+
+    def double(self):
+        return self.astype(numpy.float64)
+
+    def requires_grad_(self, flag=True):
+        self.requires_grad = flag
+        return self
+
+    def retain_grad(self):
+        """Keep .grad on this non-leaf tensor after backward (for inspection)."""
+        self._retain_grad = True
+        return self
+
+    # ------------------------------------------------------------------ autodiff
+    def backward(self, grad=None, retain_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's .grad that requires it.
+
+        `grad` is dL/d(self); it may be omitted only when self holds a single element."""
+        if not self.requires_grad:
+            raise RuntimeError("backward(): this tensor does not require grad (no input had requires_grad=True, "
+                               "or it was computed under no_grad())")
+        xp = backend.xp_of(self.data)
+        if grad is None:
+            if self.size != 1:
+                raise RuntimeError(
+                    f"backward() on a non-scalar tensor of shape {self.shape}: pass a gradient of that shape, "
+                    f"e.g. y.backward(ones_like(y)), or reduce to a scalar first, e.g. y.sum().backward()")
+            grad = xp.ones_like(self.data)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
+            if grad.shape != self.shape:
+                raise ShapeError(f"backward: gradient of shape {grad.shape} for a tensor of shape {self.shape}")
+
+        grads = {id(self): grad}
+        for node in _reverse_topological(self):
+            g = grads.pop(id(node), None)
+            if g is None:
+                continue
+            ctx = node._ctx
+            if ctx is None or node._retain_grad:  # a leaf (or a watched tensor): keep its gradient
+                node.grad = g.copy() if node.grad is None else node.grad + g
+            if ctx is None:
+                continue
+            if ctx.saved is None:
+                raise RuntimeError(f"backward through {ctx.name()} a second time: its saved arrays were freed; "
+                                   f"pass retain_graph=True to the first backward()")
+            in_grads = ctx.backward(g)
+            if not isinstance(in_grads, tuple):
+                in_grads = (in_grads,)
+            for parent, pg in zip(ctx.parents, in_grads):
+                if pg is None or not parent.requires_grad:
+                    continue
+                if pg.shape != parent.shape:
+                    from .function import unbroadcast
+                    pg = unbroadcast(pg, parent.shape)
+                key = id(parent)
+                grads[key] = pg if key not in grads else grads[key] + pg
+            if not retain_graph:
+                ctx.saved = None  # free the arrays forward kept for backward
+
+    def zero_grad(self):
+        self.grad = None
+
+
+def _reverse_topological(root):
+    """Nodes reachable from root that require grad, each after every node that uses it."""
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if children_done:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        if node._ctx is not None:
+            for p in node._ctx.parents:
+                if p.requires_grad and id(p) not in visited:
+                    stack.append((p, False))
+    return reversed(order)
+
+
+# ---------------------------------------------------------------------- creation functions
+def tensor(data, requires_grad=False, dtype=None, device=None):
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+
+
+def _creator(name):
+    def create(*shape, dtype="float32", device="cpu", requires_grad=False):
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        xp = backend.module_for(device)
+        return Tensor._make(getattr(xp, name)(shape, dtype=dtype), requires_grad, None)
+    create.__name__ = name
+    create.__doc__ = f"A new tensor of the given shape filled by {name}."
+    return create
+
+
+zeros = _creator("zeros")
+ones = _creator("ones")
+empty = _creator("empty")
+
+
+def full(shape, value, dtype="float32", device="cpu", requires_grad=False):
+    xp = backend.module_for(device)
+    return Tensor._make(xp.full(shape, value, dtype=dtype), requires_grad, None)
+
+
+def zeros_like(t, requires_grad=False):
+    return Tensor._make(backend.xp_of(t.data).zeros_like(t.data), requires_grad, None)
+
+
+def ones_like(t, requires_grad=False):
+    return Tensor._make(backend.xp_of(t.data).ones_like(t.data), requires_grad, None)
+
+
+def arange(*args, dtype="int64", device="cpu"):
+    return Tensor._make(backend.module_for(device).arange(*args, dtype=dtype), False, None)
+
+
+def randn(*shape, rng=None, dtype="float32", device="cpu", requires_grad=False):
+    """Standard normal samples (from `rng`, a NumPy Generator, for reproducibility)."""
+    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    rng = rng if rng is not None else numpy.random.default_rng()
+    data = rng.standard_normal(shape, dtype=numpy.float32).astype(dtype, copy=False)
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+
+
+def rand(*shape, rng=None, dtype="float32", device="cpu", requires_grad=False):
+    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    rng = rng if rng is not None else numpy.random.default_rng()
+    data = rng.random(shape, dtype=numpy.float32).astype(dtype, copy=False)
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+
+
+from . import _methods  # noqa: E402,F401  (attaches operators and methods to Tensor)
