@@ -1,0 +1,1 @@
+"""tinygen: readable generative models on the autograd engine."""

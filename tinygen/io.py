@@ -1,0 +1,358 @@
+"""Files: checkpoints, atomic writes, and pictures (image grids, GIFs, scatter plots).
+
+Checkpoints
+    ``save_checkpoint`` stores named arrays and a JSON-able ``meta`` dict in one
+    ``.npz`` file (a zip of ``.npy`` files) plus a ``__meta__`` entry holding JSON text
+    as uint8 bytes, so loading never needs ``allow_pickle``. The stored JSON carries a
+    format version and a SHA-256 over every array, so ``load_checkpoint`` can refuse a
+    corrupt file instead of returning wrong weights.
+
+Atomic writes
+    Every file here is written to a temporary file in the target folder, flushed to
+    disk, and renamed over the target with ``os.replace``. A crash (or a full disk)
+    mid-write leaves the previous version untouched: readers see the old file or the
+    new one, never half of one.
+
+Pictures
+    ``make_grid`` tiles a batch of images into one uint8 picture; ``save_image_grid``,
+    ``save_gif`` and ``save_scatter`` write PNG and GIF files with Pillow.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import math
+import os
+import secrets
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+CHECKPOINT_FORMAT = "tinygen-checkpoint"
+CHECKPOINT_VERSION = 1
+META_KEY = "__meta__"
+
+
+class CheckpointError(Exception):
+    """A checkpoint file is missing, unreadable, or fails its integrity check."""
+
+
+# --------------------------------------------------------------------- atomic writes
+
+
+@contextlib.contextmanager
+def atomic_open(path):
+    """Open a temporary binary file that replaces ``path`` when the block succeeds.
+
+    The temporary file lives in the same folder (``os.replace`` is only atomic within
+    one file system) and is flushed and fsynced before the rename. On an exception it
+    is deleted and ``path`` is left as it was. Missing parent folders are created.
+
+    Example:
+        >>> with atomic_open("metrics.json") as f:
+        ...     f.write(b"{}")
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    # O_EXCL: never reuse an existing file; mode 0o666 minus the umask, like open() does
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path, data: bytes):
+    """Write ``data`` to ``path`` atomically (old content survives a failed write)."""
+    with atomic_open(path) as file:
+        file.write(data)
+
+
+def atomic_write_text(path, text: str, encoding: str = "utf-8"):
+    """Write ``text`` to ``path`` atomically (old content survives a failed write)."""
+    atomic_write_bytes(path, text.encode(encoding))
+
+
+# ----------------------------------------------------------------------- checkpoints
+
+
+def _to_numpy(array) -> np.ndarray:
+    """A NumPy array from a NumPy or CuPy array (CuPy arrays have ``.get()``)."""
+    if hasattr(array, "get") and not isinstance(array, np.ndarray):
+        array = array.get()
+    return np.asarray(array)
+
+
+def _arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of ``arrays``, in sorted name order."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        a = arrays[name]
+        digest.update(f"{name}\0{a.dtype.str}\0{a.shape}\0".encode())
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return digest.hexdigest()
+
+
+def _json_default(value):
+    """Let ``json`` store NumPy scalars and small arrays found in ``meta``."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _prepare_arrays(arrays: dict) -> dict[str, np.ndarray]:
+    """Check names and dtypes, and bring every array to the CPU."""
+    prepared = {}
+    for name, array in arrays.items():
+        if not isinstance(name, str) or not name or name == META_KEY:
+            raise ValueError(f"invalid array name {name!r} (names are non-empty strings, not {META_KEY!r})")
+        array = _to_numpy(array)
+        if array.dtype.hasobject:
+            raise TypeError(f"array {name!r} has dtype object, which cannot be stored without pickle")
+        prepared[name] = array
+    return prepared
+
+
+def save_checkpoint(path, arrays: dict, meta: dict | None = None):
+    """Save named arrays and a JSON-able ``meta`` dict to one ``.npz`` file, atomically.
+
+    ``path`` is used exactly as given (no ``.npz`` is appended). Arrays may be NumPy or
+    CuPy arrays; ``meta`` may hold anything ``json`` can write, plus NumPy scalars.
+    """
+    arrays = _prepare_arrays(arrays)
+    header = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "sha256": _arrays_sha256(arrays),
+        "meta": dict(meta or {}),
+    }
+    meta_bytes = json.dumps(header, default=_json_default, sort_keys=True).encode()
+    entries = {**arrays, META_KEY: np.frombuffer(meta_bytes, dtype=np.uint8)}
+    with atomic_open(path) as file, zipfile.ZipFile(file, "w") as archive:
+        # the same layout as np.savez: one "<name>.npy" member per array
+        for name, array in entries.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, or CheckpointError if it cannot be read whole."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array
+            raise CheckpointError(f"{path}: not a checkpoint (an .npy array, not an .npz archive)")
+        with loaded:
+            return {name: loaded[name] for name in loaded.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error, KeyError,
+            NotImplementedError, RuntimeError) as error:  # the last two: garbled zip flags
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({error})") from error
+
+
+def _parse_header(path: Path, raw: np.ndarray | None) -> dict:
+    """Decode and validate the ``__meta__`` entry of a checkpoint."""
+    if raw is None:
+        raise CheckpointError(f"{path}: not a tinygen checkpoint (no {META_KEY} entry)")
+    try:
+        header = json.loads(raw.tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: corrupt {META_KEY} entry ({error})") from error
+    if not isinstance(header, dict) or header.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a tinygen checkpoint (unknown {META_KEY} format)")
+    if header.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path}: unsupported checkpoint version {header.get('version')!r} "
+            f"(this code reads version {CHECKPOINT_VERSION})"
+        )
+    return header
+
+
+def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
+    """Load ``(arrays, meta)`` saved by ``save_checkpoint``.
+
+    Raises CheckpointError, naming the file and the reason, if the file is missing, not
+    a zip archive, truncated, lacks its metadata, has an unsupported version, or if the
+    arrays do not match their stored SHA-256. Nothing is returned unless all is well.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    arrays = _read_npz(path)
+    header = _parse_header(path, arrays.pop(META_KEY, None))
+    actual = _arrays_sha256(arrays)
+    if actual != header.get("sha256"):
+        raise CheckpointError(
+            f"{path}: checksum mismatch, the arrays are corrupt "
+            f"(expected sha256 {header.get('sha256')}, got {actual})"
+        )
+    return arrays, header["meta"]
+
+
+# ----------------------------------------------------------------------- image grids
+
+
+def _as_image_batch(images) -> np.ndarray:
+    """(N, C, H, W) or (N, H, W) images -> float32 (N, C, H, W) with C in {1, 3}."""
+    x = _to_numpy(images).astype(np.float32, copy=False)
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"expected images of shape (N, H, W) or (N, C, H, W) with C in {{1, 3}}, got {x.shape}")
+    if len(x) == 0:
+        raise ValueError("cannot make a grid of zero images")
+    return x
+
+
+def make_grid(images, nrow: int | None = None, padding: int = 2, pad_value: float = 1.0) -> np.ndarray:
+    """Tile a batch of images into one picture.
+
+    Args:
+        images: floats in [0, 1] (values outside are clipped), shape (N, H, W) or
+            (N, C, H, W) with C = 1 (grey) or 3 (RGB).
+        nrow: images per row; default ``ceil(sqrt(N))``, a near-square grid.
+        padding: pixels of ``pad_value`` between images and around the border.
+        pad_value: colour of the padding, in [0, 1] (1 = white).
+
+    Returns:
+        uint8 array (H_grid, W_grid) for grey images or (H_grid, W_grid, 3) for RGB, with
+        H_grid = rows * (H + padding) + padding, W_grid = nrow * (W + padding) + padding.
+    """
+    x = _as_image_batch(images)
+    N, C, H, W = x.shape
+    nrow = nrow or math.ceil(math.sqrt(N))
+    rows = math.ceil(N / nrow)
+    p = padding
+    # fill the last row with blank images, then give each image a right and bottom margin
+    x = np.concatenate([x, np.full((rows * nrow - N, C, H, W), pad_value, np.float32)])
+    x = np.pad(x, ((0, 0), (0, 0), (0, p), (0, p)), constant_values=pad_value)
+    # (rows, nrow, C, H+p, W+p) -> (C, rows, H+p, nrow, W+p) -> (C, rows*(H+p), nrow*(W+p))
+    grid = x.reshape(rows, nrow, C, H + p, W + p).transpose(2, 0, 3, 1, 4)
+    grid = grid.reshape(C, rows * (H + p), nrow * (W + p))
+    grid = np.pad(grid, ((0, 0), (p, 0), (p, 0)), constant_values=pad_value)  # top, left border
+    grid = np.round(np.clip(grid, 0.0, 1.0) * 255).astype(np.uint8)
+    return grid[0] if C == 1 else grid.transpose(1, 2, 0)
+
+
+def _upscale(picture: np.ndarray, scale: int) -> np.ndarray:
+    """Enlarge a (H, W) or (H, W, 3) picture ``scale`` times, nearest neighbour."""
+    if int(scale) != scale or scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale!r}")
+    return picture.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def _encode(pictures: list[np.ndarray], fmt: str, **options) -> bytes:
+    """Encode uint8 pictures with Pillow; several pictures make an animation."""
+    from PIL import Image  # imported here so the rest of tinygen works without Pillow
+
+    frames = [Image.fromarray(p) for p in pictures]
+    buffer = io.BytesIO()
+    if len(frames) > 1:
+        options.update(save_all=True, append_images=frames[1:])
+    frames[0].save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def save_image_grid(images, path, nrow: int | None = None, scale: int = 1, padding: int = 2):
+    """Save a batch of images in [0, 1] as one PNG grid (see ``make_grid``), atomically.
+
+    ``scale`` enlarges every pixel into a ``scale`` x ``scale`` block for visibility.
+    """
+    picture = _upscale(make_grid(images, nrow, padding), scale)
+    atomic_write_bytes(path, _encode([picture], "PNG"))
+
+
+def save_gif(frames, path, nrow: int | None = None, duration_ms: int = 60, scale: int = 1,
+             padding: int = 2, loop: int = 0):
+    """Save an animated GIF whose frames are image grids, atomically.
+
+    Args:
+        frames: a sequence of image batches in [0, 1], e.g. the samples of a diffusion
+            model at successive steps; each batch becomes one grid frame.
+        duration_ms: how long each frame is shown.
+        loop: number of repetitions, 0 = forever.
+    """
+    pictures = [_upscale(make_grid(batch, nrow, padding), scale) for batch in frames]
+    if not pictures:
+        raise ValueError("save_gif needs at least one frame")
+    atomic_write_bytes(path, _encode(pictures, "GIF", duration=duration_ms, loop=loop))
+
+
+# ---------------------------------------------------------------------- scatter plot
+
+#: Ten colours that are easy to tell apart (the "tab10" palette), RGB.
+PALETTE = np.array([
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+], dtype=np.uint8)
+
+
+def _disc_offsets(radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column offsets of the pixels of a filled disc."""
+    dy, dx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    inside = dy * dy + dx * dx <= radius * radius + radius
+    return dy[inside], dx[inside]
+
+
+def _to_pixels(values: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Map ``values`` linearly onto pixel positions lo..hi (all to lo if they are equal)."""
+    low, high = values.min(), values.max()
+    span = high - low if high > low else 1.0
+    return np.round(lo + (values - low) / span * (hi - lo)).astype(np.int64)
+
+
+def save_scatter(points, labels, path, size: int = 400, radius: int = 2):
+    """Save a ``size`` x ``size`` scatter plot of 2-D points coloured by label, as a PNG.
+
+    Used for 2-D latent spaces. Points are scaled to fill the plot area; they are
+    painted with NumPy (a disc stencil per point, all points at once), the frame and
+    the legend (one swatch per label present, colour ``PALETTE[label % 10]``, on the
+    right) with Pillow's ImageDraw. Non-finite points are skipped; ``labels=None``
+    draws every point in the first colour. Written atomically.
+    """
+    from PIL import Image, ImageDraw
+
+    points = _to_numpy(points).astype(np.float64)
+    labels = np.zeros(len(points), np.int64) if labels is None else _to_numpy(labels).astype(np.int64)
+    if points.ndim != 2 or points.shape[1] != 2 or labels.shape != (len(points),):
+        raise ValueError(f"expected points (N, 2) and labels (N,), got {points.shape} and {labels.shape}")
+    margin, legend_width = 8, 48
+    if size < 4 * (margin + radius) + legend_width:
+        raise ValueError(f"size {size} is too small for a scatter plot")
+    keep = np.isfinite(points).all(axis=1)
+    points, labels = points[keep], labels[keep]
+
+    # plot area: columns margin..right, rows margin..bottom (y axis pointing up)
+    right, bottom = size - legend_width - margin, size - margin
+    canvas = np.full((size, size, 3), 255, np.uint8)
+    if len(points):
+        cols = _to_pixels(points[:, 0], margin + radius, right - radius)
+        rows = bottom - (_to_pixels(points[:, 1], margin + radius, bottom - radius) - margin)
+        dy, dx = _disc_offsets(radius)
+        canvas[rows[:, None] + dy, cols[:, None] + dx] = PALETTE[labels % 10][:, None]
+
+    image = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([margin - 1, margin - 1, right + 1, bottom + 1], outline=(0, 0, 0))
+    for i, label in enumerate(np.unique(labels)):
+        top = margin + 14 * i
+        if top + 10 > size:  # no room for more entries
+            break
+        colour = tuple(int(c) for c in PALETTE[label % 10])
+        draw.rectangle([right + 10, top, right + 18, top + 8], fill=colour)
+        draw.text((right + 22, top - 2), str(label), fill=(0, 0, 0))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
