@@ -34,7 +34,9 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-4, max_elements=None, se
         xp = backend.xp_of(data)
         data = xp.asarray(data)
         if data.dtype.kind == "f":
-            xs.append(Tensor(data.astype(numpy.float64), requires_grad=True, dtype=numpy.float64))
+            # float64 input is used as it is (no copy), so a transposed or sliced view reaches the op as one
+            data = data.astype(numpy.float64, copy=False)
+            xs.append(Tensor._make(data, True, None))
         else:
             xs.append(Tensor(data, dtype=data.dtype))
     diff = [x for x in xs if x.requires_grad]
@@ -53,21 +55,20 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-4, max_elements=None, se
 
     # 1. central differences, element by element
     for k, (x, ga) in enumerate(zip(diff, analytic)):
-        flat = x.data.reshape(-1)  # a view: x.data is contiguous (a fresh float64 copy)
-        idx = numpy.arange(flat.size)
-        if max_elements is not None and flat.size > max_elements:
-            idx = rng.choice(flat.size, max_elements, replace=False)
+        idx = numpy.arange(x.size)
+        if max_elements is not None and x.size > max_elements:
+            idx = rng.choice(x.size, max_elements, replace=False)
         ga = backend.to_numpy(ga).reshape(-1)
         for i in idx:
-            orig = flat[i].item()
-            flat[i] = orig + eps
+            where = numpy.unravel_index(i, x.shape)  # index the array itself: it may be a strided view
+            orig = x.data[where].item()
+            x.data[where] = orig + eps
             up = loss()
-            flat[i] = orig - eps
+            x.data[where] = orig - eps
             down = loss()
-            flat[i] = orig
+            x.data[where] = orig
             numeric = (up - down) / (2 * eps)
             if abs(ga[i] - numeric) > atol + rtol * abs(numeric):
-                where = numpy.unravel_index(i, x.shape)
                 raise GradcheckError(
                     f"gradcheck failed for {op}: input {k} (shape {x.shape}), element {tuple(int(j) for j in where)}: "
                     f"analytic {ga[i]:.8g} vs numeric {numeric:.8g}")
