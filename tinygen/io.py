@@ -356,3 +356,29 @@ def save_scatter(points, labels, path, size: int = 400, radius: int = 2):
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_labeled_grid(images, titles, path, wrong=None, scale=3, nrow=None):
+    """A grid of images, each with a short title under it (red where `wrong` is True).
+
+    For classifier predictions: titles are the predicted labels, `wrong` marks the mistakes."""
+    from PIL import Image, ImageDraw
+
+    raw = _to_numpy(images)
+    batch = _as_image_batch(raw) / (255.0 if raw.dtype == np.uint8 else 1.0)
+    n = len(batch)
+    nrow = nrow or math.ceil(math.sqrt(n))
+    h, w = batch.shape[-2] * scale, batch.shape[-1] * scale
+    cell_w, cell_h = w + 4, h + 14
+    rows = math.ceil(n / nrow)
+    canvas = Image.new("RGB", (nrow * cell_w, rows * cell_h), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i in range(n):  # one title per image: drawing text is per item by nature
+        r, c = divmod(i, nrow)
+        picture = _upscale(make_grid(batch[i:i + 1], 1, 0), scale)
+        canvas.paste(Image.fromarray(picture), (c * cell_w + 2, r * cell_h + 2))
+        colour = (200, 0, 0) if wrong is not None and wrong[i] else (0, 0, 0)
+        draw.text((c * cell_w + 2, r * cell_h + h + 2), str(titles[i]), fill=colour)
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())

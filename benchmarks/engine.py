@@ -1,0 +1,302 @@
+"""Training-step speed and memory of the engine on the four standard workloads, side by side with
+PyTorch on the CPU (when installed) in the same run.
+
+    python benchmarks/engine.py                 # all four: mlp, cnn, vit, unet
+    python benchmarks/engine.py --only cnn --steps 10
+
+A step is forward + backward + Adam update in float32 on random inputs; the figure is the median of
+`--steps` steps after 2 warm-up steps. Each (engine, workload) runs in its own process, so that
+timings do not disturb each other and peak memory can be read from the process: "peak MB" is the
+growth of the resident set from just before the first step to the end (activations, gradients,
+optimiser state, workspace), which is what a training step costs on top of the model itself.
+Only the ratio measured in one run means much on a shared machine.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+WORKLOADS = ("mlp", "cnn", "vit", "unet")
+BATCH = {"mlp": 128, "cnn": 128, "vit": 128, "unet": 64}
+
+
+def rss_mb():
+    """Current resident set size in MB (Linux /proc), or the peak where /proc is missing."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------------- tinygen
+def tinygen_step(name, rng):
+    import numpy as np
+    import autograd.functional as F
+    from autograd import Tensor
+    from tinygen import nn, optim
+
+    class ResBlock(nn.Module):
+        def __init__(self, cin, cout, temb):
+            super().__init__()
+            self.norm1, self.conv1 = nn.GroupNorm(8, cin), nn.Conv2d(cin, cout, 3, padding=1)
+            self.time = nn.Linear(temb, cout)
+            self.norm2, self.conv2 = nn.GroupNorm(8, cout), nn.Conv2d(cout, cout, 3, padding=1)
+            self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+        def forward(self, x, emb):
+            h = self.conv1(F.silu(self.norm1(x)))
+            h = h + self.time(emb).reshape(h.shape[0], -1, 1, 1)
+            h = self.conv2(F.silu(self.norm2(h)))
+            return h + self.skip(x)
+
+    class UNet(nn.Module):
+        def __init__(self, c=32, temb=128):
+            super().__init__()
+            self.temb = nn.TimestepEmbedding(temb, temb)
+            self.inp = nn.Conv2d(1, c, 3, padding=1)
+            self.r1 = ResBlock(c, c, temb)
+            self.down1 = nn.Conv2d(c, c, 3, stride=2, padding=1)
+            self.r2 = ResBlock(c, 2 * c, temb)
+            self.down2 = nn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1)
+            self.mid = ResBlock(2 * c, 2 * c, temb)
+            self.up1 = nn.ConvTranspose2d(2 * c, 2 * c, 4, stride=2, padding=1)
+            self.r3 = ResBlock(4 * c, 2 * c, temb)
+            self.up2 = nn.ConvTranspose2d(2 * c, 2 * c, 4, stride=2, padding=1)
+            self.r4 = ResBlock(3 * c, c, temb)
+            self.out = nn.Conv2d(c, 1, 3, padding=1)
+
+        def forward(self, x, t):
+            emb = self.temb(t)
+            h1 = self.r1(self.inp(x), emb)                    # (B, c, 28, 28)
+            h2 = self.r2(self.down1(h1), emb)                 # (B, 2c, 14, 14)
+            h = self.mid(self.down2(h2), emb)                 # (B, 2c, 7, 7)
+            h = self.r3(F.concat([self.up1(h), h2], axis=1), emb)  # (B, 2c, 14, 14)
+            h = self.r4(F.concat([self.up2(h), h1], axis=1), emb)  # (B, c, 28, 28)
+            return self.out(h)
+
+    class ViT(nn.Module):
+        def __init__(self, dim=128):
+            super().__init__()
+            self.patch = nn.Conv2d(1, dim, 4, stride=4)
+            self.cls = nn.Parameter(np.zeros((1, 1, dim), np.float32))
+            self.pos = nn.Parameter(np.random.default_rng(0).normal(0, 0.02, (1, 50, dim)).astype(np.float32))
+            self.blocks = nn.ModuleList([nn.TransformerBlock(dim, 4, mlp_ratio=4) for _ in range(4)])
+            self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, 10)
+
+        def forward(self, x):
+            B = x.shape[0]
+            h = self.patch(x).reshape(B, 128, 49).transpose(0, 2, 1)    # (B, 49, D)
+            h = F.concat([self.cls.expand(B, 1, 128), h], axis=1) + self.pos   # (B, 50, D)
+            for blk in self.blocks:
+                h = blk(h)
+            return self.head(self.norm(h)[:, 0])
+
+    B = BATCH[name]
+    x = Tensor(rng.standard_normal((B, 1, 28, 28)).astype(np.float32))
+    y = rng.integers(0, 10, B)
+    if name == "mlp":
+        model = nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+                              nn.Linear(512, 10))
+        loss_fn = lambda: F.cross_entropy(model(x), y)
+    elif name == "cnn":
+        model = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+                              nn.MaxPool2d(2), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10))
+        loss_fn = lambda: F.cross_entropy(model(x), y)
+    elif name == "vit":
+        model = ViT()
+        loss_fn = lambda: F.cross_entropy(model(x), y)
+    else:
+        model = UNet()
+        t = rng.integers(0, 1000, B)
+        noise = Tensor(rng.standard_normal((B, 1, 28, 28)).astype(np.float32))
+        loss_fn = lambda: F.mse_loss(model(x, t), noise)
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+
+    def step():
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
+
+
+# ---------------------------------------------------------------------- PyTorch
+def torch_step(name, rng):
+    import math
+    import torch
+    import torch.nn as tnn
+    import torch.nn.functional as TF
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+
+    class ResBlock(tnn.Module):
+        def __init__(self, cin, cout, temb):
+            super().__init__()
+            self.norm1, self.conv1 = tnn.GroupNorm(8, cin), tnn.Conv2d(cin, cout, 3, padding=1)
+            self.time = tnn.Linear(temb, cout)
+            self.norm2, self.conv2 = tnn.GroupNorm(8, cout), tnn.Conv2d(cout, cout, 3, padding=1)
+            self.skip = tnn.Conv2d(cin, cout, 1) if cin != cout else tnn.Identity()
+
+        def forward(self, x, emb):
+            h = self.conv1(TF.silu(self.norm1(x)))
+            h = h + self.time(emb)[:, :, None, None]
+            h = self.conv2(TF.silu(self.norm2(h)))
+            return h + self.skip(x)
+
+    class UNet(tnn.Module):
+        def __init__(self, c=32, temb=128):
+            super().__init__()
+            self.dim = temb
+            self.temb = tnn.Sequential(tnn.Linear(temb, temb), tnn.SiLU(), tnn.Linear(temb, temb))
+            self.inp = tnn.Conv2d(1, c, 3, padding=1)
+            self.r1 = ResBlock(c, c, temb)
+            self.down1 = tnn.Conv2d(c, c, 3, stride=2, padding=1)
+            self.r2 = ResBlock(c, 2 * c, temb)
+            self.down2 = tnn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1)
+            self.mid = ResBlock(2 * c, 2 * c, temb)
+            self.up1 = tnn.ConvTranspose2d(2 * c, 2 * c, 4, stride=2, padding=1)
+            self.r3 = ResBlock(4 * c, 2 * c, temb)
+            self.up2 = tnn.ConvTranspose2d(2 * c, 2 * c, 4, stride=2, padding=1)
+            self.r4 = ResBlock(3 * c, c, temb)
+            self.out = tnn.Conv2d(c, 1, 3, padding=1)
+
+        def forward(self, x, t):
+            half = self.dim // 2
+            freqs = torch.exp(-math.log(10000) * torch.arange(half) / half)
+            args = t[:, None].float() * freqs[None]
+            emb = self.temb(torch.cat([torch.cos(args), torch.sin(args)], dim=1))
+            h1 = self.r1(self.inp(x), emb)
+            h2 = self.r2(self.down1(h1), emb)
+            h = self.mid(self.down2(h2), emb)
+            h = self.r3(torch.cat([self.up1(h), h2], 1), emb)
+            h = self.r4(torch.cat([self.up2(h), h1], 1), emb)
+            return self.out(h)
+
+    class Block(tnn.Module):
+        def __init__(self, dim, heads):
+            super().__init__()
+            self.heads = heads
+            self.ln1, self.qkv, self.proj = tnn.LayerNorm(dim), tnn.Linear(dim, 3 * dim), tnn.Linear(dim, dim)
+            self.ln2 = tnn.LayerNorm(dim)
+            self.mlp = tnn.Sequential(tnn.Linear(dim, 4 * dim), tnn.GELU(approximate="tanh"), tnn.Linear(4 * dim, dim))
+
+        def forward(self, x):
+            B, T, D = x.shape
+            q, k, v = self.qkv(self.ln1(x)).reshape(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+            a = TF.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, T, D)
+            x = x + self.proj(a)
+            return x + self.mlp(self.ln2(x))
+
+    class ViT(tnn.Module):
+        def __init__(self, dim=128):
+            super().__init__()
+            self.patch = tnn.Conv2d(1, dim, 4, stride=4)
+            self.cls = tnn.Parameter(torch.zeros(1, 1, dim))
+            self.pos = tnn.Parameter(torch.randn(1, 50, dim) * 0.02)
+            self.blocks = tnn.ModuleList([Block(dim, 4) for _ in range(4)])
+            self.norm, self.head = tnn.LayerNorm(dim), tnn.Linear(dim, 10)
+
+        def forward(self, x):
+            B = x.shape[0]
+            h = self.patch(x).flatten(2).transpose(1, 2)
+            h = torch.cat([self.cls.expand(B, 1, -1), h], 1) + self.pos
+            for blk in self.blocks:
+                h = blk(h)
+            return self.head(self.norm(h)[:, 0])
+
+    B = BATCH[name]
+    x = torch.from_numpy(rng.standard_normal((B, 1, 28, 28)).astype("float32"))
+    y = torch.from_numpy(rng.integers(0, 10, B))
+    if name == "mlp":
+        model = tnn.Sequential(tnn.Flatten(), tnn.Linear(784, 512), tnn.ReLU(), tnn.Linear(512, 512), tnn.ReLU(),
+                               tnn.Linear(512, 10))
+        loss_fn = lambda: TF.cross_entropy(model(x), y)
+    elif name == "cnn":
+        model = tnn.Sequential(tnn.Conv2d(1, 32, 3, padding=1), tnn.ReLU(), tnn.Conv2d(32, 64, 3, padding=1),
+                               tnn.ReLU(), tnn.MaxPool2d(2), tnn.Conv2d(64, 64, 3, padding=1), tnn.ReLU(),
+                               tnn.MaxPool2d(2), tnn.Flatten(), tnn.Linear(3136, 128), tnn.ReLU(), tnn.Linear(128, 10))
+        loss_fn = lambda: TF.cross_entropy(model(x), y)
+    elif name == "vit":
+        model = ViT()
+        loss_fn = lambda: TF.cross_entropy(model(x), y)
+    else:
+        model = UNet()
+        t = torch.from_numpy(rng.integers(0, 1000, B))
+        noise = torch.from_numpy(rng.standard_normal((B, 1, 28, 28)).astype("float32"))
+        loss_fn = lambda: TF.mse_loss(model(x, t), noise)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step():
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
+
+
+def worker(engine, name, steps):
+    import numpy as np
+    rng = np.random.default_rng(0)
+    step = (tinygen_step if engine == "tinygen" else torch_step)(name, rng)
+    before = rss_mb()
+    for _ in range(2):  # warm-up
+        step()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    times.sort()
+    print(json.dumps({"ms": 1000 * times[len(times) // 2], "peak_mb": max(peak - before, 0.0)}))
+
+
+def run(engine, name, steps):
+    proc = subprocess.run([sys.executable, __file__, "--worker", engine, name, "--steps", str(steps)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{engine} {name} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", choices=WORKLOADS, action="append")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--worker", nargs=2, metavar=("ENGINE", "WORKLOAD"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        return worker(*args.worker, args.steps)
+    try:
+        import torch  # noqa: F401
+        have_torch = True
+    except ImportError:
+        have_torch = False
+        print("PyTorch is not installed: tinygen alone (pip install torch==2.13.0 for the side-by-side baseline)")
+    import numpy as np
+    print(f"numpy {np.__version__}, {os.cpu_count()} cores, median of {args.steps} steps after 2 warm-up")
+    print(f"{'workload':9s} {'tinygen ms':>11s} {'torch ms':>9s} {'ratio':>6s} {'tinygen MB':>11s} {'torch MB':>9s} {'mem ratio':>9s}")
+    for name in args.only or WORKLOADS:
+        ours = run("tinygen", name, args.steps)
+        theirs = run("torch", name, args.steps) if have_torch else None
+        if theirs:
+            print(f"{name:9s} {ours['ms']:11.1f} {theirs['ms']:9.1f} {ours['ms'] / theirs['ms']:6.2f} "
+                  f"{ours['peak_mb']:11.1f} {theirs['peak_mb']:9.1f} {ours['peak_mb'] / max(theirs['peak_mb'], 1):9.2f}",
+                  flush=True)
+        else:
+            print(f"{name:9s} {ours['ms']:11.1f} {'-':>9s} {'-':>6s} {ours['peak_mb']:11.1f} {'-':>9s} {'-':>9s}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""The shared evaluation suite: every model's figures come from here, on the test split, with a
+fixed seed.
+
+The judge is the CNN classifier of tinygen/models/classifier.py, trained once per dataset by
+
+    python -m tinygen.evaluate train-judge --dataset mnist      (and --dataset fashion)
+
+and shipped frozen in tinygen/judges/<dataset>.npz with its SHA-256 below; an evaluation never
+trains it further. From it:
+
+    conditional accuracy = mean_i [ judge(x_i) == y_i ]        for samples x_i asked to be class y_i
+    FID-judge = |mu_s - mu_t|^2 + tr(S_s + S_t - 2 (S_s^1/2 S_t S_s^1/2)^1/2)
+        over the judge's 128-d penultimate features of samples (s) and of the test set (t).
+        It is not the Inception FID: never compare it with published FIDs.
+    class coverage = entropy of the histogram of judged labels (ln 10 = 2.30 when all classes appear
+        equally often)
+
+Likelihoods: nats per image (binarised MNIST) and bits per dim (dequantised data).
+"""
+import argparse
+import hashlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import data, io
+
+JUDGE_DIR = Path(__file__).parent / "judges"
+# SHA-256 of the shipped judge weights; a file that does not match is refused.
+JUDGE_SHA256 = {}
+
+_judges, _test_features = {}, {}
+
+
+class JudgeError(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------------- loading models
+def load_trained(name, checkpoint):
+    """A model of kind `name` with the weights of a training checkpoint (EMA weights where kept)."""
+    from .train import _unflatten, build_model
+    arrays, meta = io.load_checkpoint(checkpoint)
+    if meta.get("model") != name:
+        raise io.CheckpointError(f"{checkpoint} holds a {meta.get('model')!r} model, not {name!r}")
+    model = build_model(name, meta["config"])
+    model.load_state_dict(_unflatten("model", arrays, meta["scalars"]))
+    if getattr(model, "ema", None) is not None:
+        model.ema.load_state_dict(_unflatten("ema", arrays, meta["scalars"]))
+        model.ema.copy_to(model)
+    model.eval()
+    return model, meta
+
+
+def judge_path(dataset):
+    return JUDGE_DIR / f"{dataset}.npz"
+
+
+def load_judge(dataset):
+    """The frozen judge classifier for `dataset`, verified against its shipped SHA-256."""
+    if dataset in _judges:
+        return _judges[dataset]
+    from .models.classifier import CNN
+    path = judge_path(dataset)
+    if not path.exists():
+        raise JudgeError(f"no judge for {dataset} at {path}; train it with "
+                         f"`python -m tinygen.evaluate train-judge --dataset {dataset}`")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if dataset in JUDGE_SHA256 and digest != JUDGE_SHA256[dataset]:
+        raise JudgeError(f"{path}: SHA-256 {digest} does not match the shipped judge {JUDGE_SHA256[dataset]}; "
+                         f"restore the file from the repository")
+    arrays, meta = io.load_checkpoint(path)
+    judge = CNN(CNN.Config(**meta["config"]))
+    judge.load_state_dict(arrays)
+    judge.eval()
+    _judges[dataset] = judge
+    return judge
+
+
+def train_judge(dataset, epochs=None, seed=0):
+    """Train the CNN on `dataset` with its recipe and write the frozen judge file; returns its SHA-256."""
+    from .train import TrainOptions, Trainer, build_model
+    model = build_model("cnn", {"epochs": epochs})
+    summary = Trainer(model, TrainOptions(dataset=dataset, seed=seed, out=f"runs/judge-{dataset}")).fit()
+    JUDGE_DIR.mkdir(exist_ok=True)
+    io.save_checkpoint(judge_path(dataset), model.state_dict(),
+                       {"kind": "tinygen-judge", "dataset": dataset, "config": model.config_dict(),
+                        "test_acc": summary.get("test_acc"), "cpu_seconds": summary["cpu_seconds"]})
+    digest = hashlib.sha256(judge_path(dataset).read_bytes()).hexdigest()
+    print(json.dumps({**summary, "judge": str(judge_path(dataset)), "sha256": digest}))
+    return digest
+
+
+# ---------------------------------------------------------------------- sample metrics
+def judge_features(images, dataset):
+    return load_judge(dataset).embed(np.asarray(images))
+
+
+def test_features(dataset):
+    """Judge features of the whole test split (cached)."""
+    if dataset not in _test_features:
+        x, _ = data.load_dataset(dataset, "test")
+        _test_features[dataset] = judge_features(x, dataset)
+    return _test_features[dataset]
+
+
+def frechet_distance(features_a, features_b):
+    """Frechet distance between Gaussians fitted to two feature sets (N, D).
+
+    d = |mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a^1/2 S_b S_a^1/2)^1/2)
+    (the last trace equals tr((S_a S_b)^1/2); the symmetric form lets eigh do the square roots)."""
+    mu_a, mu_b = features_a.mean(axis=0), features_b.mean(axis=0)
+    s_a = np.cov(features_a.astype(np.float64), rowvar=False)
+    s_b = np.cov(features_b.astype(np.float64), rowvar=False)
+    w, v = np.linalg.eigh(s_a)
+    sqrt_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T                     # S_a^1/2
+    middle = np.linalg.eigvalsh(sqrt_a @ s_b @ sqrt_a)                    # eigenvalues of S_a^1/2 S_b S_a^1/2
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b)
+                 - 2 * np.sqrt(np.clip(middle, 0, None)).sum())
+
+
+def fid_judge(images, dataset):
+    """FID-judge of images (N, 1, 28, 28) in [0, 1] against the test split."""
+    return frechet_distance(judge_features(images, dataset), test_features(dataset))
+
+
+def conditional_accuracy(images, labels, dataset):
+    """How often the judge sees the class that was asked for."""
+    return float((load_judge(dataset).predict(np.asarray(images)) == np.asarray(labels)).mean())
+
+
+def class_coverage(images, dataset):
+    """Entropy (nats) of the judged-label histogram: ln 10 = 2.303 when every class is equally common."""
+    counts = np.bincount(load_judge(dataset).predict(np.asarray(images)), minlength=10)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+# ---------------------------------------------------------------------- likelihoods and speed
+def bits_per_dim(nats_per_image, num_dims=784):
+    """nats per image -> bits per dimension: nats / (D ln 2)."""
+    return nats_per_image / (num_dims * math.log(2))
+
+
+def dequantized_nll_nats(nll_continuous_nats, num_dims=784, levels=256):
+    """NLL of 8-bit data from a density on [0, 1]^D of uniformly dequantised x = (k + u) / levels:
+    -log P(k) <= -log p(x) + D log(levels) (the change of variables from [0, levels) to [0, 1))."""
+    return nll_continuous_nats + num_dims * math.log(levels)
+
+
+def importance_weighted_nll(log_weights):
+    """-log (1/K sum_k w_k) per example, from log w of shape (N, K): the IWAE bound, tighter as K grows."""
+    m = log_weights.max(axis=1, keepdims=True)
+    return -(m[:, 0] + np.log(np.exp(log_weights - m).mean(axis=1)))
+
+
+def sampling_speed(sample_fn, n, repeats=1):
+    """Images per second of sample_fn(n) (the best of `repeats` runs, wall time)."""
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sample_fn(n)
+        best = min(best, time.perf_counter() - t0)
+    return n / best
+
+
+def evaluate_model(model, dataset, n=10000, seed=0):
+    """The metrics that apply to `model`, on the test split, with a fixed seed."""
+    model.rng = np.random.default_rng(seed)
+    x_test, y_test = data.load_dataset(dataset, "test")
+    t0 = time.process_time()
+    results = {"model": model.name, "dataset": dataset}
+    if hasattr(model, "predict"):
+        results.update(model.evaluate(x_test, y_test))
+    if hasattr(model, "evaluate_nll"):
+        results.update(model.evaluate_nll(x_test))
+    if hasattr(model, "sample"):
+        if model.conditional:
+            labels = np.arange(n) % 10
+            samples = model.sample(n, label=labels)
+            results["conditional_accuracy"] = conditional_accuracy(samples, labels, dataset)
+        else:
+            samples = model.sample(n)
+        results["fid_judge"] = fid_judge(samples, dataset)
+        results["class_coverage"] = class_coverage(samples, dataset)
+    results["cpu_seconds"] = round(time.process_time() - t0, 1)
+    return results
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m tinygen.evaluate")
+    sub = ap.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train-judge", help="train and freeze the judge classifier")
+    t.add_argument("--dataset", choices=["mnist", "fashion"], required=True)
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--seed", type=int, default=0)
+    f = sub.add_parser("fid-sanity", help="FID-judge of test vs test, train, shuffled pixels and noise")
+    f.add_argument("--dataset", choices=["mnist", "fashion"], required=True)
+    args = ap.parse_args(argv)
+    if args.command == "train-judge":
+        train_judge(args.dataset, args.epochs, args.seed)
+    else:
+        x_test, _ = data.load_dataset(args.dataset, "test")
+        x_train, _ = data.load_dataset(args.dataset, "train")
+        rng = np.random.default_rng(0)
+        test = data.to_float(x_test)
+        shuffled = test.reshape(len(test), -1)[:, rng.permutation(784)].reshape(test.shape)
+        rows = {"test_vs_test": fid_judge(test, args.dataset),
+                "train10k_vs_test": fid_judge(data.to_float(x_train[:10000]), args.dataset),
+                "shuffled_pixels_vs_test": fid_judge(shuffled, args.dataset),
+                "uniform_noise_vs_test": fid_judge(rng.random(test.shape, dtype=np.float32), args.dataset)}
+        print(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

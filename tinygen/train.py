@@ -1,0 +1,269 @@
+"""The one training loop every model uses.
+
+    for each epoch, for each batch:   logs = model.training_step(batch, optimizers)
+    every epoch:                      test metrics, a picture (samples or predictions), a checkpoint
+
+A run folder (default runs/<model>-<dataset>) holds config.json, metrics.jsonl (one JSON object per
+line), the pictures, last.npz (the checkpoint) and summary.json. A checkpoint holds everything needed
+to continue exactly where the run stopped: weights, optimiser moments, EMA weights, the step and the
+position in the epoch, and the state of every random number generator, so that `--resume` gives the
+same losses as a run that was never interrupted. Ctrl-C finishes the current step and saves; a
+non-finite loss stops the run with a message, leaving the last good checkpoint untouched.
+"""
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from . import data, io, nn
+from .models import get_model_class
+from .models.base import config_from_dict
+
+try:
+    from tqdm.auto import tqdm
+except ImportError:  # the loop works without a progress bar
+    tqdm = None
+
+DATASETS = ("mnist", "fashion")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss, or a checkpoint that belongs to another run)."""
+
+
+@dataclass
+class TrainOptions:
+    dataset: str = "mnist"
+    epochs: int = None          # None: the model's recipe (its Config)
+    batch_size: int = None
+    lr: float = None
+    seed: int = 0
+    device: str = "cpu"
+    quick: bool = False         # train config.quick_steps steps only, to see the whole path quickly
+    max_steps: int = None       # stop after this many steps in total
+    out: str = None             # run folder (default runs/<model>-<dataset>)
+    resume: bool = False
+    log_every: int = 20         # steps between metrics.jsonl lines
+    checkpoint_every: int = 500  # steps between checkpoints (and one at the end of each epoch)
+    progress: bool = True
+    evaluate: bool = True       # test metrics after each epoch
+
+
+def build_model(name, overrides=None):
+    """A fresh model from its registered class, its Config updated with `overrides`."""
+    cls = get_model_class(name)
+    values = asdict(cls.Config())
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return cls(config_from_dict(cls.Config, values))
+
+
+def _flatten(prefix, obj, arrays, scalars):
+    """Split a nested state dict into arrays (for the .npz) and JSON-able scalars."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _flatten(f"{prefix}/{k}", v, arrays, scalars)
+    elif isinstance(obj, (list, tuple)):
+        scalars[prefix + "/__len__"] = len(obj)
+        for i, v in enumerate(obj):
+            _flatten(f"{prefix}/{i}", v, arrays, scalars)
+    elif hasattr(obj, "shape") and getattr(obj, "ndim", 0) > 0:
+        arrays[prefix] = obj
+    else:
+        scalars[prefix] = obj.item() if hasattr(obj, "item") else obj
+
+
+def _unflatten(prefix, arrays, scalars):
+    """Rebuild the nested state dict that _flatten split (lists come back as lists)."""
+    tree = {}
+    start = len(prefix) + 1
+    for key, value in list(arrays.items()) + list(scalars.items()):
+        if not key.startswith(prefix + "/"):
+            continue
+        parts = key[start:].split("/")
+        node = tree
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+
+    def rebuild(node):
+        if not isinstance(node, dict):
+            return node
+        if "__len__" in node:
+            return [rebuild(node[str(i)]) for i in range(node["__len__"])]
+        return {k: rebuild(v) for k, v in node.items()}
+    return rebuild(tree)
+
+
+class Trainer:
+    def __init__(self, model, options):
+        if options.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {options.dataset!r}; valid datasets: {', '.join(DATASETS)}")
+        self.model, self.opt = model, options
+        self.out = Path(options.out or f"runs/{model.name}-{options.dataset}")
+        self.checkpoint_path = self.out / "last.npz"
+        self.optimizers = model.configure_optimizers()
+        self.step, self.epoch, self.batch_index = 0, 0, 0
+        self._stop_requested = False
+
+    # ---------------------------------------------------------------- checkpoints
+    def save(self):
+        arrays, scalars = {}, {}
+        _flatten("model", self.model.state_dict(), arrays, scalars)
+        for name, opt in self.optimizers.items():
+            _flatten(f"optim/{name}", opt.state_dict(), arrays, scalars)
+        ema = getattr(self.model, "ema", None)
+        if ema is not None:
+            _flatten("ema", ema.state_dict(), arrays, scalars)
+        meta = {"kind": "tinygen-run", "model": self.model.name, "dataset": self.opt.dataset,
+                "config": self.model.config_dict(), "step": self.step, "epoch": self.epoch,
+                "batch_index": self.batch_index, "scalars": scalars,
+                "rng": {"model": self.model.rng.bit_generator.state, "nn": nn.get_rng_state()}}
+        io.save_checkpoint(self.checkpoint_path, arrays, meta)
+
+    def restore(self, path):
+        arrays, meta = io.load_checkpoint(path)
+        if meta.get("kind") != "tinygen-run":
+            raise TrainingError(f"{path}: not a tinygen training checkpoint")
+        if meta["model"] != self.model.name or meta["dataset"] != self.opt.dataset:
+            raise TrainingError(f"{path} belongs to {meta['model']} on {meta['dataset']}, "
+                                f"not {self.model.name} on {self.opt.dataset}")
+        if meta["config"] != self.model.config_dict():
+            diff = {k: (meta["config"].get(k), v) for k, v in self.model.config_dict().items()
+                    if meta["config"].get(k) != v}
+            raise TrainingError(f"{path}: the run's config differs from this one (checkpoint, now): {diff}")
+        scalars = meta["scalars"]
+        self.model.load_state_dict(_unflatten("model", arrays, scalars))
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(_unflatten(f"optim/{name}", arrays, scalars))
+        if getattr(self.model, "ema", None) is not None:
+            self.model.ema.load_state_dict(_unflatten("ema", arrays, scalars))
+        self.model.rng.bit_generator.state = meta["rng"]["model"]
+        nn.set_rng_state(meta["rng"]["nn"])
+        self.step, self.epoch, self.batch_index = meta["step"], meta["epoch"], meta["batch_index"]
+
+    # ---------------------------------------------------------------- the loop
+    def fit(self):
+        opt, model = self.opt, self.model
+        self.out.mkdir(parents=True, exist_ok=True)
+        nn.manual_seed(opt.seed)
+        model.rng = np.random.default_rng([opt.seed, 1])
+        if opt.resume:
+            if not self.checkpoint_path.exists():
+                raise TrainingError(f"--resume: no checkpoint at {self.checkpoint_path}; train without --resume first")
+            self.restore(self.checkpoint_path)
+            print(f"resumed {self.checkpoint_path} at step {self.step} (epoch {self.epoch + 1})")
+        elif (self.out / "metrics.jsonl").exists():
+            (self.out / "metrics.jsonl").unlink()  # a fresh run starts a fresh log
+        io.atomic_write_text(self.out / "config.json", json.dumps(
+            {"model": model.name, "options": asdict(opt), "config": model.config_dict()}, indent=2))
+
+        train_x, train_y = data.load_dataset(opt.dataset, "train")
+        test_x, test_y = data.load_dataset(opt.dataset, "test")
+        loader = data.DataLoader((train_x, train_y), model.config.batch_size, shuffle=True, seed=opt.seed)
+        epochs = model.config.epochs
+        max_steps = opt.max_steps or (model.config.quick_steps if opt.quick else epochs * len(loader))
+        max_steps = min(max_steps, epochs * len(loader)) if not opt.quick else max_steps
+        epochs = max(epochs, math.ceil(max_steps / len(loader)))
+
+        previous_handler = self._install_interrupt_handler()
+        cpu0, wall0 = time.process_time(), time.time()
+        last_good = self.step if self.checkpoint_path.exists() and opt.resume else None
+        sums, count = {}, 0
+        try:
+            while self.epoch < epochs and self.step < max_steps:
+                total = min(len(loader), max_steps - self.step + self.batch_index)
+                bar = tqdm(total=total, initial=self.batch_index, desc=f"{model.name} epoch {self.epoch + 1}/{epochs}",
+                           disable=not opt.progress, leave=True, dynamic_ncols=True) if tqdm else None
+                for images, labels in loader.batches(self.epoch, start=self.batch_index):
+                    batch = model.prepare_batch(images, labels)
+                    logs = model.training_step(batch, self.optimizers)
+                    bad = {k: v for k, v in logs.items() if isinstance(v, float) and not math.isfinite(v)}
+                    if bad:
+                        where = (f"the last good checkpoint is {self.checkpoint_path} (step {last_good})"
+                                 if last_good is not None else "no checkpoint had been saved yet")
+                        raise TrainingError(f"non-finite {bad} at step {self.step + 1} (epoch {self.epoch + 1}); "
+                                            f"stopped: {where}. Try a lower --lr or gradient clipping.")
+                    self.step += 1
+                    self.batch_index += 1
+                    for k, v in logs.items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
+                    count += 1
+                    if self.step % opt.log_every == 0:
+                        self._log({"step": self.step, "epoch": self.epoch + 1,
+                                   **{k: v / count for k, v in sums.items()}})
+                        if bar is not None:
+                            bar.set_postfix({k: f"{v / count:.4g}" for k, v in sums.items()}, refresh=False)
+                        sums, count = {}, 0
+                    if bar is not None:
+                        bar.update(1)
+                    if self.step % opt.checkpoint_every == 0:
+                        self.save()
+                        last_good = self.step
+                    if self._stop_requested or self.step >= max_steps:
+                        break
+                if bar is not None:
+                    bar.close()
+                if self.batch_index >= len(loader):
+                    self.epoch, self.batch_index = self.epoch + 1, 0
+                self.save()
+                last_good = self.step
+                self._end_of_epoch(test_x, test_y)
+                if self._stop_requested:
+                    print(f"\ninterrupted: saved {self.checkpoint_path} at step {self.step}; "
+                          f"continue with --resume")
+                    break
+        finally:
+            signal.signal(signal.SIGINT, previous_handler) if previous_handler is not None else None
+        summary = {"model": model.name, "dataset": opt.dataset, "steps": self.step,
+                   "cpu_seconds": round(time.process_time() - cpu0, 1),
+                   "wall_seconds": round(time.time() - wall0, 1), **self.last_metrics}
+        io.atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2))
+        return summary
+
+    last_metrics = {}
+
+    def _end_of_epoch(self, test_x, test_y):
+        model = self.model
+        if self.opt.evaluate:
+            metrics = model.evaluate(test_x, test_y)
+            if metrics:
+                self.last_metrics = metrics
+                self._log({"step": self.step, "epoch": self.epoch, **metrics})
+                print("  " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        picture = self.out / f"samples_step{self.step:06d}.png"
+        model.visualize(test_x[:64], test_y[:64], picture)
+        io.atomic_write_bytes(self.out / "samples_latest.png", picture.read_bytes())
+
+    def _log(self, record):
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _install_interrupt_handler(self):
+        """First Ctrl-C: finish this step, save, stop. A second one stops at once."""
+        if os.name == "nt" or not hasattr(signal, "SIGINT"):
+            return None
+
+        def handler(signum, frame):
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            print("\nCtrl-C: saving a checkpoint after this step (press again to abort without saving)")
+        try:
+            return signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not in the main thread
+            return None
+
+
+def train(name, options=None, **config_overrides):
+    """Train model `name` with `options` (TrainOptions); returns the summary dict."""
+    options = options or TrainOptions()
+    overrides = {"epochs": options.epochs, "batch_size": options.batch_size, "lr": options.lr, **config_overrides}
+    model = build_model(name, overrides)
+    if options.device != "cpu":
+        model.to(options.device)
+    return Trainer(model, options).fit()
