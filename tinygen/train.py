@@ -54,9 +54,11 @@ class TrainOptions:
     evaluate: bool = True       # test metrics after each epoch
 
 
-def build_model(name, overrides=None):
-    """A fresh model from its registered class, its Config updated with `overrides`."""
+def build_model(name, overrides=None, seed=0):
+    """A fresh model from its registered class, its Config updated with `overrides`, its initial
+    weights drawn from the generator seeded with `seed`."""
     cls = get_model_class(name)
+    nn.manual_seed(seed)
     values = asdict(cls.Config())
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return cls(config_from_dict(cls.Config, values))
@@ -228,6 +230,18 @@ class Trainer:
     last_metrics = {}
 
     def _end_of_epoch(self, test_x, test_y):
+        """Test metrics and a picture. They draw from their own generator and leave the training
+        generators as they were, so a resumed run sees the same random numbers as an uninterrupted one."""
+        model = self.model
+        training_rng, nn_state = model.rng, nn.get_rng_state()
+        model.rng = np.random.default_rng([self.opt.seed, 2, self.step])
+        try:
+            self._evaluate_and_picture(test_x, test_y)
+        finally:
+            model.rng = training_rng
+            nn.set_rng_state(nn_state)
+
+    def _evaluate_and_picture(self, test_x, test_y):
         model = self.model
         if self.opt.evaluate:
             metrics = model.evaluate(test_x, test_y)
@@ -263,7 +277,7 @@ def train(name, options=None, **config_overrides):
     """Train model `name` with `options` (TrainOptions); returns the summary dict."""
     options = options or TrainOptions()
     overrides = {"epochs": options.epochs, "batch_size": options.batch_size, "lr": options.lr, **config_overrides}
-    model = build_model(name, overrides)
+    model = build_model(name, overrides, seed=options.seed)
     if options.device != "cpu":
         model.to(options.device)
     return Trainer(model, options).fit()

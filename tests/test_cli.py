@@ -1,0 +1,48 @@
+"""The command line, as a user runs it."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tinygen.__main__ import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_list_names_every_model(capsys):
+    main(["list"])
+    out = capsys.readouterr().out
+    assert "cnn" in out and "mlp" in out
+
+
+def test_unknown_model_lists_valid_ones():
+    with pytest.raises(SystemExit, match="valid models: .*cnn"):
+        main(["train", "resnet"])
+
+
+def test_unknown_dataset_and_option_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "cnn", "--dataset", "cifar"])
+    assert "invalid choice: 'cifar' (choose from" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "cnn", "--frobnicate"])
+    assert "unrecognized arguments: --frobnicate" in capsys.readouterr().err
+
+
+def test_train_then_evaluate_in_a_subprocess(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = lambda *args: subprocess.run([sys.executable, "-m", "tinygen", *args], capture_output=True, text=True,
+                                       env=env, cwd=tmp_path, timeout=300)
+    train = run("train", "mlp", "--quick", "--max-steps", "20", "--out", "run", "--no-progress")
+    assert train.returncode == 0, train.stderr
+    summary = json.loads(train.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 20 and 0.5 < summary["test_acc"] <= 1.0
+    assert (tmp_path / "run" / "samples_latest.png").exists()
+    ev = run("evaluate", "mlp", "--checkpoint", "run/last.npz")
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads(ev.stdout)["test_acc"] == pytest.approx(summary["test_acc"])
+    bad = run("sample", "mlp", "--checkpoint", "run/last.npz")
+    assert bad.returncode != 0 and "not a generative model" in bad.stderr

@@ -1,0 +1,77 @@
+"""The training loop: exact resume, NaN stop that keeps the last good checkpoint, refusals."""
+import json
+
+import numpy as np
+import pytest
+
+from tinygen import io
+from tinygen.train import TrainingError, TrainOptions, Trainer, build_model
+
+TINY = {"hidden": 16, "batch_size": 32, "dropout": 0.3}  # dropout: the resumed run must replay its random masks
+
+
+def losses(run):
+    return [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+def fit(out, max_steps, resume=False, **overrides):
+    model = build_model("mlp", {**TINY, **overrides})
+    options = TrainOptions(out=str(out), max_steps=max_steps, resume=resume, log_every=1, checkpoint_every=3,
+                           progress=False, evaluate=False)
+    return Trainer(model, options).fit()
+
+
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
+    fit(tmp_path / "straight", 8)
+    fit(tmp_path / "split", 4)                      # stops after step 4: checkpoint there
+    fit(tmp_path / "split", 8, resume=True)
+    straight, split = losses(tmp_path / "straight"), losses(tmp_path / "split")
+    assert len(straight) == 8 and len(split) == 8
+    np.testing.assert_allclose(split, straight, rtol=0, atol=0)
+
+
+def test_run_folder_contents(tmp_path):
+    summary = fit(tmp_path / "run", 5)
+    assert summary["steps"] == 5 and summary["cpu_seconds"] >= 0
+    for name in ["config.json", "metrics.jsonl", "last.npz", "samples_latest.png", "summary.json"]:
+        assert (tmp_path / "run" / name).exists(), name
+    arrays, meta = io.load_checkpoint(tmp_path / "run" / "last.npz")
+    assert meta["step"] == 5 and meta["model"] == "mlp"
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    model = build_model("mlp", TINY)
+    real_step = model.training_step
+    calls = {"n": 0}
+
+    def step(batch, optimizers):
+        calls["n"] += 1
+        logs = real_step(batch, optimizers)
+        return {**logs, "loss": float("nan")} if calls["n"] == 5 else logs
+
+    model.training_step = step
+    options = TrainOptions(out=str(tmp_path), max_steps=10, checkpoint_every=3, progress=False, evaluate=False)
+    with pytest.raises(TrainingError, match=r"non-finite .*step 5.*last good checkpoint .*step 3"):
+        Trainer(model, options).fit()
+    _, meta = io.load_checkpoint(tmp_path / "last.npz")
+    assert meta["step"] == 3
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    fit(tmp_path, 3)
+    with pytest.raises(TrainingError, match="config differs"):
+        fit(tmp_path, 6, resume=True, hidden=32)
+
+
+def test_resume_without_checkpoint_says_so(tmp_path):
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        fit(tmp_path / "empty", 3, resume=True)
+
+
+def test_unknown_model_and_dataset_list_valid_ones():
+    with pytest.raises(ValueError, match="valid models: .*cnn"):
+        build_model("resnet")
+    with pytest.raises(ValueError, match="valid datasets: mnist, fashion"):
+        Trainer(build_model("mlp", TINY), TrainOptions(dataset="cifar"))
+    with pytest.raises(ValueError, match="unknown config field"):
+        build_model("mlp", {"depth": 3})
