@@ -7,6 +7,14 @@ import importlib
 MODULES = {
     "mlp": "tinygen.models.classifier",
     "cnn": "tinygen.models.classifier",
+    "ae": "tinygen.models.ae",
+    "vae": "tinygen.models.vae",
+    "cvae": "tinygen.models.cvae",
+    "gan": "tinygen.models.gan",
+    "dcgan": "tinygen.models.dcgan",
+    "cgan": "tinygen.models.cgan",
+    "pix2pix": "tinygen.models.pix2pix",
+    "realnvp": "tinygen.models.realnvp",
 }
 
 REGISTRY = {}  # name -> model class, filled by @register as modules are imported
@@ -33,6 +41,10 @@ def available():
     """[(name, one-line summary)] for every registered model."""
     rows = []
     for name in MODULES:
-        cls = get_model_class(name)
+        try:
+            cls = get_model_class(name)
+        except ImportError as e:  # a model file that fails to import is reported, not hidden
+            rows.append((name, f"(cannot be imported: {e})"))
+            continue
         rows.append((name, (cls.__doc__ or "").strip().splitlines()[0]))
     return rows
