@@ -97,3 +97,13 @@ def test_a_few_steps_through_the_training_loop(tmp_path):
     summary = Trainer(model, TrainOptions(out=str(tmp_path), max_steps=3, progress=False)).fit()
     assert summary["steps"] == 3 and np.isfinite(summary["test_neg_elbo"])
     assert (tmp_path / "samples_latest.png").exists()
+
+
+def test_interpolation_and_manifold_take_a_label(tmp_path):
+    from tinygen.models.cvae import CVAE
+    model = CVAE(CVAE.Config(latent_dim=2))
+    x = np.random.default_rng(0).random((2, 1, 28, 28)).astype(np.float32)
+    assert model.interpolate(x[0], x[1], steps=5, label=3).shape == (5, 1, 28, 28)
+    a = model.latent_manifold(tmp_path / "m3.png", grid=4, label=3)
+    b = model.latent_manifold(tmp_path / "m5.png", grid=4, label=5)
+    assert a.shape == (16, 1, 28, 28) and not np.allclose(a, b)

@@ -187,16 +187,17 @@ class VAE(Model):
         return F.sigmoid(self.decode(z)).numpy()
 
     @inference
-    def interpolate(self, x_a, x_b, steps=10):
-        """Decode the line z_t = (1 - t) mu(x_a) + t mu(x_b), t = 0..1, between two images (1, 28, 28)."""
-        mu = self.encode(Tensor(as_unit_float(np.stack([x_a, x_b]))))[0].numpy()   # (2, D)
+    def interpolate(self, x_a, x_b, steps=10, label=0):
+        """Decode the line z_t = (1 - t) mu(x_a) + t mu(x_b), t = 0..1, between two images (1, 28, 28).
+        `label` is used only by conditional subclasses (the CVAE): both ends and the path take it."""
+        mu = self.encode(Tensor(as_unit_float(np.stack([x_a, x_b]))), *self.condition(np.full(2, label)))[0].numpy()
         t = np.linspace(0, 1, steps, dtype=np.float32)[:, None]                     # (steps, 1)
         # z_t = (1 - t) mu_a + t mu_b
         z = (1 - t) * mu[0] + t * mu[1]                                              # (steps, D)
-        return F.sigmoid(self.decode(Tensor(z))).numpy()                             # (steps, 1, 28, 28)
+        return F.sigmoid(self.decode(Tensor(z), *self.condition(np.full(steps, label)))).numpy()  # (steps, 1, 28, 28)
 
     @inference
-    def latent_manifold(self, path, grid=15):
+    def latent_manifold(self, path, grid=15, label=0):
         """For a 2-D latent space: decode a grid x grid lattice of Gaussian quantiles (5%..95%) of
         z = (z_1, z_2), z_1 left to right, z_2 bottom to top; save it to `path` and return it."""
         if self.config.latent_dim != 2:
@@ -204,6 +205,6 @@ class VAE(Model):
         q = np.array([NormalDist().inv_cdf(p) for p in np.linspace(0.05, 0.95, grid)], np.float32)
         z1, z2 = np.meshgrid(q, q[::-1])                                   # (grid, grid) each
         z = np.stack([z1.ravel(), z2.ravel()], axis=1)                     # (grid^2, 2)
-        images = F.sigmoid(self.decode(Tensor(z))).numpy()
+        images = F.sigmoid(self.decode(Tensor(z), *self.condition(np.full(len(z), label)))).numpy()
         save_image_grid(images, Path(path), nrow=grid, scale=2)
         return images
