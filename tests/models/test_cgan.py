@@ -1,0 +1,102 @@
+"""CGAN: the label reaches both players, sample() takes labels, the picture has one row per class."""
+import numpy as np
+import pytest
+
+from tinygen.models.cgan import CGAN, one_hot
+from tinygen.train import build_model
+
+TINY = {"width": 8, "z_dim": 16}
+
+
+def snapshot(net):
+    return [p.data.copy() for p in net.parameters()]
+
+
+def same(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def batch(model, n=8, seed=0):
+    images = np.random.default_rng(seed).integers(0, 256, size=(n, 1, 28, 28), dtype=np.uint8)
+    return model.prepare_batch(images, np.arange(n) % 10)
+
+
+def test_one_hot():
+    np.testing.assert_array_equal(one_hot([2, 0]), np.eye(10, dtype=np.float32)[[2, 0]])
+
+
+def test_changing_the_label_changes_the_output_for_a_fixed_z():
+    model = build_model("cgan", TINY)
+    z = np.repeat(np.random.default_rng(0).standard_normal((1, 16), dtype=np.float32), 10, axis=0)
+    s = model.sample(10, label=np.arange(10), z=z)
+    assert s.shape == (10, 1, 28, 28) and s.min() >= 0 and s.max() <= 1
+    diffs = np.abs(s[1:] - s[:1]).reshape(9, -1).max(axis=1)
+    assert (diffs > 1e-4).all(), diffs                              # every other label draws something else
+    np.testing.assert_array_equal(model.sample(2, label=3, z=z[:2]), model.sample(2, label=[3, 3], z=z[:2]))
+
+
+def test_discriminator_sees_the_label():
+    model = build_model("cgan", TINY)
+    x, _ = batch(model, 4)
+    a = model.critic(x, np.array([0, 1, 2, 3])).numpy()
+    b = model.critic(x, np.array([5, 6, 7, 8])).numpy()
+    assert a.shape == (4, 1) and not np.allclose(a, b)
+
+
+def test_sample_labels():
+    model = build_model("cgan", TINY)
+    assert CGAN.conditional is True
+    model.rng = np.random.default_rng(0)
+    default = model.sample(12)                                      # labels 0..9, 0, 1
+    model.rng = np.random.default_rng(0)
+    np.testing.assert_array_equal(default, model.sample(12, label=np.arange(12) % 10))
+    assert model.sample(3, label=7).shape == (3, 1, 28, 28) and model.training
+    with pytest.raises(ValueError, match="0..9"):
+        model.sample(2, label=10)
+
+
+def test_training_step_updates_each_player_with_its_own_step_only():
+    model = build_model("cgan", TINY)
+    opts = model.configure_optimizers()
+    G, D = model.generator, model.discriminator
+    g0, d0 = snapshot(G), snapshot(D)
+    seen = {}
+    d_step = opts["D"].step
+
+    def recording_d_step():
+        d_step()
+        seen["g"], seen["d"] = snapshot(G), snapshot(D)
+
+    opts["D"].step = recording_d_step
+    logs = model.training_step(batch(model), opts)
+    assert set(logs) == {"d_loss", "g_loss", "d_real", "d_fake"}
+    assert same(seen["g"], g0) and not same(seen["d"], d0)
+    assert not same(snapshot(G), seen["g"]) and same(snapshot(D), seen["d"])
+    # the label-input weights of G received a gradient (columns z_dim.. of the first Linear)
+    label_cols = model.generator.project.weight.data[:, 16:]
+    assert not np.array_equal(label_cols, g0[0][:, 16:])
+
+
+def test_visualize_has_one_row_per_digit(tmp_path):
+    from PIL import Image
+    model = build_model("cgan", TINY)
+    model.visualize(None, None, tmp_path / "grid.png")
+    w, h = Image.open(tmp_path / "grid.png").size
+    assert w == h == 2 * (10 * 30 + 2)                             # 10 x 10 tiles of 28 + 2 padding, scale 2
+    asked = {}
+    real_sample = model.sample
+
+    def recording_sample(n, label=None, z=None):
+        asked.update(label=np.asarray(label), z=z)
+        return real_sample(n, label=label, z=z)
+
+    model.sample = recording_sample
+    model.visualize(None, None, tmp_path / "grid2.png")
+    np.testing.assert_array_equal(asked["label"].reshape(10, 10), np.arange(10)[:, None].repeat(10, axis=1))
+    z = asked["z"].reshape(10, 10, -1)
+    np.testing.assert_array_equal(z, np.broadcast_to(z[:1], z.shape))  # column j: the same z in every row
+
+
+def test_registered_under_its_name():
+    from tinygen.models import get_model_class
+    assert get_model_class("cgan") is CGAN
