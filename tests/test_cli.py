@@ -46,3 +46,11 @@ def test_train_then_evaluate_in_a_subprocess(tmp_path):
     assert json.loads(ev.stdout)["test_acc"] == pytest.approx(summary["test_acc"])
     bad = run("sample", "mlp", "--checkpoint", "run/last.npz")
     assert bad.returncode != 0 and "not a generative model" in bad.stderr
+
+
+def test_set_overrides_config_fields_and_refuses_unknown_ones(tmp_path):
+    from tinygen.__main__ import parse_settings
+    assert parse_settings(["latent_dim=2", "loss=minimax", "adversarial=false"]) == \
+        {"latent_dim": 2, "loss": "minimax", "adversarial": False}
+    with pytest.raises(ValueError, match="unknown config field"):
+        main(["train", "mlp", "--set", "depth=3", "--max-steps", "1", "--out", str(tmp_path)])

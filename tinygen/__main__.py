@@ -24,6 +24,20 @@ def _check_model(name):
         sys.exit(f"error: unknown model {name!r}; valid models: {', '.join(sorted(models.MODULES))}")
 
 
+def parse_settings(items):
+    """['latent_dim=2', 'loss=minimax'] -> {'latent_dim': 2, 'loss': 'minimax'} (JSON values, else strings)."""
+    settings = {}
+    for item in items:
+        if "=" not in item:
+            sys.exit(f"error: --set expects FIELD=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    return settings
+
+
 def parser():
     ap = argparse.ArgumentParser(prog="python -m tinygen", description="Readable generative models on a small "
                                  "autograd engine, trained on MNIST / Fashion-MNIST.")
@@ -43,6 +57,8 @@ def parser():
     t.add_argument("--out", help="run folder (default runs/<model>-<dataset>)")
     t.add_argument("--resume", action="store_true", help="continue from <out>/last.npz exactly")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    t.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="set a field of the model's Config, e.g. --set loss=minimax --set latent_dim=2")
 
     s = sub.add_parser("sample", help="draw samples from a trained model into a PNG grid")
     _add_model(s)
@@ -86,7 +102,7 @@ def main(argv=None):
         options = TrainOptions(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                seed=args.seed, device=args.device, quick=args.quick, max_steps=args.max_steps,
                                out=args.out, resume=args.resume, progress=not args.no_progress)
-        summary = train(args.model, options)
+        summary = train(args.model, options, **parse_settings(args.set))
         print(json.dumps(summary))
         return 0
 

@@ -48,6 +48,7 @@ def load_trained(name, checkpoint):
     if meta.get("model") != name:
         raise io.CheckpointError(f"{checkpoint} holds a {meta.get('model')!r} model, not {name!r}")
     model = build_model(name, meta["config"])
+    model.dataset = meta["dataset"]
     model.load_state_dict(_unflatten("model", arrays, meta["scalars"]))
     if getattr(model, "ema", None) is not None:
         model.ema.load_state_dict(_unflatten("ema", arrays, meta["scalars"]))
@@ -174,11 +175,11 @@ def evaluate_model(model, dataset, n=10000, seed=0):
     x_test, y_test = data.load_dataset(dataset, "test")
     t0 = time.process_time()
     results = {"model": model.name, "dataset": dataset}
-    if hasattr(model, "predict"):
+    if hasattr(model, "predict") or hasattr(model, "translate"):  # classifiers; image-to-image translation
         results.update(model.evaluate(x_test, y_test))
     if hasattr(model, "evaluate_nll"):
         results.update(model.evaluate_nll(x_test))
-    if hasattr(model, "sample"):
+    if hasattr(model, "sample") and not hasattr(model, "translate"):
         if model.conditional:
             labels = np.arange(n) % 10
             samples = model.sample(n, label=labels)

@@ -106,6 +106,7 @@ class Trainer:
         if options.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {options.dataset!r}; valid datasets: {', '.join(DATASETS)}")
         self.model, self.opt = model, options
+        model.dataset = options.dataset
         self.out = Path(options.out or f"runs/{model.name}-{options.dataset}")
         self.checkpoint_path = self.out / "last.npz"
         self.optimizers = model.configure_optimizers()

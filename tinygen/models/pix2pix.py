@@ -154,9 +154,10 @@ class Pix2Pix(GANBase):
         return self.translate(condition)
 
     @no_grad()
-    def evaluate(self, images, labels, dataset="fashion"):
+    def evaluate(self, images, labels, dataset=None):
         """Test metrics: test_l1 = mean |G(c) - x| in [0, 1] units; judge_acc = how often the frozen judge
         of `dataset` names the item's true class on G's output (left out when no judge is installed)."""
+        dataset = dataset or self.dataset
         from ..evaluate import JudgeError, conditional_accuracy
         outputs = self.translate(self.condition_of(images))
         results = {"test_l1": float(np.abs(outputs - data.to_float(images)).mean())}
