@@ -24,18 +24,17 @@ Latent scatter of a trained model (colours = digit classes):
     model, _ = load_trained("ae", "runs/ae-mnist/last.npz"); x, y = load_dataset("mnist", "test")
     latent_scatter(model, x[:5000], y[:5000], "runs/ae-mnist/latent.png")
 """
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 import autograd.functional as F
-from autograd import Tensor, no_grad
+from autograd import Tensor
 from .. import nn
 from ..io import save_image_grid, save_scatter
 from . import register
-from .base import Config, Model
+from .base import Config, Model, inference
 
 
 @dataclass
@@ -54,20 +53,6 @@ def mlp(*widths):
     for n_in, n_out in zip(widths[:-1], widths[1:]):
         layers += [nn.Linear(n_in, n_out), nn.ReLU()]
     return nn.Sequential(*layers[:-1])
-
-
-def inference(method):
-    """Run a model method under no_grad() in eval mode, and put the model back in the mode it was in."""
-    @functools.wraps(method)
-    def wrapped(self, *args, **kwargs):
-        was_training = self.training
-        self.eval()
-        try:
-            with no_grad():
-                return method(self, *args, **kwargs)
-        finally:
-            self.train(was_training)
-    return wrapped
 
 
 def as_unit_float(images):

@@ -5,12 +5,28 @@ how a raw data batch becomes model input, and the default training step.
     training_step(batch, optimizers) -> logs     override for several optimisers (GANs)
     sample(n, **condition) -> (n, 1, H, W) NumPy array in [0, 1]   generative models
 """
+import functools
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from autograd import Tensor
+from autograd import Tensor, no_grad
 from .. import data, nn, optim
+
+
+def inference(method):
+    """Run a model method under no_grad() in eval mode, and put the model back in the mode it was in
+    (for sample, predict, evaluate: dropout off, BatchNorm on its running statistics, no graph)."""
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        was_training = self.training
+        self.eval()
+        try:
+            with no_grad():
+                return method(self, *args, **kwargs)
+        finally:
+            self.train(was_training)
+    return wrapped
 
 
 @dataclass

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 
 import autograd.functional as F
-from autograd import Tensor, no_grad
+from autograd import Tensor
 from .. import nn
 from . import register
-from .base import Config, Model
+from .base import Config, Model, inference
 
 
 @dataclass
@@ -49,16 +49,12 @@ class _Classifier(Model):
         acc = float((logits.data.argmax(axis=1) == y).mean())
         return loss, {"acc": acc}
 
-    @no_grad()
+    @inference
     def predict_proba(self, images, batch_size=1000):
         """Class probabilities for uint8 or [0,1] float images (B, 1, 28, 28), in eval mode."""
-        was_training = self.training
-        self.eval()
         x = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
-        out = [F.softmax(self.logits(Tensor(x[i:i + batch_size])), axis=1).numpy()
-               for i in range(0, len(x), batch_size)]
-        self.train(was_training)
-        return np.concatenate(out)
+        return np.concatenate([F.softmax(self.logits(Tensor(x[i:i + batch_size])), axis=1).numpy()
+                               for i in range(0, len(x), batch_size)])
 
     def predict(self, images):
         return self.predict_proba(images).argmax(axis=1)
@@ -118,15 +114,12 @@ class CNN(_Classifier):
     def logits(self, x):
         return self.head(self.features(x))
 
-    @no_grad()
+    @inference
     def embed(self, images, batch_size=1000):
         """Penultimate features (N, 128) of [0,1] float or uint8 images, in eval mode."""
-        was_training = self.training
-        self.eval()
         x = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
-        out = [self.features(Tensor(x[i:i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
-        self.train(was_training)
-        return np.concatenate(out)
+        return np.concatenate([self.features(Tensor(x[i:i + batch_size])).numpy()
+                               for i in range(0, len(x), batch_size)])
 
 
 def random_shift(x, max_shift, rng):

@@ -28,7 +28,7 @@ import autograd.functional as F
 from autograd import Tensor
 from ..io import save_image_grid
 from . import register
-from .ae import inference
+from .base import inference
 from .vae import VAE, VAEConfig
 
 N_CLASSES = 10

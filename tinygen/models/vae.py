@@ -40,7 +40,8 @@ from .. import data
 from ..evaluate import importance_weighted_nll
 from ..io import save_image_grid
 from . import register
-from .ae import Decoder, Encoder, as_unit_float, inference
+from .ae import Decoder, Encoder, as_unit_float
+from .base import inference
 from .base import Config, Model
 
 LOG_2PI = math.log(2 * math.pi)
