@@ -87,7 +87,8 @@ class Optimizer:
                 self._update(p, g, group, self.state.setdefault(p, {"step": 0}))
 
     def _update(self, p, g, group, state):
-        raise NotImplementedError
+        """Apply one update to parameter p with gradient g: each optimiser defines its rule here."""
+        raise TypeError(f"{type(self).__name__} must define _update(p, g, group, state)")
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self):

@@ -396,6 +396,19 @@ def l1_loss(input, target, reduction="mean"):
 
 
 # ---------------------------------------------------------------------- normalisation
+def _affine_grads(fn, g, xhat, axes):
+    """Gradients of the affine part y = xhat * w + b of a normalisation (layer or group norm):
+    dL/dw = sum(g xhat),  dL/db = sum(g)  over every axis the parameters are broadcast along.
+    Returns the (weight, bias) gradients that `fn` has, None where not needed."""
+    grads, i = [], 1
+    if fn.has_weight:
+        grads.append((g * xhat).sum(axis=axes) if fn.needs_input_grad[i] else None)
+        i += 1
+    if fn.has_bias:
+        grads.append(g.sum(axis=axes) if fn.needs_input_grad[i] else None)
+    return tuple(grads)
+
+
 class LayerNorm(Function):
     """y = xhat w + b,  xhat = (x - mu) / sqrt(var + eps), mu and var over the last k axes.
     Backward: dx by the closed form in the module docstring with g = dL/dy w;
@@ -429,14 +442,7 @@ class LayerNorm(Function):
             grads.append(_normalized_grad(g * w if w is not None else g, xhat, rstd, self.axes))
         else:
             grads.append(None)
-        i = 1
-        # dL/dw = sum(g xhat),  dL/db = sum(g)  over every axis the parameters are broadcast along
-        if self.has_weight:
-            grads.append((g * xhat).sum(axis=self.lead) if self.needs_input_grad[i] else None)
-            i += 1
-        if self.has_bias:
-            grads.append(g.sum(axis=self.lead) if self.needs_input_grad[i] else None)
-        return tuple(grads)
+        return tuple(grads) + _affine_grads(self, g, xhat, self.lead)
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
@@ -486,14 +492,7 @@ class GroupNorm(Function):
         if self.needs_input_grad[0]:
             gxhat = (g * w if w is not None else g).reshape(B, self.groups, -1)
             grads[0] = _normalized_grad(gxhat, xhat.reshape(B, self.groups, -1), rstd, (2,)).reshape(self.shape)
-        i = 1
-        # dL/dw = sum(g xhat),  dL/db = sum(g)  over every axis the parameters are broadcast along
-        if self.has_weight:
-            grads.append((g * xhat).sum(axis=self.sum_axes) if self.needs_input_grad[i] else None)
-            i += 1
-        if self.has_bias:
-            grads.append(g.sum(axis=self.sum_axes) if self.needs_input_grad[i] else None)
-        return tuple(grads)
+        return tuple(grads) + _affine_grads(self, g, xhat, self.sum_axes)
 
 
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
