@@ -15,6 +15,8 @@ MODULES = {
     "cgan": "tinygen.models.cgan",
     "pix2pix": "tinygen.models.pix2pix",
     "realnvp": "tinygen.models.realnvp",
+    "ddpm": "tinygen.models.ddpm",
+    "noisy_classifier": "tinygen.models.guidance",
 }
 
 REGISTRY = {}  # name -> model class, filled by @register as modules are imported

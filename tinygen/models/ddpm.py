@@ -1,0 +1,339 @@
+"""Denoising diffusion probabilistic models (Ho, Jain & Abbeel, 2020), with the DDIM sampler (Song,
+Meng & Ermon, 2021) and classifier-free guidance (Ho & Salimans, 2022).
+
+The idea: destroy an image by adding a little Gaussian noise at each of T steps, until nothing but
+noise is left; train a network to undo one step; generate by starting from pure noise and undoing
+all T steps. Each undo step is a Gaussian whose mean we learn by predicting the noise that was added.
+
+    forward process   q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I),  beta 1e-4 -> 0.02, T = 1000
+    closed form       q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I),  abar_t = prod_{s<=t} (1 - beta_s)
+                      so x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps,  eps ~ N(0, I)
+    simple loss       L = E_{x_0, t, eps} |eps - eps_theta(x_t, t)|^2
+    posterior         q(x_{t-1} | x_t, x_0) = N(mu~_t, beta~_t I)
+                      mu~_t = sqrt(abar_{t-1}) beta_t / (1 - abar_t) x_0 + sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) x_t
+                      beta~_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t
+    ancestral step    x_{t-1} = mu~_t(x_t, x0_hat) + sqrt(beta~_t) z,  x0_hat = (x_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t)
+    DDIM step         x_{t'} = sqrt(abar_t') x0_hat + sqrt(1 - abar_t' - sigma^2) eps_theta + sigma z,   t' < t
+                      sigma = eta sqrt((1 - abar_t') / (1 - abar_t)) sqrt(1 - abar_t / abar_t')
+                      (eta = 0: deterministic; eta = 1 over all T steps: the ancestral sampler)
+
+Classifier-free guidance: during training the label is replaced by a null label with probability
+p_uncond, so one network learns eps(x, y) and eps(x, none). The convention used everywhere here:
+
+    guided eps = eps(x, none) + s (eps(x, y) - eps(x, none))     s = 1: plain conditional, s = 0: unconditional
+
+Unconditional samples of a class-conditional model are its null-label samples.
+
+The network is a small U-Net (28 -> 14 -> 7): residual blocks with GroupNorm and SiLU, the sinusoidal
+time embedding (plus a label embedding) added inside every block, self-attention at 7x7, skips from
+the way down to the way up. Samples use the EMA of the weights.
+
+Train:  python -m tinygen train ddpm               (class-conditional, label dropped with p = 0.2)
+        python -m tinygen train ddpm --set num_classes=0     (unconditional)
+Sample: python -m tinygen sample ddpm --checkpoint runs/ddpm-mnist/last.npz --label 7 --guidance 3 --steps 50
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+import autograd.functional as F
+from autograd import Tensor
+from .. import nn, optim
+from ..io import save_gif, save_image_grid
+from . import register
+from .base import Config, Model, inference
+
+
+@dataclass
+class DDPMConfig(Config):
+    epochs: int = 6
+    batch_size: int = 64
+    lr: float = 1e-3
+    grad_clip: float = 1.0
+    T: int = 1000
+    schedule: str = "linear"     # "linear" (beta 1e-4 -> 0.02) or "cosine" (Nichol & Dhariwal 2021)
+    base_channels: int = 16      # U-Net widths base * mult per resolution 28, 14, 7
+    channel_mult: tuple = (1, 2, 4)
+    num_classes: int = 10        # 0: unconditional
+    p_uncond: float = 0.2        # probability of training with the null label (classifier-free guidance)
+    dropout: float = 0.0
+    ema_decay: float = 0.999
+    sample_steps: int = 50       # DDIM steps for pictures during training; sample(steps=None) uses all T
+    quick_steps: int = 400
+
+
+# ---------------------------------------------------------------------- the forward process
+def beta_schedule(name, T):
+    """beta_1 .. beta_T (float64, shape (T,)): the lecture's linear schedule or the cosine one."""
+    if name == "linear":
+        return np.linspace(1e-4, 0.02, T, dtype=np.float64) * (1000 / T)
+    if name == "cosine":
+        # abar(t) = f(t) / f(0),  f(t) = cos^2((t / T + s) / (1 + s) * pi / 2),  s = 0.008
+        s = 0.008
+        f = np.cos((np.arange(T + 1) / T + s) / (1 + s) * math.pi / 2) ** 2
+        abar = f / f[0]
+        return np.clip(1 - abar[1:] / abar[:-1], 0, 0.999)
+    raise ValueError(f"unknown beta schedule {name!r}; valid: 'linear', 'cosine'")
+
+
+def _per_image(values, t):
+    """Table entries values[t] (float32) shaped (B, 1, 1, 1) to broadcast against images."""
+    return values[np.asarray(t)].astype(np.float32).reshape(-1, 1, 1, 1)
+
+
+class GaussianDiffusion:
+    """The fixed forward process and the update rules built from it, on NumPy arrays. Index t runs
+    0 .. T-1 here (the paper's 1 .. T); abar_{-1} = 1."""
+
+    def __init__(self, betas):
+        self.betas = np.asarray(betas, dtype=np.float64)                    # (T,)
+        self.T = len(self.betas)
+        self.alphas = 1.0 - self.betas
+        self.abar = np.cumprod(self.alphas)                                 # abar_t = prod_{s<=t} alpha_s
+        self.abar_prev = np.append(1.0, self.abar[:-1])                     # abar_{t-1}
+        # beta~_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t
+        self.posterior_variance = (1 - self.abar_prev) / (1 - self.abar) * self.betas
+        # mu~_t = c0 x_0 + ct x_t
+        self.posterior_c0 = np.sqrt(self.abar_prev) * self.betas / (1 - self.abar)
+        self.posterior_ct = np.sqrt(self.alphas) * (1 - self.abar_prev) / (1 - self.abar)
+
+    def q_step(self, x_prev, t, eps):
+        """One forward step: x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) eps."""
+        return _per_image(np.sqrt(1 - self.betas), t) * x_prev + _per_image(np.sqrt(self.betas), t) * eps
+
+    def q_sample(self, x0, t, eps):
+        """Jump straight to step t: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps  (t of shape (B,))."""
+        return _per_image(np.sqrt(self.abar), t) * x0 + _per_image(np.sqrt(1 - self.abar), t) * eps
+
+    def q_posterior(self, x0, x_t, t):
+        """Mean and variance of q(x_{t-1} | x_t, x_0)."""
+        return (_per_image(self.posterior_c0, t) * x0 + _per_image(self.posterior_ct, t) * x_t,
+                _per_image(self.posterior_variance, t))
+
+    def predict_x0(self, x_t, t, eps, clip=True):
+        """x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), clipped to the data range [-1, 1]."""
+        x0 = (x_t - _per_image(np.sqrt(1 - self.abar), t) * eps) / _per_image(np.sqrt(self.abar), t)
+        return np.clip(x0, -1, 1) if clip else x0
+
+    def ancestral_step(self, x_t, t, eps, z):
+        """x_{t-1} = mu~_t(x_t, x0_hat) + sqrt(beta~_t) z   (no noise at the last step, t = 0)."""
+        mean, var = self.q_posterior(self.predict_x0(x_t, t, eps), x_t, t)
+        return mean + (np.sqrt(var) * z if t > 0 else 0)
+
+    def ddim_step(self, x_t, t, t_prev, eps, eta, z):
+        """x_{t'} = sqrt(abar_t') x0_hat + sqrt(1 - abar_t' - sigma^2) eps + sigma z   (t' = t_prev, -1 = the end)."""
+        x0 = self.predict_x0(x_t, t, eps)
+        eps = (x_t - math.sqrt(self.abar[t]) * x0) / math.sqrt(1 - self.abar[t])  # the eps that agrees with clipped x0
+        abar_prev = self.abar[t_prev] if t_prev >= 0 else 1.0
+        sigma = eta * math.sqrt((1 - abar_prev) / (1 - self.abar[t]) * (1 - self.abar[t] / abar_prev))
+        return (math.sqrt(abar_prev) * x0 + math.sqrt(max(1 - abar_prev - sigma ** 2, 0.0)) * eps
+                + sigma * z).astype(np.float32)
+
+    def timesteps(self, steps):
+        """`steps` timesteps spread evenly from T-1 down to 0 (one step: T-1 alone), in sampling order."""
+        if not 1 <= steps <= self.T:
+            raise ValueError(f"sampling steps must lie in 1..{self.T}, got {steps}")
+        return np.unique(np.linspace(self.T - 1, 0, steps).round().astype(int))[::-1]
+
+
+# ---------------------------------------------------------------------- the U-Net eps_theta(x_t, t, y)
+def _groups(channels):
+    return min(8, channels)
+
+
+class ResBlock(nn.Module):
+    """h = conv(SiLU(GN(x))) + W emb;  h = conv(dropout(SiLU(GN(h))));  out = skip(x) + h."""
+
+    def __init__(self, c_in, c_out, emb_dim, dropout=0.0):
+        super().__init__()
+        self.norm1, self.conv1 = nn.GroupNorm(_groups(c_in), c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, c_out)
+        self.norm2, self.drop = nn.GroupNorm(_groups(c_out), c_out), nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity (ADM)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x, emb):                                            # (B, c_in, H, W), (B, emb_dim)
+        h = self.conv1(F.silu(self.norm1(x)))                             # (B, c_out, H, W)
+        h = h + self.emb(F.silu(emb)).reshape(len(x), -1, 1, 1)
+        h = self.conv2(self.drop(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class AttentionBlock(nn.Module):
+    """Self-attention over the H*W positions: x + Attn(GN(x)), as tokens (B, HW, C)."""
+
+    def __init__(self, channels, heads=4):
+        super().__init__()
+        self.norm, self.attn = nn.GroupNorm(_groups(channels), channels), nn.MultiheadAttention(channels, heads)
+
+    def forward(self, x, emb=None):                                       # (B, C, H, W)
+        B, C, H, W = x.shape
+        tokens = self.norm(x).reshape(B, C, H * W).transpose(0, 2, 1)     # (B, HW, C)
+        return x + self.attn(tokens).transpose(0, 2, 1).reshape(B, C, H, W)
+
+
+class UNet(nn.Module):
+    """eps_theta(x_t, t, y) -> (B, C, H, W). One residual block per resolution on the way down and on
+    the way up; a strided conv halves, nearest upsampling doubles; attention at the lowest resolution.
+    Labels index an embedding of num_classes + 1 rows: the last row is the null label."""
+
+    def __init__(self, in_channels=1, base=16, mult=(1, 2, 4), num_classes=0, dropout=0.0, attention=True):
+        super().__init__()
+        emb_dim, widths = 4 * base, [base * m for m in mult]
+        self.num_classes = num_classes
+        self.time = nn.TimestepEmbedding(base, emb_dim)
+        self.label = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+        self.inp = nn.Conv2d(in_channels, base, 3, padding=1)
+        self.down, self.downsample, self.up = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        c = base
+        for i, w in enumerate(widths):
+            self.down.append(ResBlock(c, w, emb_dim, dropout))
+            last = i == len(widths) - 1
+            self.downsample.append(nn.Identity() if last else nn.Conv2d(w, widths[i + 1], 3, stride=2, padding=1))
+            c = w if last else widths[i + 1]
+        self.mid1, self.mid2 = ResBlock(c, c, emb_dim, dropout), ResBlock(c, c, emb_dim, dropout)
+        self.mid_attn = AttentionBlock(c) if attention else nn.Identity()
+        for w in reversed(widths):
+            self.up.append(ResBlock(c + w, w, emb_dim, dropout))              # input: upsampled h with the skip
+            c = w
+        self.out_norm, self.out = nn.GroupNorm(_groups(c), c), nn.Conv2d(c, in_channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+
+    def forward(self, x, t, y=None):                                      # (B, C, H, W), (B,), (B,) or None
+        emb = self.time(t)                                                # (B, 4 base)
+        if self.label is not None:
+            y = np.full(len(x), self.num_classes) if y is None else np.asarray(y)  # None: the null label
+            emb = emb + self.label(y)
+        h, skips = self.inp(x), []                                        # (B, base, H, W)
+        for block, down in zip(self.down, self.downsample):
+            h = block(h, emb)
+            skips.append(h)                                               # (B, w_i, H / 2^i, W / 2^i)
+            h = down(h)
+        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)              # (B, w_last, 7, 7)
+        for block in self.up:
+            skip = skips.pop()
+            if h.shape[-1] != skip.shape[-1]:
+                h = F.upsample_nearest(h, 2)
+            h = block(F.concat([h, skip], axis=1), emb)
+        return self.out(F.silu(self.out_norm(h)))                         # (B, C, H, W)
+
+
+# ---------------------------------------------------------------------- the model
+class DiffusionModel(Model):
+    """What pixel and latent diffusion share: the loss, the guided eps, the samplers, EMA."""
+    image_range = "signed"
+
+    def setup_diffusion(self, net, shape):
+        c = self.config
+        self.diffusion = GaussianDiffusion(beta_schedule(c.schedule, c.T))
+        self.net, self.shape = net, shape                                 # shape of one x: (C, H, W)
+        self.ema = optim.EMA(self, decay=c.ema_decay)
+
+    def diffusion_loss(self, x0, labels):
+        """L_simple = |eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t, y)|^2 (x0 a NumPy array)."""
+        c, B = self.config, len(x0)
+        t = self.rng.integers(0, c.T, B)
+        eps = self.rng.standard_normal(x0.shape, dtype=np.float32)
+        x_t = self.diffusion.q_sample(x0, t, eps)
+        y = None
+        if c.num_classes:  # classifier-free guidance: the null label with probability p_uncond
+            y = np.where(self.rng.random(B) < c.p_uncond, c.num_classes, np.asarray(labels))
+        return F.mse_loss(self.net(Tensor(x_t), t, y), Tensor(eps))
+
+    def training_step(self, batch, optimizers):
+        logs = super().training_step(batch, optimizers)
+        # EMA with a warm-up, so short runs average over the steps they have: decay_n = min(d, (1 + n) / (10 + n))
+        self.ema.decay = min(self.config.ema_decay, (1 + self.ema.num_updates) / (10 + self.ema.num_updates))
+        self.ema.update()
+        return logs
+
+    def guided_eps(self, x, t, y, guidance):
+        """eps_theta at (x, t), guided: eps(x, none) + s (eps(x, y) - eps(x, none)) in one batched pass."""
+        tt = np.full(len(x), t)
+        if y is None or guidance == 0:
+            return self.net(Tensor(x), tt, None).numpy()
+        if guidance == 1:
+            return self.net(Tensor(x), tt, y).numpy()
+        null = np.full(len(x), self.config.num_classes)
+        both = self.net(Tensor(np.concatenate([x, x])), np.concatenate([tt, tt]), np.concatenate([y, null])).numpy()
+        eps_y, eps_none = both[:len(x)], both[len(x):]
+        return eps_none + guidance * (eps_y - eps_none)
+
+    def _labels(self, n, label):
+        if label is None:
+            return None
+        if not self.config.num_classes:
+            raise ValueError(f"{self.name} was trained unconditionally (num_classes=0): it takes no label")
+        y = np.broadcast_to(np.asarray(label), (n,)).astype(int)
+        if y.min() < 0 or y.max() >= self.config.num_classes:
+            raise ValueError(f"labels must lie in 0..{self.config.num_classes - 1}, got {sorted(set(y.tolist()))}")
+        return y
+
+    def sample_latents(self, n, label=None, guidance=1.0, steps=None, eta=0.0, classifier=None,
+                       classifier_scale=0.0, frames=0):
+        """Run the reverse process from x_T ~ N(0, I): ancestral over all T steps when steps is None,
+        else DDIM over `steps` steps. Returns x_0 (n, *shape), and with frames > 0 also that many
+        snapshots of the batch along the way (for a GIF)."""
+        d, y = self.diffusion, self._labels(n, label)
+        if classifier is not None and hasattr(classifier, "check_matches"):
+            classifier.check_matches(self)
+        guidance = 1.0 if guidance is None else guidance
+        ts = d.timesteps(steps) if steps else np.arange(d.T)[::-1]
+        keep = set(np.linspace(0, len(ts) - 1, frames).round().astype(int).tolist()) if frames else set()
+        x, snapshots = self.rng.standard_normal((n, *self.shape), dtype=np.float32), []   # x_T
+        for i, t in enumerate(ts):
+            eps = self.guided_eps(x, t, y, guidance)
+            if classifier is not None and classifier_scale:
+                # classifier guidance: eps - s sqrt(1 - abar_t) grad log p(y | x_t) moves the mean by s beta~ grad
+                eps = eps - classifier_scale * math.sqrt(1 - d.abar[t]) * classifier.log_prob_grad(x, t, y)
+            z = self.rng.standard_normal(x.shape, dtype=np.float32)
+            if steps:
+                x = d.ddim_step(x, t, ts[i + 1] if i + 1 < len(ts) else -1, eps, eta, z)
+            else:
+                x = d.ancestral_step(x, t, eps, z).astype(np.float32)
+            if i in keep:
+                snapshots.append(x)
+        return (x, snapshots) if frames else x
+
+
+@register("ddpm")
+class DDPM(DiffusionModel):
+    """DDPM (Ho et al. 2020): eps-prediction U-Net, ancestral and DDIM sampling, classifier-free guidance."""
+    Config = DDPMConfig
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        c = self.config
+        self.conditional = bool(c.num_classes)
+        net = UNet(1, c.base_channels, tuple(c.channel_mult), c.num_classes, c.dropout)
+        self.setup_diffusion(net, (1, 28, 28))
+
+    def loss(self, batch):
+        x0, labels = batch
+        loss = self.diffusion_loss(x0.numpy(), labels)
+        return loss, {}
+
+    @inference
+    def sample(self, n, label=None, guidance=None, steps=None, eta=0.0, classifier=None, classifier_scale=0.0,
+               batch_size=500):
+        """n images (n, 1, 28, 28) in [0, 1]; see sample_latents for the arguments."""
+        label = None if label is None else np.broadcast_to(np.asarray(label), (n,))
+        out = [self.sample_latents(min(batch_size, n - i), None if label is None else label[i:i + batch_size],
+                                   guidance, steps, eta, classifier, classifier_scale)
+               for i in range(0, n, batch_size)]
+        return (np.concatenate(out) + 1) / 2
+
+    @inference
+    def save_trajectory(self, path, n=16, frames=40, label=None, guidance=None, steps=None):
+        """A GIF of x_T -> x_0 for n samples (all T ancestral steps unless `steps` is given)."""
+        _, snapshots = self.sample_latents(n, label, guidance, steps, frames=frames)
+        save_gif([(np.clip(s, -1, 1) + 1) / 2 for s in snapshots], path, scale=2)
+
+    def visualize(self, images, labels, path):
+        """Samples with the EMA weights: unconditional, or one row per digit when conditional."""
+        with self.ema.average_parameters(self):
+            label = np.repeat(np.arange(10), 8) if self.conditional else None
+            x = self.sample(80 if self.conditional else 64, label=label, steps=self.config.sample_steps)
+        save_image_grid(x, path, nrow=8, scale=2)
