@@ -17,6 +17,7 @@ MODULES = {
     "realnvp": "tinygen.models.realnvp",
     "ddpm": "tinygen.models.ddpm",
     "noisy_classifier": "tinygen.models.guidance",
+    "latent_diffusion": "tinygen.models.latent_diffusion",
 }
 
 REGISTRY = {}  # name -> model class, filled by @register as modules are imported

@@ -65,9 +65,10 @@ class DDPMConfig(Config):
 
 # ---------------------------------------------------------------------- the forward process
 def beta_schedule(name, T):
-    """beta_1 .. beta_T (float64, shape (T,)): the lecture's linear schedule or the cosine one."""
+    """beta_1 .. beta_T (float64, shape (T,)): the lecture's linear schedule or the cosine one. The linear
+    one is scaled by 1000 / T so that a shorter chain still ends in noise (as in improved DDPM)."""
     if name == "linear":
-        return np.linspace(1e-4, 0.02, T, dtype=np.float64) * (1000 / T)
+        return np.clip(np.linspace(1e-4, 0.02, T, dtype=np.float64) * (1000 / T), 0, 0.999)
     if name == "cosine":
         # abar(t) = f(t) / f(0),  f(t) = cos^2((t / T + s) / (1 + s) * pi / 2),  s = 0.008
         s = 0.008
@@ -84,9 +85,11 @@ def _per_image(values, t):
 
 class GaussianDiffusion:
     """The fixed forward process and the update rules built from it, on NumPy arrays. Index t runs
-    0 .. T-1 here (the paper's 1 .. T); abar_{-1} = 1."""
+    0 .. T-1 here (the paper's 1 .. T); abar_{-1} = 1. clip_x0: clip predicted x_0 to the data range
+    [-1, 1] (pixels; latents have no such range)."""
 
-    def __init__(self, betas):
+    def __init__(self, betas, clip_x0=True):
+        self.clip_x0 = clip_x0
         self.betas = np.asarray(betas, dtype=np.float64)                    # (T,)
         self.T = len(self.betas)
         self.alphas = 1.0 - self.betas
@@ -111,10 +114,10 @@ class GaussianDiffusion:
         return (_per_image(self.posterior_c0, t) * x0 + _per_image(self.posterior_ct, t) * x_t,
                 _per_image(self.posterior_variance, t))
 
-    def predict_x0(self, x_t, t, eps, clip=True):
-        """x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), clipped to the data range [-1, 1]."""
+    def predict_x0(self, x_t, t, eps):
+        """x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), clipped to [-1, 1] when clip_x0."""
         x0 = (x_t - _per_image(np.sqrt(1 - self.abar), t) * eps) / _per_image(np.sqrt(self.abar), t)
-        return np.clip(x0, -1, 1) if clip else x0
+        return np.clip(x0, -1, 1) if self.clip_x0 else x0
 
     def ancestral_step(self, x_t, t, eps, z):
         """x_{t-1} = mu~_t(x_t, x0_hat) + sqrt(beta~_t) z   (no noise at the last step, t = 0)."""
@@ -225,9 +228,9 @@ class DiffusionModel(Model):
     """What pixel and latent diffusion share: the loss, the guided eps, the samplers, EMA."""
     image_range = "signed"
 
-    def setup_diffusion(self, net, shape):
+    def setup_diffusion(self, net, shape, clip_x0=True):
         c = self.config
-        self.diffusion = GaussianDiffusion(beta_schedule(c.schedule, c.T))
+        self.diffusion = GaussianDiffusion(beta_schedule(c.schedule, c.T), clip_x0)
         self.net, self.shape = net, shape                                 # shape of one x: (C, H, W)
         self.ema = optim.EMA(self, decay=c.ema_decay)
 

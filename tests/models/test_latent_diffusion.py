@@ -1,0 +1,46 @@
+"""Latent diffusion: the two training stages, the latent scale, shapes, sampling, and a checkpoint."""
+import numpy as np
+import pytest
+
+from tinygen import data
+from tinygen.evaluate import load_trained
+from tinygen.train import TrainOptions, Trainer, build_model
+
+TINY = {"T": 20, "ae_width": 8, "base_channels": 16, "batch_size": 16, "ae_steps": 30, "sample_steps": 3}
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return data.load_dataset("mnist", "test")
+
+
+def test_stage_one_trains_the_autoencoder_then_stage_two_the_diffusion(mnist):
+    model = build_model("latent_diffusion", TINY)
+    opts = model.configure_optimizers()
+    batch = model.prepare_batch(mnist[0][:32], mnist[1][:32])
+    ae_before = {n: p.data.copy() for n, p in model.autoencoder.named_parameters()}
+    logs = [model.training_step(batch, opts) for _ in range(30)]
+    assert model.stage == 2 and all("ae_loss" in l for l in logs)
+    assert logs[-1]["ae_loss"] < 0.8 * logs[0]["ae_loss"]
+    ae_after = {n: p.data.copy() for n, p in model.autoencoder.named_parameters()}
+    assert any(not np.array_equal(ae_before[n], ae_after[n]) for n in ae_before)
+    net_before = {n: p.data.copy() for n, p in model.net.named_parameters()}
+    losses = [model.training_step(batch, opts)["loss"] for _ in range(15)]
+    z = model.encode(batch[0].numpy())
+    assert z.shape == (32, 4, 7, 7)
+    assert z.std() == pytest.approx(1.0, rel=0.01)  # scaled by std(z) measured on this same batch
+    for n, p in model.autoencoder.named_parameters():  # frozen in stage 2
+        np.testing.assert_array_equal(p.data, ae_after[n])
+    assert any(not np.array_equal(net_before[n], p.data) for n, p in model.net.named_parameters())
+    assert model.ema.num_updates == 15 and np.isfinite(losses).all()
+
+
+def test_sampling_shapes_and_checkpoint(mnist, tmp_path):
+    model = build_model("latent_diffusion", TINY)
+    Trainer(model, TrainOptions(out=str(tmp_path), max_steps=33, progress=False)).fit()
+    loaded, _ = load_trained("latent_diffusion", tmp_path / "last.npz")
+    assert loaded.stage == 2 and loaded.latent_std[0] == model.latent_std[0] != 1
+    x = loaded.sample(5, label=[0, 1, 2, 3, 4], guidance=2.0, steps=3)
+    assert x.shape == (5, 1, 28, 28) and x.min() >= 0 and x.max() <= 1
+    assert loaded.evaluate(mnist[0], mnist[1], n=10).keys() == {"test_ae_bce", "test_ae_l1"}
+    assert (tmp_path / "samples_latest.png").exists()
