@@ -195,6 +195,61 @@ def evaluate_model(model, dataset, n=10000, seed=0):
     return results
 
 
+# ---------------------------------------------------------------------- diffusion sweeps
+def sampler_sweep(model, dataset, steps_list, n=1000, seed=0):
+    """FID-judge, class coverage and images/s of unconditional samples (the null label of a
+    class-conditional model) for each number of sampling steps: all T = ancestral, fewer = DDIM (eta 0)."""
+    rows = []
+    for steps in steps_list:
+        model.rng = np.random.default_rng(seed)
+        t0 = time.perf_counter()
+        samples = model.sample(n, steps=None if steps == model.config.T else steps)
+        wall = time.perf_counter() - t0
+        rows.append({"steps": steps, "sampler": "ancestral" if steps == model.config.T else "DDIM eta=0", "n": n,
+                     "fid_judge": round(fid_judge(samples, dataset), 2),
+                     "class_coverage": round(class_coverage(samples, dataset), 3),
+                     "images_per_s": round(n / wall, 2)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def guidance_sweep(model, dataset, scales, n=1000, steps=50, seed=0, classifier=None):
+    """Judge accuracy for the requested label, FID-judge and class coverage at each guidance scale:
+    classifier-free (guided eps = eps(x, none) + s (eps(x, y) - eps(x, none))), or with `classifier`
+    classifier guidance of the unconditional eps with scale s."""
+    labels = np.arange(n) % 10
+    rows = []
+    for s in scales:
+        model.rng = np.random.default_rng(seed)
+        t0 = time.perf_counter()
+        if classifier is None:
+            samples = model.sample(n, label=labels, guidance=s, steps=steps)
+        else:
+            samples = model.sample(n, label=labels, guidance=0.0, steps=steps, classifier=classifier,
+                                   classifier_scale=s)
+        wall = time.perf_counter() - t0
+        rows.append({"guidance": "classifier" if classifier is not None else "classifier-free", "scale": s,
+                     "steps": steps, "n": n,
+                     "conditional_accuracy": round(conditional_accuracy(samples, labels, dataset), 4),
+                     "fid_judge": round(fid_judge(samples, dataset), 2),
+                     "class_coverage": round(class_coverage(samples, dataset), 3),
+                     "images_per_s": round(n / wall, 2)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def markdown_table(rows):
+    keys = list(rows[0])
+    return "\n".join(["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
+                     + ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows])
+
+
+def _load_any(checkpoint):
+    """The trained model in a run checkpoint, whatever its kind."""
+    _, meta = io.load_checkpoint(checkpoint)
+    return load_trained(meta["model"], checkpoint)[0]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m tinygen.evaluate")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -204,9 +259,30 @@ def main(argv=None):
     t.add_argument("--seed", type=int, default=0)
     f = sub.add_parser("fid-sanity", help="FID-judge of test vs test, train, shuffled pixels and noise")
     f.add_argument("--dataset", choices=["mnist", "fashion"], required=True)
+    for name, helptext in (("sampler-sweep", "FID-judge and images/s against the number of sampling steps"),
+                           ("guidance-sweep", "accuracy and FID-judge against the guidance scale")):
+        w = sub.add_parser(name, help=helptext)
+        w.add_argument("--checkpoint", required=True)
+        w.add_argument("--n", type=int, default=1000, help="samples per row")
+        w.add_argument("--seed", type=int, default=0)
+    sub.choices["sampler-sweep"].add_argument("--steps", type=int, nargs="+", default=[1000, 250, 100, 50, 20, 10])
+    g = sub.choices["guidance-sweep"]
+    g.add_argument("--scales", type=float, nargs="+", default=[0, 1, 2, 3, 5])
+    g.add_argument("--steps", type=int, default=50)
+    g.add_argument("--classifier", help="a noisy_classifier checkpoint: classifier guidance instead of classifier-free")
     args = ap.parse_args(argv)
     if args.command == "train-judge":
         train_judge(args.dataset, args.epochs, args.seed)
+    elif args.command in ("sampler-sweep", "guidance-sweep"):
+        model = _load_any(args.checkpoint)
+        cpu0 = time.process_time()
+        if args.command == "sampler-sweep":
+            rows = sampler_sweep(model, model.dataset, args.steps, args.n, args.seed)
+        else:
+            classifier = _load_any(args.classifier) if args.classifier else None
+            rows = guidance_sweep(model, model.dataset, args.scales, args.n, args.steps, args.seed, classifier)
+        print(markdown_table(rows))
+        print(f"CPU seconds: {time.process_time() - cpu0:.0f}")
     else:
         x_test, _ = data.load_dataset(args.dataset, "test")
         x_train, _ = data.load_dataset(args.dataset, "train")

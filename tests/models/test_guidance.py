@@ -61,3 +61,18 @@ def test_guides_a_ddpm_and_refuses_another_schedule(mnist, tmp_path):
         other.sample(1, label=1, steps=2, classifier=clf, classifier_scale=1.0)
     assert clf.evaluate(mnist[0], mnist[1], n=20).keys() == {"test_acc_t0", "test_acc_t12", "test_acc_t25",
                                                              "test_acc_t38"}
+
+
+def test_sweeps_from_the_command_line(tmp_path, capsys):
+    from tinygen.evaluate import main
+    ddpm = build_model("ddpm", {"T": 50, "base_channels": 8, "channel_mult": [1, 2, 2]})
+    Trainer(ddpm, TrainOptions(out=str(tmp_path / "d"), max_steps=1, progress=False, evaluate=False)).fit()
+    clf = build_model("noisy_classifier", TINY)
+    Trainer(clf, TrainOptions(out=str(tmp_path / "c"), max_steps=1, progress=False, evaluate=False)).fit()
+    main(["sampler-sweep", "--checkpoint", str(tmp_path / "d/last.npz"), "--n", "20", "--steps", "50", "4"])
+    out = capsys.readouterr().out
+    assert "| 50 | ancestral | 20 |" in out and "| 4 | DDIM eta=0 | 20 |" in out
+    main(["guidance-sweep", "--checkpoint", str(tmp_path / "d/last.npz"), "--n", "20", "--scales", "0", "2",
+          "--steps", "3", "--classifier", str(tmp_path / "c/last.npz")])
+    out = capsys.readouterr().out
+    assert "| classifier | 2.0 | 3 | 20 |" in out and "CPU seconds" in out
