@@ -44,3 +44,12 @@ def test_sampling_shapes_and_checkpoint(mnist, tmp_path):
     assert x.shape == (5, 1, 28, 28) and x.min() >= 0 and x.max() <= 1
     assert loaded.evaluate(mnist[0], mnist[1], n=10).keys() == {"test_ae_bce", "test_ae_l1"}
     assert (tmp_path / "samples_latest.png").exists()
+
+
+def test_trajectory_gif_decodes_latents_and_pixel_classifier_is_refused(tmp_path):
+    model = build_model("latent_diffusion", TINY)
+    model.save_trajectory(tmp_path / "t.gif", n=2, frames=2, steps=2)
+    assert (tmp_path / "t.gif").read_bytes()[:3] == b"GIF"
+    clf = build_model("noisy_classifier", {"T": 20, "base_channels": 8})
+    with pytest.raises(ValueError, match="cannot guide"):
+        model.sample(1, label=1, steps=2, classifier=clf, classifier_scale=1.0)

@@ -300,6 +300,33 @@ class DiffusionModel(Model):
                 snapshots.append(x)
         return (x, snapshots) if frames else x
 
+    def to_images(self, x0):
+        """Samples of the reverse process -> images (n, 1, 28, 28) in [0, 1] (here: pixels in [-1, 1])."""
+        return (np.clip(x0, -1, 1) + 1) / 2
+
+    @inference
+    def sample(self, n, label=None, guidance=None, steps=None, eta=0.0, classifier=None, classifier_scale=0.0,
+               batch_size=500):
+        """n images (n, 1, 28, 28) in [0, 1], in batches of batch_size; see sample_latents for the arguments."""
+        label = None if label is None else np.broadcast_to(np.asarray(label), (n,))
+        return np.concatenate([
+            self.to_images(self.sample_latents(min(batch_size, n - i), None if label is None else label[i:i + batch_size],
+                                               guidance, steps, eta, classifier, classifier_scale))
+            for i in range(0, n, batch_size)])
+
+    @inference
+    def save_trajectory(self, path, n=16, frames=40, label=None, guidance=None, steps=None):
+        """A GIF of x_T -> x_0 for n samples (all T ancestral steps unless `steps` is given)."""
+        _, snapshots = self.sample_latents(n, label, guidance, steps, frames=frames)
+        save_gif([self.to_images(s) for s in snapshots], path, scale=2)
+
+    def visualize(self, images, labels, path):
+        """Samples with the EMA weights: unconditional, or one row per digit when conditional."""
+        with self.ema.average_parameters(self):
+            label = np.repeat(np.arange(10), 8) if self.conditional else None
+            x = self.sample(80 if self.conditional else 64, label=label, steps=self.config.sample_steps)
+        save_image_grid(x, path, nrow=8, scale=2)
+
 
 @register("ddpm")
 class DDPM(DiffusionModel):
@@ -317,26 +344,3 @@ class DDPM(DiffusionModel):
         x0, labels = batch
         loss = self.diffusion_loss(x0.numpy(), labels)
         return loss, {}
-
-    @inference
-    def sample(self, n, label=None, guidance=None, steps=None, eta=0.0, classifier=None, classifier_scale=0.0,
-               batch_size=500):
-        """n images (n, 1, 28, 28) in [0, 1]; see sample_latents for the arguments."""
-        label = None if label is None else np.broadcast_to(np.asarray(label), (n,))
-        out = [self.sample_latents(min(batch_size, n - i), None if label is None else label[i:i + batch_size],
-                                   guidance, steps, eta, classifier, classifier_scale)
-               for i in range(0, n, batch_size)]
-        return (np.concatenate(out) + 1) / 2
-
-    @inference
-    def save_trajectory(self, path, n=16, frames=40, label=None, guidance=None, steps=None):
-        """A GIF of x_T -> x_0 for n samples (all T ancestral steps unless `steps` is given)."""
-        _, snapshots = self.sample_latents(n, label, guidance, steps, frames=frames)
-        save_gif([(np.clip(s, -1, 1) + 1) / 2 for s in snapshots], path, scale=2)
-
-    def visualize(self, images, labels, path):
-        """Samples with the EMA weights: unconditional, or one row per digit when conditional."""
-        with self.ema.average_parameters(self):
-            label = np.repeat(np.arange(10), 8) if self.conditional else None
-            x = self.sample(80 if self.conditional else 64, label=label, steps=self.config.sample_steps)
-        save_image_grid(x, path, nrow=8, scale=2)

@@ -86,6 +86,9 @@ class NoisyClassifier(Model):
 
     def check_matches(self, diffusion_model):
         """Refuse to guide a model whose noise schedule differs from the one this classifier learned."""
+        if tuple(diffusion_model.shape) != (1, 28, 28):
+            raise ValueError(f"the classifier reads 28x28 images; {diffusion_model.name} diffuses {diffusion_model.shape} "
+                             f"latents, so it cannot guide it")
         mine = (self.config.T, self.config.schedule)
         theirs = (diffusion_model.config.T, diffusion_model.config.schedule)
         if mine != theirs:

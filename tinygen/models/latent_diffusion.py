@@ -129,6 +129,8 @@ class LatentDiffusion(DiffusionModel):
         """x = sigmoid(D(z' std(z))): images (B, 1, 28, 28) in [0, 1] as NumPy."""
         return F.sigmoid(self.autoencoder.decoder(Tensor(z_scaled * self.latent_std[0]))).numpy()
 
+    to_images = decode  # what sample() does with the latents the reverse process ends at
+
     # ------------------------------------------------------------------ the two-stage training step
     def training_step(self, batch, optimizers):
         x, labels = batch
@@ -171,22 +173,10 @@ class LatentDiffusion(DiffusionModel):
         """D(E(x)) for images x (B, 1, 28, 28) in [0, 1]."""
         return self.decode(self.encode(x))
 
-    @inference
-    def sample(self, n, label=None, guidance=None, steps=None, eta=0.0, batch_size=500):
-        """n images (n, 1, 28, 28) in [0, 1]: the reverse process on latents, then the decoder."""
-        label = None if label is None else np.broadcast_to(np.asarray(label), (n,))
-        out = [self.decode(self.sample_latents(min(batch_size, n - i), None if label is None else label[i:i + batch_size],
-                                               guidance, steps, eta))
-               for i in range(0, n, batch_size)]
-        return np.concatenate(out)
-
     def visualize(self, images, labels, path):
         """Stage 1: test images over their reconstructions. Stage 2: samples, one row per digit."""
         if self.stage == 1:
             x = images[:32].astype(np.float32) / 255
             save_image_grid(np.concatenate([x, self.reconstruct(x)]), Path(path), nrow=8, scale=2)
-            return
-        with self.ema.average_parameters(self):
-            label = np.repeat(np.arange(10), 8) if self.conditional else None
-            x = self.sample(80 if self.conditional else 64, label=label, steps=self.config.sample_steps)
-        save_image_grid(x, path, nrow=8, scale=2)
+        else:
+            super().visualize(images, labels, path)
