@@ -1,0 +1,67 @@
+"""Make the pictures in docs/ from trained runs: each model's own picture (model.visualize: samples,
+reconstructions, styles or translations) plus a few lecture figures. Runs that are missing are skipped.
+
+    python docs/figures.py                  # reads runs/<model>-<dataset>/last.npz
+    python docs/figures.py --runs other/runs
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tinygen import data  # noqa: E402
+from tinygen.evaluate import load_trained  # noqa: E402
+from tinygen.io import save_image_grid  # noqa: E402
+
+# picture name -> (model, run folder)
+RUNS = {
+    "ae": ("ae", "ae-mnist"), "vae": ("vae", "vae-mnist"), "cvae": ("cvae", "cvae-mnist"),
+    "gan": ("gan", "gan-mnist"), "dcgan": ("dcgan", "dcgan-mnist"), "cgan": ("cgan", "cgan-mnist"),
+    "pix2pix": ("pix2pix", "pix2pix-fashion"), "pix2pix_l1": ("pix2pix", "pix2pix-l1"),
+    "realnvp": ("realnvp", "realnvp-mnist"), "ddpm": ("ddpm", "ddpm-mnist"),
+    "latent_diffusion": ("latent_diffusion", "latent_diffusion-mnist"),
+}
+
+
+def extras(name, model, x, y, out):
+    """Lecture figures beyond model.visualize."""
+    if name == "ae":
+        from tinygen.models.ae import latent_scatter
+        latent_scatter(model, x[:5000], y[:5000], out / "ae_latent.png")
+        save_image_grid(model.sample(64), out / "ae_random_codes.png", scale=2)
+    if name == "vae":
+        save_image_grid(model.sample(64), out / "vae_samples.png", scale=2)
+        save_image_grid(np.concatenate([model.interpolate(x[i], x[i + 1], steps=10) for i in range(0, 8, 2)]),
+                        out / "vae_interpolation.png", nrow=10, scale=2)
+    if name == "ddpm":
+        save_image_grid(model.sample(64, steps=50), out / "ddpm_unconditional.png", scale=2)
+        model.save_trajectory(out / "ddpm_trajectory.gif", n=16, frames=30)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", default=str(ROOT / "runs"))
+    ap.add_argument("--out", default=str(ROOT / "docs"))
+    ap.add_argument("--only", nargs="+", choices=sorted(RUNS))
+    args = ap.parse_args()
+    out = Path(args.out)
+    for name in args.only or RUNS:
+        model_name, run = RUNS[name]
+        checkpoint = Path(args.runs) / run / "last.npz"
+        if not checkpoint.exists():
+            print(f"skip {name}: no {checkpoint}")
+            continue
+        model, meta = load_trained(model_name, checkpoint)
+        model.rng = np.random.default_rng(0)
+        x, y = data.load_dataset(meta["dataset"], "test")
+        model.visualize(x[:64], y[:64], out / f"{name}.png")
+        extras(name, model, x, y, out)
+        print(f"{name}: {out / (name + '.png')}")
+
+
+if __name__ == "__main__":
+    main()
