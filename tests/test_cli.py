@@ -54,3 +54,12 @@ def test_set_overrides_config_fields_and_refuses_unknown_ones(tmp_path):
         {"latent_dim": 2, "loss": "minimax", "adversarial": False}
     with pytest.raises(ValueError, match="unknown config field"):
         main(["train", "mlp", "--set", "depth=3", "--max-steps", "1", "--out", str(tmp_path)])
+
+
+def test_sample_a_diffusion_model_with_label_guidance_and_steps(tmp_path, capsys):
+    tiny = ["--set", "T=50", "--set", "base_channels=8", "--set", "channel_mult=[1,2,2]", "--set", "sample_steps=2"]
+    main(["train", "ddpm", "--max-steps", "2", "--out", str(tmp_path / "run"), "--no-progress", *tiny])
+    capsys.readouterr()
+    main(["sample", "ddpm", "--checkpoint", str(tmp_path / "run/last.npz"), "--label", "7", "--guidance", "3",
+          "--steps", "5", "--n", "4", "--out", str(tmp_path / "sevens.png")])
+    assert "saved 4 samples" in capsys.readouterr().out and (tmp_path / "sevens.png").exists()

@@ -60,7 +60,7 @@ class DDPMConfig(Config):
     dropout: float = 0.0
     ema_decay: float = 0.999
     sample_steps: int = 50       # DDIM steps for pictures during training; sample(steps=None) uses all T
-    quick_steps: int = 400
+    quick_steps: int = 120       # --quick: about a minute; blobs, not digits yet
 
 
 # ---------------------------------------------------------------------- the forward process

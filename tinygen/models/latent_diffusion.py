@@ -43,6 +43,7 @@ class LatentDiffusionConfig(DDPMConfig):
     kl_weight: float = 0.01       # light, as in the paper: the autoencoder keeps detail, z stays near N(0, I)
     base_channels: int = 64       # the latent U-Net works at 7x7 only
     channel_mult: tuple = (1,)
+    quick_steps: int = 300        # --quick: the autoencoder stage only (its picture: reconstructions)
 
 
 class ConvEncoder(nn.Module):
