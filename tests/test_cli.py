@@ -63,3 +63,8 @@ def test_sample_a_diffusion_model_with_label_guidance_and_steps(tmp_path, capsys
     main(["sample", "ddpm", "--checkpoint", str(tmp_path / "run/last.npz"), "--label", "7", "--guidance", "3",
           "--steps", "5", "--n", "4", "--out", str(tmp_path / "sevens.png")])
     assert "saved 4 samples" in capsys.readouterr().out and (tmp_path / "sevens.png").exists()
+    main(["evaluate", "ddpm", "--checkpoint", str(tmp_path / "run/last.npz"), "--n", "20", "--steps", "3",
+          "--guidance", "2"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 20 and result["steps"] == 3 and result["guidance"] == 2.0
+    assert 0 <= result["conditional_accuracy"] <= 1 and result["fid_judge"] > 0

@@ -76,6 +76,8 @@ def parser():
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--n", type=int, default=10000, help="samples for FID-judge / accuracy")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--steps", type=int, help="sampling steps (diffusion models; default all T, ancestral)")
+    e.add_argument("--guidance", type=float, help="guidance scale (diffusion models; default 1)")
 
     r = sub.add_parser("report", help="a table of the runs under a folder (their summary.json)")
     r.add_argument("--runs", default="runs")
@@ -109,7 +111,8 @@ def main(argv=None):
     from .evaluate import evaluate_model, load_trained
     model, meta = load_trained(args.model, args.checkpoint)
     if args.command == "evaluate":
-        print(json.dumps(evaluate_model(model, meta["dataset"], n=args.n, seed=args.seed), indent=2))
+        sampling = {k: v for k, v in {"steps": args.steps, "guidance": args.guidance}.items() if v is not None}
+        print(json.dumps(evaluate_model(model, meta["dataset"], n=args.n, seed=args.seed, **sampling), indent=2))
         return 0
     if args.command == "sample":
         import numpy as np

@@ -172,8 +172,9 @@ def sampling_speed(sample_fn, n, repeats=1):
     return n / best
 
 
-def evaluate_model(model, dataset, n=10000, seed=0):
-    """The metrics that apply to `model`, on the test split, with a fixed seed."""
+def evaluate_model(model, dataset, n=10000, seed=0, **sampling):
+    """The metrics that apply to `model`, on the test split, with a fixed seed. `sampling` goes to
+    model.sample (diffusion models: steps=, guidance=)."""
     model.rng = np.random.default_rng(seed)
     x_test, y_test = data.load_dataset(dataset, "test")
     t0 = time.process_time()
@@ -185,10 +186,11 @@ def evaluate_model(model, dataset, n=10000, seed=0):
     if hasattr(model, "sample") and not hasattr(model, "translate"):
         if model.conditional:
             labels = np.arange(n) % 10
-            samples = model.sample(n, label=labels)
+            samples = model.sample(n, label=labels, **sampling)
             results["conditional_accuracy"] = conditional_accuracy(samples, labels, dataset)
         else:
-            samples = model.sample(n)
+            samples = model.sample(n, **sampling)
+        results.update({"n": n, **sampling})
         results["fid_judge"] = fid_judge(samples, dataset)
         results["class_coverage"] = class_coverage(samples, dataset)
     results["cpu_seconds"] = round(time.process_time() - t0, 1)
