@@ -4,7 +4,6 @@ EMA weights through a checkpoint."""
 import numpy as np
 import pytest
 
-from autograd import Tensor
 from tinygen import data, optim
 from tinygen.evaluate import load_trained
 from tinygen.models.ddpm import GaussianDiffusion, beta_schedule
