@@ -289,7 +289,8 @@ class DiffusionModel(Model):
         for i, t in enumerate(ts):
             eps = self.guided_eps(x, t, y, guidance)
             if classifier is not None and classifier_scale:
-                # classifier guidance: eps - s sqrt(1 - abar_t) grad log p(y | x_t) moves the mean by s beta~ grad
+                # classifier guidance: eps' = eps - s sqrt(1 - abar_t) grad log p(y | x_t); in the ancestral step's
+                # mean (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t) this adds s beta_t / sqrt(alpha_t) grad ~ s Sigma grad
                 eps = eps - classifier_scale * math.sqrt(1 - d.abar[t]) * classifier.log_prob_grad(x, t, y)
             z = self.rng.standard_normal(x.shape, dtype=np.float32)
             if steps:
