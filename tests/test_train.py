@@ -30,6 +30,24 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
     np.testing.assert_allclose(split, straight, rtol=0, atol=0)
 
 
+def test_cosine_schedule_decays_over_the_recipe_and_resumes_exactly(tmp_path):
+    fit(tmp_path / "straight", 8, lr_schedule="cosine", epochs=1)
+    fit(tmp_path / "split", 4, lr_schedule="cosine", epochs=1)
+    fit(tmp_path / "split", 8, resume=True, lr_schedule="cosine", epochs=1)
+    np.testing.assert_allclose(losses(tmp_path / "split"), losses(tmp_path / "straight"), rtol=0, atol=0)
+    fit(tmp_path / "constant", 8, epochs=1)
+    assert losses(tmp_path / "straight")[-1] != losses(tmp_path / "constant")[-1]  # the schedule changed the lr
+    # the optimiser's lr after the last step: lr (1 + cos(pi 7 / total)) / 2, total = one epoch of batches
+    _, meta = io.load_checkpoint(tmp_path / "split" / "last.npz")
+    model = build_model("mlp", {**TINY, "lr_schedule": "cosine", "epochs": 1})
+    total = -(-60000 // TINY["batch_size"])
+    expected = model.config.lr * (1 + np.cos(np.pi * 7 / total)) / 2
+    saved = [v for k, v in meta["scalars"].items() if k.endswith("param_groups/0/lr")]
+    assert saved and saved[0] == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        fit(tmp_path / "bad", 1, lr_schedule="linear")
+
+
 def test_run_folder_contents(tmp_path):
     summary = fit(tmp_path / "run", 5)
     assert summary["steps"] == 5 and summary["cpu_seconds"] >= 0

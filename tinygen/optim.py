@@ -247,6 +247,11 @@ class LambdaLR:
         self.last_step += 1
         self._apply()
 
+    def set_step(self, step):
+        """Jump to `step` (the training loop sets it from its own step count, so resume needs no state)."""
+        self.last_step = step
+        self._apply()
+
     def get_last_lr(self):
         return [g["lr"] for g in self.optimizer.param_groups]
 

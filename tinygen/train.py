@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, io, nn
+from . import data, io, nn, optim
 from .models import get_model_class
 from .models.base import config_from_dict
 
@@ -110,6 +110,9 @@ class Trainer:
         self.out = Path(options.out or f"runs/{model.name}-{options.dataset}")
         self.checkpoint_path = self.out / "last.npz"
         self.optimizers = model.configure_optimizers()
+        self.base_lrs = {name: [g["lr"] for g in o.param_groups] for name, o in self.optimizers.items()}
+        if model.config.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"unknown lr_schedule {model.config.lr_schedule!r}; valid: 'constant', 'cosine'")
         self.step, self.epoch, self.batch_index = 0, 0, 0
         self._stop_requested = False
 
@@ -172,6 +175,14 @@ class Trainer:
         max_steps = opt.max_steps or (model.config.quick_steps if opt.quick else epochs * len(loader))
         max_steps = min(max_steps, epochs * len(loader)) if not opt.quick else max_steps
         epochs = max(epochs, math.ceil(max_steps / len(loader)))
+        # the learning rate is a function of the step alone, so a resumed run needs no schedule state; the
+        # decay spans the recipe (epochs, or quick_steps), whatever --max-steps stops it at
+        schedules = []
+        if model.config.lr_schedule == "cosine":
+            total = model.config.quick_steps if opt.quick else model.config.epochs * len(loader)
+            for name, o in self.optimizers.items():
+                schedules.append(optim.CosineSchedule(o, total))
+                schedules[-1].base_lrs = self.base_lrs[name]  # the recipe's lr, not one restored mid-decay
 
         previous_handler = self._install_interrupt_handler()
         cpu0, wall0 = time.process_time(), time.time()
@@ -184,6 +195,8 @@ class Trainer:
                            disable=not opt.progress, leave=True, dynamic_ncols=True) if tqdm else None
                 for images, labels in loader.batches(self.epoch, start=self.batch_index):
                     batch = model.prepare_batch(images, labels)
+                    for schedule in schedules:
+                        schedule.set_step(self.step)
                     logs = model.training_step(batch, self.optimizers)
                     bad = {k: v for k, v in logs.items() if isinstance(v, float) and not math.isfinite(v)}
                     if bad:

@@ -36,6 +36,7 @@ class Config:
     batch_size: int = 128
     lr: float = 1e-3
     grad_clip: float = 0.0  # global-norm clipping; 0 turns it off
+    lr_schedule: str = "constant"  # "constant", or "cosine": lr (1 + cos(pi step / total steps)) / 2
     quick_steps: int = 300  # --quick trains this many steps
 
 

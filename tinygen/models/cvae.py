@@ -37,6 +37,7 @@ N_CLASSES = 10
 @dataclass
 class CVAEConfig(VAEConfig):
     epochs: int = 20
+    lr_schedule: str = "constant"
     latent_dim: int = 2        # only the style lives in z; a small z leaves the digit to y from the start
 
 

@@ -52,6 +52,7 @@ class VAEConfig(Config):
     epochs: int = 100
     batch_size: int = 128
     lr: float = 1e-3
+    lr_schedule: str = "cosine"  # a constant 1e-3 plateaus near 95.2 nats test -ELBO; the decay gains the last nats
     latent_dim: int = 32
     hidden: int = 512          # widths of the two hidden layers: hidden, hidden // 2
     quick_steps: int = 600     # --quick: by then samples from N(0, I) are recognisable digits
