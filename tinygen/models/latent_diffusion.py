@@ -36,7 +36,7 @@ from .vae import bernoulli_log_likelihood, gaussian_kl, reparameterize
 
 @dataclass
 class LatentDiffusionConfig(DDPMConfig):
-    epochs: int = 8
+    epochs: int = 6
     ae_steps: int = 2000          # stage 1: autoencoder steps; then diffusion on the latents
     latent_channels: int = 4      # z: (latent_channels, 7, 7)
     ae_width: int = 32
