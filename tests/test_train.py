@@ -81,6 +81,17 @@ def test_resume_refuses_a_different_config(tmp_path):
         fit(tmp_path, 6, resume=True, hidden=32)
 
 
+def test_config_comparison_reads_json_tuples_new_defaults_and_ignores_quick_steps():
+    from tinygen.models.ddpm import DDPMConfig
+    from tinygen.train import _config_differences
+    now = {"channel_mult": (1, 2, 4), "lr_schedule": "constant", "quick_steps": 120, "lr": 1e-3}
+    saved = {"channel_mult": [1, 2, 4], "quick_steps": 400, "lr": 1e-3}   # older: no lr_schedule yet
+    assert _config_differences(saved, now, DDPMConfig()) == {}
+    assert _config_differences(saved, {**now, "lr_schedule": "cosine"}, DDPMConfig()) == {
+        "lr_schedule": (None, "cosine")}
+    assert _config_differences({**saved, "lr": 2e-3}, now, DDPMConfig()) == {"lr": (2e-3, 1e-3)}
+
+
 def test_resume_without_checkpoint_says_so(tmp_path):
     with pytest.raises(TrainingError, match="no checkpoint"):
         fit(tmp_path / "empty", 3, resume=True)

@@ -64,6 +64,21 @@ def build_model(name, overrides=None, seed=0):
     return cls(config_from_dict(cls.Config, values))
 
 
+def _config_differences(saved, now, defaults):
+    """{field: (saved, now)} for the recipe fields that would change the run. Compared as JSON (a tuple
+    saved in a checkpoint comes back as a list); `quick_steps` only matters under --quick, whose step
+    count the options record; a field newer than the checkpoint matches if it keeps its default."""
+    now = json.loads(json.dumps(now))
+    diff = {}
+    for k, v in now.items():
+        if k == "quick_steps":
+            continue
+        old = saved[k] if k in saved else json.loads(json.dumps(getattr(defaults, k)))
+        if old != v:
+            diff[k] = (saved.get(k), v)
+    return diff
+
+
 def _flatten(prefix, obj, arrays, scalars):
     """Split a nested state dict into arrays (for the .npz) and JSON-able scalars."""
     if isinstance(obj, dict):
@@ -138,9 +153,8 @@ class Trainer:
         if meta["model"] != self.model.name or meta["dataset"] != self.opt.dataset:
             raise TrainingError(f"{path} belongs to {meta['model']} on {meta['dataset']}, "
                                 f"not {self.model.name} on {self.opt.dataset}")
-        if meta["config"] != self.model.config_dict():
-            diff = {k: (meta["config"].get(k), v) for k, v in self.model.config_dict().items()
-                    if meta["config"].get(k) != v}
+        diff = _config_differences(meta["config"], self.model.config_dict(), type(self.model.config)())
+        if diff:
             raise TrainingError(f"{path}: the run's config differs from this one (checkpoint, now): {diff}")
         scalars = meta["scalars"]
         self.model.load_state_dict(_unflatten("model", arrays, scalars))
