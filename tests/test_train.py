@@ -48,6 +48,14 @@ def test_cosine_schedule_decays_over_the_recipe_and_resumes_exactly(tmp_path):
         fit(tmp_path / "bad", 1, lr_schedule="linear")
 
 
+def test_cpu_seconds_add_up_across_a_resume(tmp_path):
+    first = fit(tmp_path, 4)
+    _, meta = io.load_checkpoint(tmp_path / "last.npz")
+    assert meta["cpu_seconds"] == pytest.approx(first["cpu_seconds"], abs=0.2) and meta["cpu_counted_from_step"] == 0
+    second = fit(tmp_path, 8, resume=True)
+    assert second["cpu_seconds"] >= meta["cpu_seconds"] and "cpu_counted_from_step" not in second
+
+
 def test_run_folder_contents(tmp_path):
     summary = fit(tmp_path / "run", 5)
     assert summary["steps"] == 5 and summary["cpu_seconds"] >= 0

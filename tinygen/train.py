@@ -143,6 +143,8 @@ class Trainer:
         meta = {"kind": "tinygen-run", "model": self.model.name, "dataset": self.opt.dataset,
                 "config": self.model.config_dict(), "step": self.step, "epoch": self.epoch,
                 "batch_index": self.batch_index, "scalars": scalars,
+                "cpu_seconds": round(self.cpu_before + time.process_time() - self.cpu0, 1),
+                "cpu_counted_from_step": self.cpu_from_step,
                 "rng": {"model": self.model.rng.bit_generator.state, "nn": nn.get_rng_state()}}
         io.save_checkpoint(self.checkpoint_path, arrays, meta)
 
@@ -165,6 +167,9 @@ class Trainer:
         self.model.rng.bit_generator.state = meta["rng"]["model"]
         nn.set_rng_state(meta["rng"]["nn"])
         self.step, self.epoch, self.batch_index = meta["step"], meta["epoch"], meta["batch_index"]
+        # CPU time adds up across resumes; a checkpoint written before it was counted starts the count here
+        self.cpu_before = meta.get("cpu_seconds", 0.0)
+        self.cpu_from_step = meta.get("cpu_counted_from_step", 0 if "cpu_seconds" in meta else self.step)
 
     # ---------------------------------------------------------------- the loop
     def fit(self):
@@ -172,6 +177,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         nn.manual_seed(opt.seed)
         model.rng = np.random.default_rng([opt.seed, 1])
+        self.cpu0, self.cpu_before, self.cpu_from_step = time.process_time(), 0.0, 0
         if opt.resume:
             if not self.checkpoint_path.exists():
                 raise TrainingError(f"--resume: no checkpoint at {self.checkpoint_path}; train without --resume first")
@@ -199,7 +205,7 @@ class Trainer:
                 schedules[-1].base_lrs = self.base_lrs[name]  # the recipe's lr, not one restored mid-decay
 
         previous_handler = self._install_interrupt_handler()
-        cpu0, wall0 = time.process_time(), time.time()
+        wall0 = time.time()
         last_good = self.step if self.checkpoint_path.exists() and opt.resume else None
         sums, count = {}, 0
         try:
@@ -250,7 +256,8 @@ class Trainer:
         finally:
             signal.signal(signal.SIGINT, previous_handler) if previous_handler is not None else None
         summary = {"model": model.name, "dataset": opt.dataset, "steps": self.step,
-                   "cpu_seconds": round(time.process_time() - cpu0, 1),
+                   "cpu_seconds": round(self.cpu_before + time.process_time() - self.cpu0, 1),
+                   **({"cpu_counted_from_step": self.cpu_from_step} if self.cpu_from_step else {}),
                    "wall_seconds": round(time.time() - wall0, 1), **self.last_metrics}
         io.atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2))
         return summary
