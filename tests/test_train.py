@@ -98,6 +98,9 @@ def test_config_comparison_reads_json_tuples_new_defaults_and_ignores_quick_step
     assert _config_differences(saved, {**now, "lr_schedule": "cosine"}, DDPMConfig()) == {
         "lr_schedule": (None, "cosine")}
     assert _config_differences({**saved, "lr": 2e-3}, now, DDPMConfig()) == {"lr": (2e-3, 1e-3)}
+    assert _config_differences({**saved, "epochs": 6}, {**now, "epochs": 9}, DDPMConfig()) == {}  # train further
+    assert _config_differences({**saved, "lr_schedule": "cosine", "epochs": 6},
+                               {**now, "lr_schedule": "cosine", "epochs": 9}, DDPMConfig()) == {"epochs": (6, 9)}
 
 
 def test_resume_without_checkpoint_says_so(tmp_path):

@@ -67,11 +67,14 @@ def build_model(name, overrides=None, seed=0):
 def _config_differences(saved, now, defaults):
     """{field: (saved, now)} for the recipe fields that would change the run. Compared as JSON (a tuple
     saved in a checkpoint comes back as a list); `quick_steps` only matters under --quick, whose step
-    count the options record; a field newer than the checkpoint matches if it keeps its default."""
+    count the options record; a field newer than the checkpoint matches if it keeps its default. With a
+    constant learning rate, `epochs` only says where to stop, so a finished run can be trained further
+    (--resume --epochs N)."""
     now = json.loads(json.dumps(now))
     diff = {}
+    constant = saved.get("lr_schedule", getattr(defaults, "lr_schedule", "constant")) == "constant"
     for k, v in now.items():
-        if k == "quick_steps":
+        if k == "quick_steps" or (k == "epochs" and constant and now.get("lr_schedule") == "constant"):
             continue
         old = saved[k] if k in saved else json.loads(json.dumps(getattr(defaults, k)))
         if old != v:
