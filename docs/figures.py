@@ -3,6 +3,8 @@ reconstructions, styles or translations) plus a few lecture figures. Runs that a
 
     python docs/figures.py                  # reads runs/<model>-<dataset>/last.npz
     python docs/figures.py --runs other/runs
+The VAE's latent manifold needs a 2-D latent run:
+    python -m tinygen train vae --set latent_dim=2 --epochs 20 --out runs/vae2d-mnist
 """
 import argparse
 import sys
@@ -24,7 +26,9 @@ RUNS = {
     "pix2pix": ("pix2pix", "pix2pix-fashion"), "pix2pix_l1": ("pix2pix", "pix2pix-l1"),
     "realnvp": ("realnvp", "realnvp-mnist"), "ddpm": ("ddpm", "ddpm-mnist"),
     "latent_diffusion": ("latent_diffusion", "latent_diffusion-mnist"),
+    "vae2d": ("vae", "vae2d-mnist"),
 }
+EXTRAS_ONLY = {"vae2d"}  # runs that only feed a lecture figure
 
 
 def extras(name, model, x, y, out):
@@ -37,6 +41,8 @@ def extras(name, model, x, y, out):
         save_image_grid(model.sample(64), out / "vae_samples.png", scale=2)
         save_image_grid(np.concatenate([model.interpolate(x[i], x[i + 1], steps=10) for i in range(0, 8, 2)]),
                         out / "vae_interpolation.png", nrow=10, scale=2)
+    if name == "vae2d":
+        model.latent_manifold(out / "vae_manifold.png")
     if name == "ddpm":
         save_image_grid(model.sample(64, steps=50), out / "ddpm_unconditional.png", scale=2)
         model.save_trajectory(out / "ddpm_trajectory.gif", n=16, frames=30)
@@ -58,9 +64,10 @@ def main():
         model, meta = load_trained(model_name, checkpoint)
         model.rng = np.random.default_rng(0)
         x, y = data.load_dataset(meta["dataset"], "test")
-        model.visualize(x[:64], y[:64], out / f"{name}.png")
+        if name not in EXTRAS_ONLY:
+            model.visualize(x[:64], y[:64], out / f"{name}.png")
         extras(name, model, x, y, out)
-        print(f"{name}: {out / (name + '.png')}")
+        print(f"{name}: done")
 
 
 if __name__ == "__main__":

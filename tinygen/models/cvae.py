@@ -13,7 +13,7 @@ vae.py: the ELBO pieces, the networks, binarised MNIST, the likelihood evaluatio
     loss = -ELBO(x|y) in nats per image, averaged over the batch
 
 Recipe: MLP 794-512-256-(2 x 2) and 12-256-512-784, Adam 1e-3, batch 128, 20 epochs (9,380 steps,
-about 3 minutes on 2 CPU cores at ~60 steps/s). With a 2-D z the decoder must take the digit from y
+133 CPU seconds measured). With a 2-D z the decoder must take the digit from y
 at once (with 16-D z it first keeps the class in z as well); the 2-D z holds slant and width.
 Target: the judge recognises the requested digit in at least 95% of samples.
     python -m tinygen train cvae --no-progress

@@ -12,7 +12,7 @@ with s > 1 sharpening p(y | x_t)^s: more class-typical samples, less diversity. 
 x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps for random t, and t itself (the sinusoidal embedding),
 so its schedule (T, schedule) must be the diffusion model's.
 
-Train:  python -m tinygen train noisy_classifier            (about 6 CPU minutes)
+Train:  python -m tinygen train noisy_classifier            (2 epochs: 413 CPU seconds measured)
 Use:    ddpm.sample(n, label=y, guidance=0, steps=50, classifier=clf, classifier_scale=s)
         python -m tinygen.evaluate guidance-sweep --checkpoint runs/ddpm-mnist/last.npz \
             --classifier runs/noisy_classifier-mnist/last.npz
