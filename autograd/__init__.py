@@ -7,6 +7,7 @@ Tensor holds an array and how it was computed; each op is a Function with forwar
 raw arrays; Tensor.backward() applies the chain rule in reverse topological order.
 This package knows nothing of models: it must not import tinygen.
 """
+from ._malloc import keep_large_arrays_on_heap
 from .function import Function, ShapeError
 from .tensor import (Tensor, arange, empty, enable_grad, full, is_grad_enabled, no_grad, ones, ones_like, rand,
                      randn, tensor, zeros, zeros_like)
@@ -16,3 +17,5 @@ from .gradcheck import GradcheckError, gradcheck
 __all__ = ["Tensor", "Function", "ShapeError", "no_grad", "enable_grad", "is_grad_enabled", "tensor", "zeros",
            "ones", "empty", "full", "zeros_like", "ones_like", "arange", "randn", "rand", "functional",
            "gradcheck", "GradcheckError"]
+
+keep_large_arrays_on_heap()   # a third less CPU time on large batches; see autograd/_malloc.py
