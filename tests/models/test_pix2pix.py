@@ -119,6 +119,8 @@ def test_translate_sample_and_evaluate():
     metrics = model.evaluate(imgs, labels, dataset="no-such-dataset")     # no judge: judge_acc left out
     assert set(metrics) == {"test_l1"}
     assert metrics["test_l1"] == pytest.approx(np.abs(out - imgs / 255.0).mean(), rel=1e-5)
+    judged = model.evaluate(imgs, labels, dataset="mnist")               # the MNIST judge: accuracy and FID
+    assert set(judged) == {"test_l1", "judge_acc", "fid_judge"} and judged["fid_judge"] > 0
 
 
 def test_visualize_rows_input_output_target(tmp_path):

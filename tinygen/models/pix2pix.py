@@ -156,13 +156,15 @@ class Pix2Pix(GANBase):
     @no_grad()
     def evaluate(self, images, labels, dataset=None):
         """Test metrics: test_l1 = mean |G(c) - x| in [0, 1] units; judge_acc = how often the frozen judge
-        of `dataset` names the item's true class on G's output (left out when no judge is installed)."""
+        of `dataset` names the item's true class on G's output; fid_judge of the outputs against the test
+        set (blur shows there, not in L1). The judge's metrics are left out when no judge is installed."""
         dataset = dataset or self.dataset
-        from ..evaluate import JudgeError, conditional_accuracy
+        from ..evaluate import JudgeError, conditional_accuracy, fid_judge
         outputs = self.translate(self.condition_of(images))
         results = {"test_l1": float(np.abs(outputs - data.to_float(images)).mean())}
         try:
             results["judge_acc"] = conditional_accuracy(outputs, labels, dataset)
+            results["fid_judge"] = fid_judge(outputs, dataset)
         except JudgeError:
             pass
         return results
