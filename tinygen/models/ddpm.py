@@ -29,6 +29,8 @@ time embedding (plus a label embedding) added inside every block, self-attention
 the way down to the way up. Samples use the EMA of the weights.
 
 Train:  python -m tinygen train ddpm               (class-conditional, label dropped with p = 0.2)
+        Recipe: 6 epochs of 937 steps at batch 64, about 3,500 CPU seconds (0.62 s a step, one thread);
+        training on to 12 epochs (--resume --epochs 12) brings unconditional FID-judge from 158 to 114.
         python -m tinygen train ddpm --set num_classes=0     (unconditional)
 Sample: python -m tinygen sample ddpm --checkpoint runs/ddpm-mnist/last.npz --label 7 --guidance 3 --steps 50
 """
