@@ -16,9 +16,9 @@ Trained on dynamically binarised MNIST (a fresh {0, 1} draw of every image at ev
 The likelihood is reported with the importance-weighted bound of Burda et al. (2016), tighter as
 k grows:  log p(x) >= E log (1/k) sum_k w_k,  w_k = p(x|z_k) p(z_k) / q(z_k|x),  z_k ~ q(z|x).
 
-Recipe: MLP encoder 784-512-256-(2 x 32), decoder 32-256-512-784, Adam 1e-3, batch 128, 100 epochs
-(46,900 steps; about 14 minutes on 2 CPU cores at ~60 steps/s, test -ELBO after each epoch included).
-Expected on the test split: -ELBO about 90-92 nats, IWAE NLL (k = 500) about 86-88 nats; the
+Recipe: MLP encoder 784-512-256-(2 x 32), decoder 32-256-512-784, Adam 1e-3 with a cosine decay to 0,
+batch 128, 100 epochs (46,800 steps; 770 CPU seconds measured, one thread). Measured on the test split:
+-ELBO 93.15 nats, IWAE NLL (k = 500) 89.45 nats (a constant lr 1e-3 stops at 95.16 and 90.09); the
 reference is 86.8 (Burda et al., k = 5000, after 3,280 epochs).
     python -m tinygen train vae --no-progress
     python -m tinygen evaluate vae --checkpoint runs/vae-mnist/last.npz     (IWAE with k = 500: ~2 min)
@@ -52,7 +52,7 @@ class VAEConfig(Config):
     epochs: int = 100
     batch_size: int = 128
     lr: float = 1e-3
-    lr_schedule: str = "cosine"  # a constant 1e-3 plateaus near 95.2 nats test -ELBO; the decay gains the last nats
+    lr_schedule: str = "cosine"  # a constant 1e-3 stops at 95.2 nats test -ELBO; the decay reaches 93.1
     latent_dim: int = 32
     hidden: int = 512          # widths of the two hidden layers: hidden, hidden // 2
     quick_steps: int = 600     # --quick: by then samples from N(0, I) are recognisable digits
