@@ -30,9 +30,10 @@ The logit layer is the first bijection of f, so log p_X(x) above is a density on
     -log P(k) <= E_u[-log p_X(x)] + D log 256          (nats per image; D = 784)
     bits/dim  = (-log p_X(x) + D log 256) / (D log 2)   (what the loss and the evaluation report)
 
-Recipe (Config): 3 + 3 + 3 couplings, each net 3x3 conv -> 2 residual blocks of 32 channels ->
-zero-initialised 3x3 conv (every coupling starts as the identity), no BatchNorm (so the inverse is exact
-in any mode), Adam 1e-3, batch 64, 3 epochs = 2,814 steps. ESTIMATE_PLACEHOLDER
+Recipe (Config): 3 + 3 + 3 couplings, each net 3x3 conv -> 1 residual block (16 channels at 28 x 28,
+32 at 14 x 14) -> zero-initialised 3x3 conv (every coupling starts as the identity), no BatchNorm (so
+the inverse is exact in any mode), Adam 1e-3 with a cosine decay to 0, batch 64, 3 epochs = 2,811 steps:
+1,521 CPU seconds measured (one thread). Test split: 1.716 bits/dim (1.876 with a constant lr).
 Reference: 1.06 bits/dim (the paper); the target here is <= 1.6 on the dequantised MNIST test split.
 
     python -m tinygen train realnvp --no-progress
@@ -60,7 +61,8 @@ class RealNVPConfig(Config):
     epochs: int = 3
     batch_size: int = 64
     lr: float = 1e-3
-    grad_clip: float = 100.0   # a safety net against rare spikes; normal steps are far below it
+    lr_schedule: str = "cosine"  # a constant 1e-3 ends at 1.88 test bits/dim, the decay at 1.72
+    grad_clip: float = 100.0   # trims the spikes: in the first epoch the norm is often 50-150
     couplings: int = 3         # couplings per stage (masks alternate within a stage)
     hidden_28: int = 16        # channels of the coupling nets at 28 x 28 (checkerboard stage)
     hidden_14: int = 32        # ... at 14 x 14 (channel stage, then checkerboard stage)
