@@ -19,12 +19,12 @@ from tinygen import data  # noqa: E402
 from tinygen.evaluate import load_trained  # noqa: E402
 from tinygen.io import save_image_grid  # noqa: E402
 
-# picture name -> (model, run folder)
+# picture name -> (model, run folder): the runs README's results table quotes
 RUNS = {
     "ae": ("ae", "ae-mnist"), "vae": ("vae", "vae-mnist"), "cvae": ("cvae", "cvae-mnist"),
-    "gan": ("gan", "gan-mnist"), "dcgan": ("dcgan", "dcgan-mnist"), "cgan": ("cgan", "cgan-mnist"),
+    "gan": ("gan", "gan-mnist"), "dcgan": ("dcgan", "dcgan-mnist-e20"), "cgan": ("cgan", "cgan-mnist"),
     "pix2pix": ("pix2pix", "pix2pix-fashion"), "pix2pix_l1": ("pix2pix", "pix2pix-l1"),
-    "realnvp": ("realnvp", "realnvp-mnist"), "ddpm": ("ddpm", "ddpm-mnist"),
+    "realnvp": ("realnvp", "realnvp-mnist"), "ddpm": ("ddpm", "ddpm-mnist-e12"),
     "latent_diffusion": ("latent_diffusion", "latent_diffusion-mnist"),
     "vae2d": ("vae", "vae2d-mnist"),
 }
@@ -45,7 +45,7 @@ def extras(name, model, x, y, out):
         model.latent_manifold(out / "vae_manifold.png")
     if name == "ddpm":
         save_image_grid(model.sample(64, steps=50), out / "ddpm_unconditional.png", scale=2)
-        model.save_trajectory(out / "ddpm_trajectory.gif", n=16, frames=30)
+        model.save_trajectory(out / "ddpm_trajectory.gif", n=8, frames=20)
 
 
 def main():
