@@ -18,8 +18,9 @@ Convolutions share weights across positions, so D judges strokes wherever they a
 the same way everywhere: sharper digits than the MLP GAN from fewer parameters.
 
 Train:  python -m tinygen train dcgan --dataset mnist
-Recipe: 5 epochs of 938 steps at batch 64 (4,690 steps), about 17 CPU minutes (0.22 CPU s a step
-        measured over the 300 steps of --quick on one core).
+Recipe: 5 epochs of 937 steps at batch 64 (4,685 steps): 521 CPU seconds measured (one thread).
+        FID-judge 200.6 after the recipe, 130.9 after 12,000 steps (--resume --epochs N trains on);
+        the MLP GAN's 30 epochs reach 114.1 (README).
 """
 from dataclasses import dataclass
 
