@@ -74,10 +74,20 @@ def test_flow_layout():
             np.testing.assert_array_equal(a.mask + b.mask, 1)
 
 
+def test_flow_layout_with_a_7x7_stage():
+    m = RealNVP(RealNVP.Config(couplings_7=2, hidden_7=8))
+    assert m.z_shape == (16, 7, 7)
+    last = [layer for layer in m.layers if isinstance(layer, AffineCoupling)][-2:]
+    assert [layer.mask.shape for layer in last] == [(1, 16, 1, 1)] * 2
+    assert last[0].net.inp.weight.shape[0] == 8
+    np.testing.assert_array_equal(last[0].mask + last[1].mask, 1)
+
+
 # ---------------------------------------------------------------------- invertibility and log-det
-@pytest.mark.parametrize("shape", [(1, 4, 4), (1, 6, 4), (1, 28, 28)])
-def test_inverse_undoes_forward(shape):
-    model = tiny(shape)
+@pytest.mark.parametrize("shape,couplings_7", [((1, 4, 4), 0), ((1, 6, 4), 0), ((1, 28, 28), 0), ((1, 8, 8), 2),
+                                                ((1, 28, 28), 3)])
+def test_inverse_undoes_forward(shape, couplings_7):
+    model = tiny(shape, couplings_7=couplings_7, hidden_7=4)
     x = np.random.default_rng(1).uniform(0, 1, (3, *shape)).astype(np.float32)
     z, log_det = model.forward(Tensor(x))
     assert z.shape == (3, *model.z_shape) and log_det.shape == (3,)
@@ -93,10 +103,10 @@ def test_couplings_start_as_the_identity():
     np.testing.assert_allclose(unsqueeze(z).numpy(), y, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("couplings,seed", [(1, 0), (2, 1), (3, 2)])
-def test_log_det_equals_numerical_jacobian(couplings, seed):
+@pytest.mark.parametrize("couplings,couplings_7,seed", [(1, 0, 0), (2, 0, 1), (3, 0, 2), (1, 2, 3)])
+def test_log_det_equals_numerical_jacobian(couplings, couplings_7, seed):
     """log |det df/dx| from the model vs slogdet of a central finite-difference Jacobian, in float64."""
-    model = tiny((1, 4, 4), seed=seed, dtype=np.float64, couplings=couplings)
+    model = tiny((1, 4, 4), seed=seed, dtype=np.float64, couplings=couplings, couplings_7=couplings_7, hidden_7=4)
     D, h = 16, 1e-6
     x = np.random.default_rng(3).uniform(0.1, 0.9, (1, 1, 4, 4))
     steps = h * np.eye(D).reshape(D, 1, 4, 4)

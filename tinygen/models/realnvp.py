@@ -67,6 +67,8 @@ class RealNVPConfig(Config):
     hidden_28: int = 16        # channels of the coupling nets at 28 x 28 (checkerboard stage)
     hidden_14: int = 32        # ... at 14 x 14 (channel stage, then checkerboard stage)
     blocks: int = 1            # residual blocks per coupling net
+    couplings_7: int = 0       # channel couplings after a second squeeze to 7 x 7 (0: no such stage)
+    hidden_7: int = 64         # ... their channels
     quick_steps: int = 200
 
 
@@ -205,16 +207,22 @@ class AffineCoupling(nn.Module):
 def build_flow(shape, c):
     """The bijections in order, and the shape of z:
     logit | checkerboard couplings on (C, H, W) | squeeze | channel couplings, then checkerboard
-    couplings on (4C, H/2, W/2). Masks alternate within a stage, so each half is transformed in turn."""
+    couplings on (4C, H/2, W/2) | with couplings_7 > 0: squeeze | channel couplings on (16C, H/4, W/4),
+    where a 3 x 3 conv sees a quarter of the image. Masks alternate within a stage, so each half is
+    transformed in turn."""
     C, H, W = shape
     half = (4 * C, H // 2, W // 2)
-    return nn.ModuleList(
-        [Logit()]
-        + [AffineCoupling(checkerboard_mask(shape, i % 2), c.hidden_28, c.blocks) for i in range(c.couplings)]
-        + [Squeeze()]
-        + [AffineCoupling(channel_mask(half, i % 2), c.hidden_14, c.blocks) for i in range(c.couplings)]
-        + [AffineCoupling(checkerboard_mask(half, i % 2), c.hidden_14, c.blocks) for i in range(c.couplings)]
-    ), half
+    layers = ([Logit()]
+              + [AffineCoupling(checkerboard_mask(shape, i % 2), c.hidden_28, c.blocks) for i in range(c.couplings)]
+              + [Squeeze()]
+              + [AffineCoupling(channel_mask(half, i % 2), c.hidden_14, c.blocks) for i in range(c.couplings)]
+              + [AffineCoupling(checkerboard_mask(half, i % 2), c.hidden_14, c.blocks) for i in range(c.couplings)])
+    if c.couplings_7 == 0:
+        return nn.ModuleList(layers), half
+    quarter = (16 * C, H // 4, W // 4)
+    layers += ([Squeeze()]
+               + [AffineCoupling(channel_mask(quarter, i % 2), c.hidden_7, c.blocks) for i in range(c.couplings_7)])
+    return nn.ModuleList(layers), quarter
 
 
 # ---------------------------------------------------------------------- the model
@@ -236,7 +244,7 @@ class RealNVP(Model):
 
     # ------------------------------------------------------------------ the flow
     def forward(self, x):
-        """x (B, C, H, W) in [0, 1] -> z (B, 4C, H/2, W/2) and log |det dz/dx| (B,) in nats."""
+        """x (B, C, H, W) in [0, 1] -> z (B, *z_shape) and log |det dz/dx| (B,) in nats."""
         log_det = 0.0
         for layer in self.layers:
             x, ld = layer(x)
@@ -245,7 +253,7 @@ class RealNVP(Model):
         return x, log_det
 
     def inverse(self, z):
-        """z (B, 4C, H/2, W/2) -> x (B, C, H, W), the layers undone in reverse order."""
+        """z (B, *z_shape) -> x (B, C, H, W), the layers undone in reverse order."""
         for layer in reversed(self.layers):
             z = layer.inverse(z)
         return z
