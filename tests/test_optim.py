@@ -183,6 +183,25 @@ def test_ema_math_buffers_and_swap():
     np.testing.assert_allclose(net[0].weight.data, expected, rtol=1e-6)
 
 
+def test_ema_warmup():
+    net = nn.Linear(2, 1, bias=False)
+    w0 = net.weight.data.copy()
+    ema = optim.EMA(net, decay=0.99, warmup=True)
+    # decay_n = min(d, (1 + n) / (10 + n)): 0.1, then 2/11, ... and d once (1 + n) / (10 + n) passes it
+    assert ema.current_decay() == pytest.approx(0.1)
+    net.weight.data[...] = w0 + 1.0
+    ema.update()
+    np.testing.assert_allclose(ema.shadow["weight"], 0.1 * w0 + 0.9 * (w0 + 1.0), rtol=1e-6)
+    assert ema.current_decay() == pytest.approx(2 / 11) and ema.decay == 0.99  # the recipe's decay is kept
+    ema.num_updates = 10_000
+    assert ema.current_decay() == 0.99
+    plain = optim.EMA(net, decay=0.99)
+    assert plain.current_decay() == 0.99 and not plain.warmup
+    restored = optim.EMA(net, decay=0.5)
+    restored.load_state_dict(ema.state_dict())
+    assert restored.warmup and restored.decay == 0.99 and restored.current_decay() == 0.99
+
+
 def test_ema_state_dict_round_trip():
     net = nn.Linear(3, 2)
     ema = optim.EMA(net, decay=0.5)

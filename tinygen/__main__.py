@@ -108,8 +108,8 @@ def main(argv=None):
         print(json.dumps(summary))
         return 0
 
-    from .evaluate import evaluate_model, load_trained
-    model, meta = load_trained(args.model, args.checkpoint)
+    from .evaluate import evaluate_model
+    model, meta = models.load_model(args.checkpoint, args.model)
     if args.command == "evaluate":
         sampling = {k: v for k, v in {"steps": args.steps, "guidance": args.guidance}.items() if v is not None}
         print(json.dumps(evaluate_model(model, meta["dataset"], n=args.n, seed=args.seed, **sampling), indent=2))

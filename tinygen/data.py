@@ -9,6 +9,9 @@ Loading
     so loading the same split twice in one process costs nothing; they are read-only
     so that no caller can change them for everybody else (copy first to edit).
 
+Labels
+    ``N_CLASSES`` (10 for both datasets); ``check_labels`` refuses labels outside 0..9 by value.
+
 Batching
     ``DataLoader`` cuts arrays into shuffled mini-batches. The order of every epoch is
     a pure function of ``(seed, epoch)``, so training can be resumed mid-epoch exactly.
@@ -376,6 +379,29 @@ def load_mnist(split: str = "train", root=None):
 def load_fashion_mnist(split: str = "train", root=None):
     """``load_dataset("fashion", split, root)``: Zalando clothing articles."""
     return load_dataset("fashion", split, root)
+
+
+# -------------------------------------------------------------------------- labels
+
+#: The number of classes of both datasets (digits 0..9, ten kinds of article).
+N_CLASSES = 10
+
+
+def check_labels(labels, n=None, num_classes: int = N_CLASSES, name: str = "label") -> np.ndarray:
+    """Class labels as an int64 array, refused with a message naming ``name`` unless every one is an
+    integer in 0..num_classes-1. With ``n``, one label is repeated n times and an array must have n."""
+    y = np.asarray(labels)
+    if y.dtype.kind not in "iu" and not (y.dtype.kind == "f" and np.all(y == np.round(y))):
+        raise ValueError(f"{name}: class labels must be integers in 0..{num_classes - 1}, got {labels!r}")
+    y = y.astype(np.int64)
+    if n is not None:
+        if y.ndim > 1 or (y.ndim == 1 and len(y) != n):
+            raise ValueError(f"{name}: expected one label or {n} labels, got shape {y.shape}")
+        y = np.broadcast_to(y, (n,))
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        bad = np.unique(y[(y < 0) | (y >= num_classes)])
+        raise ValueError(f"{name}: class labels must lie in 0..{num_classes - 1}, got {bad.tolist()}")
+    return y
 
 
 # ------------------------------------------------------------------------ batching

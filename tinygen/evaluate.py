@@ -28,6 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from . import data, io
+from .models import build_model, load_model
+# the likelihood units live with the models that report them; here for the suite's users
+from .models.base import bits_per_dim, dequantized_nll_nats, importance_weighted_nll  # noqa: F401
 
 JUDGE_DIR = Path(__file__).parent / "judges"
 # SHA-256 of the shipped judge weights; a file that does not match is refused.
@@ -43,23 +46,7 @@ class JudgeError(RuntimeError):
     pass
 
 
-# ---------------------------------------------------------------------- loading models
-def load_trained(name, checkpoint):
-    """A model of kind `name` with the weights of a training checkpoint (EMA weights where kept)."""
-    from .train import _unflatten, build_model
-    arrays, meta = io.load_checkpoint(checkpoint)
-    if meta.get("model") != name:
-        raise io.CheckpointError(f"{checkpoint} holds a {meta.get('model')!r} model, not {name!r}")
-    model = build_model(name, meta["config"])
-    model.dataset = meta["dataset"]
-    model.load_state_dict(_unflatten("model", arrays, meta["scalars"]))
-    if getattr(model, "ema", None) is not None:
-        model.ema.load_state_dict(_unflatten("ema", arrays, meta["scalars"]))
-        model.ema.copy_to(model)
-    model.eval()
-    return model, meta
-
-
+# ---------------------------------------------------------------------- the judge
 def judge_path(dataset):
     return JUDGE_DIR / f"{dataset}.npz"
 
@@ -87,7 +74,7 @@ def load_judge(dataset):
 
 def train_judge(dataset, epochs=None, seed=0):
     """Train the CNN on `dataset` with its recipe and write the frozen judge file; returns its SHA-256."""
-    from .train import TrainOptions, Trainer, build_model
+    from .train import TrainOptions, Trainer
     model = build_model("cnn", {"epochs": epochs})
     summary = Trainer(model, TrainOptions(dataset=dataset, seed=seed, out=f"runs/judge-{dataset}")).fit()
     JUDGE_DIR.mkdir(exist_ok=True)
@@ -139,29 +126,12 @@ def conditional_accuracy(images, labels, dataset):
 
 def class_coverage(images, dataset):
     """Entropy (nats) of the judged-label histogram: ln 10 = 2.303 when every class is equally common."""
-    counts = np.bincount(load_judge(dataset).predict(np.asarray(images)), minlength=10)
+    counts = np.bincount(load_judge(dataset).predict(np.asarray(images)), minlength=data.N_CLASSES)
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())
 
 
-# ---------------------------------------------------------------------- likelihoods and speed
-def bits_per_dim(nats_per_image, num_dims=784):
-    """nats per image -> bits per dimension: nats / (D ln 2)."""
-    return nats_per_image / (num_dims * math.log(2))
-
-
-def dequantized_nll_nats(nll_continuous_nats, num_dims=784, levels=256):
-    """NLL of 8-bit data from a density on [0, 1]^D of uniformly dequantised x = (k + u) / levels:
-    -log P(k) <= -log p(x) + D log(levels) (the change of variables from [0, levels) to [0, 1))."""
-    return nll_continuous_nats + num_dims * math.log(levels)
-
-
-def importance_weighted_nll(log_weights):
-    """-log (1/K sum_k w_k) per example, from log w of shape (N, K): the IWAE bound, tighter as K grows."""
-    m = log_weights.max(axis=1, keepdims=True)
-    return -(m[:, 0] + np.log(np.exp(log_weights - m).mean(axis=1)))
-
-
+# ---------------------------------------------------------------------- speed
 def sampling_speed(sample_fn, n, repeats=1):
     """Images per second of sample_fn(n) (the best of `repeats` runs, wall time)."""
     best = math.inf
@@ -181,11 +151,15 @@ def evaluate_model(model, dataset, n=10000, seed=0, **sampling):
     results = {"model": model.name, "dataset": dataset}
     if hasattr(model, "predict") or hasattr(model, "translate"):  # classifiers; image-to-image translation
         results.update(model.evaluate(x_test, y_test))
+    if hasattr(model, "translate"):  # the judge reads the outputs for the test conditions: the true class?
+        outputs = model.translate(model.condition_of(x_test))
+        results["judge_acc"] = conditional_accuracy(outputs, y_test, dataset)
+        results["fid_judge"] = fid_judge(outputs, dataset)
     if hasattr(model, "evaluate_nll"):
         results.update(model.evaluate_nll(x_test))
     if hasattr(model, "sample") and not hasattr(model, "translate"):
         if model.conditional:
-            labels = np.arange(n) % 10
+            labels = np.arange(n) % data.N_CLASSES
             samples = model.sample(n, label=labels, **sampling)
             results["conditional_accuracy"] = conditional_accuracy(samples, labels, dataset)
         else:
@@ -219,7 +193,7 @@ def guidance_sweep(model, dataset, scales, n=1000, steps=50, seed=0, classifier=
     """Judge accuracy for the requested label, FID-judge and class coverage at each guidance scale:
     classifier-free (guided eps = eps(x, none) + s (eps(x, y) - eps(x, none))), or with `classifier`
     classifier guidance of the unconditional eps with scale s."""
-    labels = np.arange(n) % 10
+    labels = np.arange(n) % data.N_CLASSES
     rows = []
     for s in scales:
         model.rng = np.random.default_rng(seed)
@@ -248,8 +222,7 @@ def markdown_table(rows):
 
 def _load_any(checkpoint):
     """The trained model in a run checkpoint, whatever its kind."""
-    _, meta = io.load_checkpoint(checkpoint)
-    return load_trained(meta["model"], checkpoint)[0]
+    return load_model(checkpoint)[0]
 
 
 def main(argv=None):

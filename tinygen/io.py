@@ -201,6 +201,44 @@ def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, header["meta"]
 
 
+def flatten_state(prefix: str, obj, arrays: dict, scalars: dict):
+    """Split a nested state dict (model, optimiser, EMA) into ``arrays`` (for the .npz) and JSON-able
+    ``scalars``, under keys "<prefix>/<key>/<key>..."; lists and tuples record their length."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            flatten_state(f"{prefix}/{k}", v, arrays, scalars)
+    elif isinstance(obj, (list, tuple)):
+        scalars[prefix + "/__len__"] = len(obj)
+        for i, v in enumerate(obj):
+            flatten_state(f"{prefix}/{i}", v, arrays, scalars)
+    elif hasattr(obj, "shape") and getattr(obj, "ndim", 0) > 0:
+        arrays[prefix] = obj
+    else:
+        scalars[prefix] = obj.item() if hasattr(obj, "item") else obj
+
+
+def unflatten_state(prefix: str, arrays: dict, scalars: dict):
+    """Rebuild the nested state dict that ``flatten_state`` split (lists come back as lists)."""
+    tree = {}
+    start = len(prefix) + 1
+    for key, value in list(arrays.items()) + list(scalars.items()):
+        if not key.startswith(prefix + "/"):
+            continue
+        parts = key[start:].split("/")
+        node = tree
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+
+    def rebuild(node):
+        if not isinstance(node, dict):
+            return node
+        if "__len__" in node:
+            return [rebuild(node[str(i)]) for i in range(node["__len__"])]
+        return {k: rebuild(v) for k, v in node.items()}
+    return rebuild(tree)
+
+
 # ----------------------------------------------------------------------- image grids
 
 

@@ -314,12 +314,15 @@ class EMA:
         shadow = decay shadow + (1 - decay) param      after every update()
 
     Buffers (e.g. BatchNorm statistics) are copied, not averaged. The shadow starts as a copy of the
-    model. `with ema.average_parameters(model):` swaps the averages in and restores the weights after."""
+    model. `with ema.average_parameters(model):` swaps the averages in and restores the weights after.
 
-    def __init__(self, model, decay=0.999):
+    warmup=True: the n-th update (n = 0, 1, ...) uses decay_n = min(decay, (1 + n) / (10 + n)), so that a
+    short run averages over the steps it has instead of staying near its initial weights."""
+
+    def __init__(self, model, decay=0.999, warmup=False):
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"EMA: decay must lie in [0, 1], got {decay}")
-        self.model, self.decay, self.num_updates = model, decay, 0
+        self.model, self.decay, self.warmup, self.num_updates = model, decay, bool(warmup), 0
         self.shadow = {n: p.data.copy() for n, p in model.named_parameters()}
         self.buffers = {n: b.copy() for n, b in model.named_buffers()}
 
@@ -329,9 +332,15 @@ class EMA:
             raise ValueError(f"EMA: the model's parameters differ from the averaged ones: missing "
                              f"{sorted(set(self.shadow) - names)}, unexpected {sorted(names - set(self.shadow))}")
 
+    def current_decay(self):
+        """The decay the next update() uses: decay, or with warmup min(decay, (1 + n) / (10 + n))."""
+        n = self.num_updates
+        # decay_n = min(d, (1 + n) / (10 + n))
+        return min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
+
     def update(self, model=None):
         model = model if model is not None else self.model
-        d = self.decay
+        d = self.current_decay()
         for n, p in model.named_parameters():
             s = self.shadow[n]
             if backend.device_of(s) != backend.device_of(p.data):  # the model moved to another device
@@ -373,7 +382,7 @@ class EMA:
         return self
 
     def state_dict(self):
-        return {"decay": self.decay, "num_updates": self.num_updates,
+        return {"decay": self.decay, "warmup": self.warmup, "num_updates": self.num_updates,
                 "shadow": {n: _to_numpy(s) for n, s in self.shadow.items()},
                 "buffers": {n: _to_numpy(b) for n, b in self.buffers.items()}}
 
@@ -385,6 +394,7 @@ class EMA:
         if wrong:
             raise ValueError(f"EMA.load_state_dict: entries that do not match the model: {wrong}")
         self.decay, self.num_updates = float(state_dict["decay"]), int(state_dict["num_updates"])
+        self.warmup = bool(state_dict.get("warmup", self.warmup))  # a checkpoint older than the option keeps ours
         for n, v in shadow.items():
             s = self.shadow[n]
             s[...] = backend.xp_of(s).asarray(np.asarray(backend.to_numpy(v), dtype=s.dtype))

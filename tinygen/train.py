@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data, io, nn, optim
-from .models import get_model_class
-from .models.base import config_from_dict
+from .models import build_model
 
 try:
     from tqdm.auto import tqdm
@@ -54,16 +53,6 @@ class TrainOptions:
     evaluate: bool = True       # test metrics after each epoch
 
 
-def build_model(name, overrides=None, seed=0):
-    """A fresh model from its registered class, its Config updated with `overrides`, its initial
-    weights drawn from the generator seeded with `seed`."""
-    cls = get_model_class(name)
-    nn.manual_seed(seed)
-    values = asdict(cls.Config())
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return cls(config_from_dict(cls.Config, values))
-
-
 def _config_differences(saved, now, defaults):
     """{field: (saved, now)} for the recipe fields that would change the run. Compared as JSON (a tuple
     saved in a checkpoint comes back as a list); `quick_steps` only matters under --quick, whose step
@@ -80,43 +69,6 @@ def _config_differences(saved, now, defaults):
         if old != v:
             diff[k] = (saved.get(k), v)
     return diff
-
-
-def _flatten(prefix, obj, arrays, scalars):
-    """Split a nested state dict into arrays (for the .npz) and JSON-able scalars."""
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            _flatten(f"{prefix}/{k}", v, arrays, scalars)
-    elif isinstance(obj, (list, tuple)):
-        scalars[prefix + "/__len__"] = len(obj)
-        for i, v in enumerate(obj):
-            _flatten(f"{prefix}/{i}", v, arrays, scalars)
-    elif hasattr(obj, "shape") and getattr(obj, "ndim", 0) > 0:
-        arrays[prefix] = obj
-    else:
-        scalars[prefix] = obj.item() if hasattr(obj, "item") else obj
-
-
-def _unflatten(prefix, arrays, scalars):
-    """Rebuild the nested state dict that _flatten split (lists come back as lists)."""
-    tree = {}
-    start = len(prefix) + 1
-    for key, value in list(arrays.items()) + list(scalars.items()):
-        if not key.startswith(prefix + "/"):
-            continue
-        parts = key[start:].split("/")
-        node = tree
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-
-    def rebuild(node):
-        if not isinstance(node, dict):
-            return node
-        if "__len__" in node:
-            return [rebuild(node[str(i)]) for i in range(node["__len__"])]
-        return {k: rebuild(v) for k, v in node.items()}
-    return rebuild(tree)
 
 
 class Trainer:
@@ -137,12 +89,12 @@ class Trainer:
     # ---------------------------------------------------------------- checkpoints
     def save(self):
         arrays, scalars = {}, {}
-        _flatten("model", self.model.state_dict(), arrays, scalars)
+        io.flatten_state("model", self.model.state_dict(), arrays, scalars)
         for name, opt in self.optimizers.items():
-            _flatten(f"optim/{name}", opt.state_dict(), arrays, scalars)
+            io.flatten_state(f"optim/{name}", opt.state_dict(), arrays, scalars)
         ema = getattr(self.model, "ema", None)
         if ema is not None:
-            _flatten("ema", ema.state_dict(), arrays, scalars)
+            io.flatten_state("ema", ema.state_dict(), arrays, scalars)
         meta = {"kind": "tinygen-run", "model": self.model.name, "dataset": self.opt.dataset,
                 "config": self.model.config_dict(), "step": self.step, "epoch": self.epoch,
                 "batch_index": self.batch_index, "scalars": scalars,
@@ -162,11 +114,11 @@ class Trainer:
         if diff:
             raise TrainingError(f"{path}: the run's config differs from this one (checkpoint, now): {diff}")
         scalars = meta["scalars"]
-        self.model.load_state_dict(_unflatten("model", arrays, scalars))
+        self.model.load_state_dict(io.unflatten_state("model", arrays, scalars))
         for name, opt in self.optimizers.items():
-            opt.load_state_dict(_unflatten(f"optim/{name}", arrays, scalars))
+            opt.load_state_dict(io.unflatten_state(f"optim/{name}", arrays, scalars))
         if getattr(self.model, "ema", None) is not None:
-            self.model.ema.load_state_dict(_unflatten("ema", arrays, scalars))
+            self.model.ema.load_state_dict(io.unflatten_state("ema", arrays, scalars))
         self.model.rng.bit_generator.state = meta["rng"]["model"]
         nn.set_rng_state(meta["rng"]["nn"])
         self.step, self.epoch, self.batch_index = meta["step"], meta["epoch"], meta["batch_index"]

@@ -20,8 +20,8 @@ Train (MLP 784-512-256-2 and back, Adam 1e-3, batch 128, 20 epochs = 9,380 steps
 measured):
     python -m tinygen train ae --no-progress
 Latent scatter of a trained model (colours = digit classes):
-    from tinygen.evaluate import load_trained; from tinygen.data import load_dataset
-    model, _ = load_trained("ae", "runs/ae-mnist/last.npz"); x, y = load_dataset("mnist", "test")
+    from tinygen.models import load_model; from tinygen.data import load_dataset
+    model, _ = load_model("runs/ae-mnist/last.npz"); x, y = load_dataset("mnist", "test")
     latent_scatter(model, x[:5000], y[:5000], "runs/ae-mnist/latent.png")
 """
 from dataclasses import dataclass
@@ -32,8 +32,8 @@ import numpy as np
 import autograd.functional as F
 from autograd import Tensor
 from .. import nn
+from ..data import to_float
 from ..io import save_image_grid, save_scatter
-from . import register
 from .base import Config, Model, inference
 
 
@@ -53,12 +53,6 @@ def mlp(*widths):
     for n_in, n_out in zip(widths[:-1], widths[1:]):
         layers += [nn.Linear(n_in, n_out), nn.ReLU()]
     return nn.Sequential(*layers[:-1])
-
-
-def as_unit_float(images):
-    """uint8 (0..255) or float [0, 1] images (B, 1, 28, 28) -> float32 in [0, 1]."""
-    images = np.asarray(images)
-    return images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
 
 
 def latent_scatter(model, images, labels, path, batch_size=1000):
@@ -98,11 +92,11 @@ class Decoder(nn.Module):
 
 
 # ---------------------------------------------------------------------- the model
-@register("ae")
 class AE(Model):
     """Autoencoder: MLP encoder to a 2-D code and back; decoding random codes shows why VAEs exist."""
     Config = AEConfig
     image_range = "unit"
+    tiny_config = {"hidden": 16, "batch_size": 8}
 
     def __init__(self, config=None):
         super().__init__(config)
@@ -131,7 +125,7 @@ class AE(Model):
     @inference
     def evaluate(self, images, labels, batch_size=1000):
         """Mean reconstruction BCE (nats per image) on the test split."""
-        x = as_unit_float(images)
+        x = to_float(images)
         total = sum(float(self.reconstruction_loss(Tensor(x[i:i + batch_size])).sum().item())
                     for i in range(0, len(x), batch_size))
         return {"test_recon_bce": total / len(x)}
@@ -140,12 +134,12 @@ class AE(Model):
     def embed(self, images, labels=None):
         """Codes z (B, latent_dim) of uint8 or [0, 1] float images (B, 1, 28, 28), as NumPy (labels:
         unused here, a conditional model's encoder reads them)."""
-        return self.encode(Tensor(as_unit_float(images))).numpy()
+        return self.encode(Tensor(to_float(images))).numpy()
 
     @inference
     def reconstruct(self, images):
         """x_hat = sigmoid(g(f(x))) (B, 1, 28, 28) in [0, 1], as NumPy."""
-        return F.sigmoid(self.decode(self.encode(Tensor(as_unit_float(images))))).numpy()
+        return F.sigmoid(self.decode(self.encode(Tensor(to_float(images))))).numpy()
 
     @inference
     def sample(self, n):
@@ -155,5 +149,5 @@ class AE(Model):
 
     def visualize(self, images, labels, path):
         """Top half: 32 test images; bottom half: their reconstructions, in the same places."""
-        x = as_unit_float(images[:32])
+        x = to_float(images[:32])
         save_image_grid(np.concatenate([x, self.reconstruct(x)]), Path(path), nrow=8, scale=2)

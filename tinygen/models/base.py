@@ -1,32 +1,64 @@
-"""What every model shares with the training loop: its Config, the optimiser it trains with,
-how a raw data batch becomes model input, and the default training step.
+"""What every model shares with the training loop: its Config, the optimiser it trains with, how a raw
+data batch becomes model input, the training step, and the units likelihoods are reported in.
 
-    loss(batch) -> (loss Tensor, logs dict)      models with one optimiser
-    training_step(batch, optimizers) -> logs     override for several optimisers (GANs)
-    sample(n, **condition) -> (n, 1, H, W) NumPy array in [0, 1]   generative models
+The contract (tests/models/test_contract.py checks it for every model registered in MODULES):
+
+    loss(batch) -> (loss Tensor, logs dict)      models with one optimiser (the default training_step)
+    training_step(batch, optimizers) -> logs     override for several optimisers (GANs); every update
+                                                 goes through optimizer_step below
+    sample(n, **condition) -> NumPy float array (n, 1, 28, 28) in [0, 1]     generative models;
+        conditional = True: sample(n, label=...) draws the requested classes and refuses a bad label;
+        image-to-image models (translate) take sample(n, condition=images) and nothing else
+    predict(images) -> labels, evaluate(images, labels) -> {"test_acc...": accuracy}   classifiers
+    tiny_config = {...}                          Config overrides that make the model small enough to train,
+                                                 save, load and sample in about a second (the contract test's)
+
+A model's `name` is the one MODULES in tinygen/models/__init__.py registers its class under.
 """
 import functools
+import math
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from autograd import Tensor, no_grad
+from autograd import Tensor, enable_grad, no_grad
 from .. import data, nn, optim
 
 
-def inference(method):
-    """Run a model method under no_grad() in eval mode, and put the model back in the mode it was in
-    (for sample, predict, evaluate: dropout off, BatchNorm on its running statistics, no graph)."""
-    @functools.wraps(method)
-    def wrapped(self, *args, **kwargs):
-        was_training = self.training
-        self.eval()
-        try:
-            with no_grad():
-                return method(self, *args, **kwargs)
-        finally:
-            self.train(was_training)
-    return wrapped
+def inference(method=None, *, grad=False):
+    """Run a model method in eval mode (dropout off, BatchNorm on its running statistics) and put the model
+    back in the mode it was in; under no_grad() (no graph), or with grad=True under enable_grad(), for a
+    method that differentiates the eval-mode network itself (a guidance gradient).
+
+        @inference                      def sample(self, n): ...
+        @inference(grad=True)           def log_prob_grad(self, x, t, y): ...
+    """
+    def decorate(method):
+        @functools.wraps(method)
+        def wrapped(self, *args, **kwargs):
+            was_training = self.training
+            self.eval()
+            try:
+                with (enable_grad() if grad else no_grad()):
+                    return method(self, *args, **kwargs)
+            finally:
+                self.train(was_training)
+        return wrapped
+    return decorate(method) if method is not None else decorate
+
+
+def optimizer_step(loss, optimizer, grad_clip=0.0, params=None):
+    """One update: zero the gradients of `optimizer`'s parameters, backpropagate `loss`, clip the global
+    gradient norm of `params` (default: the optimizer's) to grad_clip when grad_clip > 0, step.
+    Returns the norm before clipping (a float), or None when nothing was clipped."""
+    optimizer.zero_grad()
+    loss.backward()
+    norm = None
+    if grad_clip:
+        params = [p for g in optimizer.param_groups for p in g["params"]] if params is None else params
+        norm = float(optim.clip_grad_norm_(params, grad_clip))
+    optimizer.step()
+    return norm
 
 
 @dataclass
@@ -53,8 +85,14 @@ class Model(nn.Module):
     Config = Config
     name = "model"
     conditional = False  # True when sample() takes labels
-    dataset = "mnist"  # the dataset it is trained on (set by the trainer and by evaluate.load_trained)
+    dataset = "mnist"  # the dataset it is trained on (set by the trainer and by load_model)
     image_range = "unit"  # "unit" [0, 1], "signed" [-1, 1] or "binary" {0, 1}: what prepare_batch feeds
+    tiny_config = None  # a registered model sets it: see the module docstring
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        from . import registered_name  # the registry, tinygen/models/__init__.py
+        cls.name = registered_name(cls) or cls.__name__.lower()
 
     def __init__(self, config=None):
         super().__init__()
@@ -80,14 +118,17 @@ class Model(nn.Module):
         return Tensor(x), labels
 
     def training_step(self, batch, optimizers):
-        opt = optimizers["main"]
-        opt.zero_grad()
         loss, logs = self.loss(batch)
-        loss.backward()
-        if self.config.grad_clip:
-            logs["grad_norm"] = optim.clip_grad_norm_(self.parameters(), self.config.grad_clip)
-        opt.step()
-        return {"loss": loss.item(), **logs}
+        norm = optimizer_step(loss, optimizers["main"], self.config.grad_clip)
+        return {"loss": loss.item(), **logs, **({} if norm is None else {"grad_norm": norm})}
+
+    # ---------------------------------------------------------------- conditions
+    def labels_for(self, n, label=None):
+        """The class labels (n,) of a conditional sample: None -> 0, 1, ..., 9, 0, 1, ...; an int -> n
+        copies; n ints -> themselves; anything outside 0..N_CLASSES-1 is refused (data.check_labels)."""
+        if label is None:
+            return np.arange(n) % data.N_CLASSES
+        return data.check_labels(label, n)
 
     # ---------------------------------------------------------------- showing progress
     def visualize(self, images, labels, path):
@@ -98,3 +139,21 @@ class Model(nn.Module):
     def evaluate(self, images, labels):
         """Test-split metrics computed after each epoch (a dict; empty by default)."""
         return {}
+
+
+# ---------------------------------------------------------------------- likelihood units
+def bits_per_dim(nats_per_image, num_dims=784):
+    """nats per image -> bits per dimension: nats / (D ln 2) (NumPy arrays, floats or Tensors)."""
+    return nats_per_image / (num_dims * math.log(2))
+
+
+def dequantized_nll_nats(nll_continuous_nats, num_dims=784, levels=256):
+    """NLL of 8-bit data from a density on [0, 1]^D of uniformly dequantised x = (k + u) / levels:
+    -log P(k) <= -log p(x) + D log(levels) (the change of variables from [0, levels) to [0, 1))."""
+    return nll_continuous_nats + num_dims * math.log(levels)
+
+
+def importance_weighted_nll(log_weights):
+    """-log (1/K sum_k w_k) per example, from log w of shape (N, K): the IWAE bound, tighter as K grows."""
+    m = log_weights.max(axis=1, keepdims=True)
+    return -(m[:, 0] + np.log(np.exp(log_weights - m).mean(axis=1)))

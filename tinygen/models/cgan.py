@@ -24,11 +24,9 @@ import numpy as np
 
 import autograd.functional as F
 from autograd import Tensor
-from . import register
+from ..data import N_CLASSES
 from .dcgan import DCDiscriminator, DCGANConfig, DCGenerator
 from .gan import GANBase, dcgan_init
-
-NUM_CLASSES = 10
 
 
 @dataclass
@@ -37,49 +35,39 @@ class CGANConfig(DCGANConfig):
     batch_size: int = 64
 
 
-def one_hot(labels):
-    """e_y as a NumPy (B, 10) float32 array (a constant: labels are not learned)."""
-    return np.eye(NUM_CLASSES, dtype=np.float32)[np.asarray(labels)]
-
-
-@register("cgan")
 class CGAN(GANBase):
     """Conditional GAN (Mirza & Osindero 2014): DCGAN networks, one-hot label concatenated to G's and D's inputs."""
     Config = CGANConfig
     conditional = True
+    tiny_config = {"z_dim": 8, "width": 4, "batch_size": 8}
 
     def __init__(self, config=None):
         super().__init__(config)
         c = self.config
-        self.generator = dcgan_init(DCGenerator(c.z_dim, c.width, extra=NUM_CLASSES))
-        self.discriminator = dcgan_init(DCDiscriminator(c.width, in_channels=1 + NUM_CLASSES))
+        self.generator = dcgan_init(DCGenerator(c.z_dim, c.width, extra=N_CLASSES))
+        self.discriminator = dcgan_init(DCDiscriminator(c.width, in_channels=1 + N_CLASSES))
 
     def fake(self, y, n, z=None):
         z = self.noise(n) if z is None else Tensor(z)                         # (n, z_dim)
         # G(z, y) = G([z, e_y])
-        return self.generator(F.concat([z, Tensor(one_hot(y))], axis=1))       # (n, 1, 28, 28)
+        return self.generator(F.concat([z, F.one_hot(np.asarray(y), N_CLASSES)], axis=1))  # (n, 1, 28, 28)
 
     def critic(self, x, y):
         B, _, H, W = x.shape
-        planes = np.broadcast_to(one_hot(y)[:, :, None, None], (B, NUM_CLASSES, H, W))  # (B, 10, 28, 28)
+        e_y = F.one_hot(np.asarray(y), N_CLASSES).numpy()                    # (B, 10)
+        planes = np.broadcast_to(e_y[:, :, None, None], (B, N_CLASSES, H, W))  # (B, 10, 28, 28)
         # D(x, y) = D([x, e_y planes])
         return self.discriminator(F.concat([x, Tensor(np.ascontiguousarray(planes))], axis=1))  # (B, 1)
 
     def sample(self, n, label=None, z=None):
         """n images (n, 1, 28, 28) in [0, 1] of class `label` (an int, or an array of n ints; None:
         0, 1, ..., 9, 0, 1, ...); z (n, z_dim) fixes the noise, else it is drawn from self.rng."""
-        if label is None:
-            labels = np.arange(n) % NUM_CLASSES
-        else:
-            labels = np.broadcast_to(np.asarray(label, dtype=np.int64), (n,))
-        if labels.min() < 0 or labels.max() >= NUM_CLASSES:
-            raise ValueError(f"labels must lie in 0..{NUM_CLASSES - 1}, got {np.unique(labels)}")
-        return self.generate(labels, n, z)
+        return self.generate(self.labels_for(n, label), n, z)
 
     def visualize(self, images, labels, path):
         """A 10 x 10 grid: row k asks for class k, column j uses the same fixed z_j in every row."""
         from ..io import save_image_grid
-        z = np.random.default_rng(0).standard_normal((NUM_CLASSES, self.config.z_dim), dtype=np.float32)
-        rows = np.repeat(np.arange(NUM_CLASSES), NUM_CLASSES)                  # 0 x10, 1 x10, ...
-        save_image_grid(self.sample(NUM_CLASSES ** 2, label=rows, z=np.tile(z, (NUM_CLASSES, 1))), path,
-                        nrow=NUM_CLASSES, scale=2)
+        z = np.random.default_rng(0).standard_normal((N_CLASSES, self.config.z_dim), dtype=np.float32)
+        rows = np.repeat(np.arange(N_CLASSES), N_CLASSES)                  # 0 x10, 1 x10, ...
+        save_image_grid(self.sample(N_CLASSES ** 2, label=rows, z=np.tile(z, (N_CLASSES, 1))), path,
+                        nrow=N_CLASSES, scale=2)

@@ -14,7 +14,7 @@ import numpy as np
 import autograd.functional as F
 from autograd import Tensor
 from .. import nn
-from . import register
+from ..data import N_CLASSES, to_float
 from .base import Config, Model, inference
 
 
@@ -44,7 +44,7 @@ class _Classifier(Model):
 
     def loss(self, batch):
         x, y = batch
-        logits = self.logits(x)                                     # (B, 10)
+        logits = self.logits(x)                                     # (B, N_CLASSES)
         loss = F.cross_entropy(logits, y)                           # mean_b -log softmax(logits_b)[y_b]
         acc = float((logits.data.argmax(axis=1) == y).mean())
         return loss, {"acc": acc}
@@ -52,7 +52,7 @@ class _Classifier(Model):
     @inference
     def predict_proba(self, images, batch_size=1000):
         """Class probabilities for uint8 or [0,1] float images (B, 1, 28, 28), in eval mode."""
-        x = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
+        x = to_float(images)
         return np.concatenate([F.softmax(self.logits(Tensor(x[i:i + batch_size])), axis=1).numpy()
                                for i in range(0, len(x), batch_size)])
 
@@ -60,6 +60,7 @@ class _Classifier(Model):
         return self.predict_proba(images).argmax(axis=1)
 
     def evaluate(self, images, labels):
+        """{"test_acc": the fraction of images whose predicted label is the true one}."""
         return {"test_acc": float((self.predict(images) == labels).mean())}
 
     def visualize(self, images, labels, path):
@@ -69,10 +70,10 @@ class _Classifier(Model):
         save_labeled_grid(images[:64], [str(p) for p in pred], path, wrong=pred != labels[:64])
 
 
-@register("mlp")
 class MLP(_Classifier):
-    """MLP classifier: 784-512-512-10 with ReLU and dropout (>= 98% on MNIST)."""
+    """MLP classifier: 784-512-512-10 with ReLU and dropout (target: 98% on MNIST)."""
     Config = MLPConfig
+    tiny_config = {"hidden": 16, "batch_size": 8}
 
     def __init__(self, config=None):
         super().__init__(config)
@@ -81,17 +82,17 @@ class MLP(_Classifier):
             nn.Flatten(),                                 # (B, 784)
             nn.Linear(784, c.hidden), nn.ReLU(), nn.Dropout(c.dropout),
             nn.Linear(c.hidden, c.hidden), nn.ReLU(), nn.Dropout(c.dropout),
-            nn.Linear(c.hidden, 10),                      # (B, 10) logits
+            nn.Linear(c.hidden, N_CLASSES),               # (B, 10) logits
         )
 
     def logits(self, x):
         return self.net(x)
 
 
-@register("cnn")
 class CNN(_Classifier):
-    """CNN classifier: 3 conv layers + 2 FC (>= 99.2% MNIST, >= 91.5% Fashion); the judge."""
+    """CNN classifier: 3 conv layers + 2 FC (targets: 99.2% MNIST, 91.5% Fashion); the judge."""
     Config = CNNConfig
+    tiny_config = {"batch_size": 8}
 
     def __init__(self, config=None):
         super().__init__(config)
@@ -103,7 +104,7 @@ class CNN(_Classifier):
             nn.Flatten(),                                                   # (B, 3136)
             nn.Linear(3136, 128), nn.ReLU(),                                # (B, 128): the judge's features
         )
-        self.head = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(128, 10))
+        self.head = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(128, N_CLASSES))
 
     def prepare_batch(self, images, labels):
         x, y = super().prepare_batch(images, labels)
@@ -117,7 +118,7 @@ class CNN(_Classifier):
     @inference
     def embed(self, images, batch_size=1000):
         """Penultimate features (N, 128) of [0,1] float or uint8 images, in eval mode."""
-        x = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
+        x = to_float(images)
         return np.concatenate([self.features(Tensor(x[i:i + batch_size])).numpy()
                                for i in range(0, len(x), batch_size)])
 

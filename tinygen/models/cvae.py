@@ -26,12 +26,10 @@ import numpy as np
 
 import autograd.functional as F
 from autograd import Tensor
+from ..data import N_CLASSES
 from ..io import save_image_grid
-from . import register
 from .base import inference
 from .vae import VAE, VAEConfig
-
-N_CLASSES = 10
 
 
 @dataclass
@@ -46,11 +44,11 @@ def with_label(h, y):
     return F.concat([h, F.one_hot(np.asarray(y), N_CLASSES)], axis=1)
 
 
-@register("cvae")
 class CVAE(VAE):
     """Conditional VAE (Sohn et al. 2015): the label one-hot joins encoder and decoder; digits on demand."""
     Config = CVAEConfig
     conditional = True
+    tiny_config = {"hidden": 16, "latent_dim": 2, "batch_size": 8}
     label_features = N_CLASSES  # the VAE's networks get 10 more inputs
 
     def condition(self, labels):
@@ -86,18 +84,10 @@ class CVAE(VAE):
         return super().evaluate_nll(images, k, n)
 
     # ------------------------------------------------------------------ sampling and pictures
-    def labels_for(self, n, label):
-        """label None -> 0, 1, ..., 9, 0, 1, ...; an int -> n copies; an array -> itself (length n)."""
-        if label is None:
-            return np.arange(n) % N_CLASSES
-        labels = np.broadcast_to(np.asarray(label, dtype=np.int64), (n,))
-        if labels.min() < 0 or labels.max() >= N_CLASSES:
-            raise ValueError(f"labels must lie in 0..{N_CLASSES - 1}, got {label!r}")
-        return labels
-
     @inference
     def sample(self, n, label=None):
-        """The means of p(x|z, y) for z ~ N(0, I) and the requested labels: (n, 1, 28, 28) in [0, 1]."""
+        """The means of p(x|z, y) for z ~ N(0, I) and the requested labels (see Model.labels_for):
+        (n, 1, 28, 28) in [0, 1]."""
         y = self.labels_for(n, label)
         z = Tensor(self.rng.standard_normal((n, self.config.latent_dim), dtype=np.float32))
         return F.sigmoid(self.decode(z, y)).numpy()

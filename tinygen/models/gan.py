@@ -33,10 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 
 import autograd.functional as F
-from autograd import Tensor, no_grad
+from autograd import Tensor
 from .. import nn, optim
-from . import register
-from .base import Config, Model
+from .base import Config, Model, inference, optimizer_step
 
 LOSSES = ("non_saturating", "minimax")
 
@@ -119,14 +118,10 @@ class GANBase(Model):
         return {name: optim.Adam(net.parameters(), lr=c.lr, betas=(c.beta1, 0.999))
                 for name, net in players.items() if net is not None}
 
-    def _step(self, optimizer, loss, net, name):
-        """backward, optional clipping of `net`'s gradients (logged as <name>_grad_norm), update."""
-        loss.backward()
-        logs = {}
-        if self.config.grad_clip:
-            logs = {f"{name}_grad_norm": float(optim.clip_grad_norm_(net.parameters(), self.config.grad_clip))}
-        optimizer.step()
-        return logs
+    def _step(self, optimizer, loss, name):
+        """optimizer_step on one player; its gradient norm, when clipped, is logged as <name>_grad_norm."""
+        norm = optimizer_step(loss, optimizer, self.config.grad_clip)
+        return {} if norm is None else {f"{name}_grad_norm": norm}
 
     def training_step(self, batch, optimizers):
         """One D step on real and (detached) fake images, then one G step through the updated D."""
@@ -134,40 +129,33 @@ class GANBase(Model):
         fake = self.fake(c, len(x))                                          # G(z), kept in the graph for G
         logs = {}
         if "D" in optimizers:
-            optimizers["D"].zero_grad()
             real_logits = self.critic(x, c)
             fake_logits = self.critic(fake.detach(), c)                      # no gradient reaches G here
             d_loss = discriminator_loss(real_logits, fake_logits)
-            logs = self._step(optimizers["D"], d_loss, self.discriminator, "d")
+            logs = self._step(optimizers["D"], d_loss, "d")
             logs.update({"d_loss": d_loss.item(),
                          "d_real": float(F.sigmoid(real_logits.detach()).mean().item()),  # mean D(x)
                          "d_fake": float(F.sigmoid(fake_logits.detach()).mean().item())})  # mean D(G(z))
-        optimizers["G"].zero_grad()
         try:
             if self.discriminator is not None:
                 self.discriminator.requires_grad_(False)                      # G's step leaves D's grads alone
             g_loss, g_logs = self.g_objective(fake, x, c)
-            logs.update(self._step(optimizers["G"], g_loss, self.generator, "g"))
+            logs.update(self._step(optimizers["G"], g_loss, "g"))
         finally:
             if self.discriminator is not None:
                 self.discriminator.requires_grad_(True)
         return {**logs, "g_loss": g_loss.item(), **g_logs}
 
     # ---------------------------------------------------------------- sampling
-    @no_grad()
+    @inference
     def generate(self, c, n, z=None, chunk=500):
         """G's images mapped to [0, 1] as NumPy (n, 1, 28, 28), in eval mode (BN running statistics)."""
-        was_training = self.training
-        self.eval()
-        try:
-            out = []
-            for i in range(0, n, chunk):
-                ci = None if c is None else c[i:i + chunk]
-                zi = None if z is None else z[i:i + chunk]
-                # x = (G(z) + 1) / 2
-                out.append((self.fake(ci, min(chunk, n - i), zi).numpy() + 1) / 2)
-        finally:
-            self.train(was_training)
+        out = []
+        for i in range(0, n, chunk):
+            ci = None if c is None else c[i:i + chunk]
+            zi = None if z is None else z[i:i + chunk]
+            # x = (G(z) + 1) / 2
+            out.append((self.fake(ci, min(chunk, n - i), zi).numpy() + 1) / 2)
         return np.clip(np.concatenate(out), 0.0, 1.0)
 
     def visualize(self, images, labels, path):
@@ -213,10 +201,10 @@ class MLPDiscriminator(nn.Module):
         return self.net(x)
 
 
-@register("gan")
 class GAN(GANBase):
     """GAN (Goodfellow et al. 2014): MLP generator and discriminator, non-saturating or minimax G loss."""
     Config = GANConfig
+    tiny_config = {"z_dim": 8, "batch_size": 8}
 
     def __init__(self, config=None):
         super().__init__(config)
