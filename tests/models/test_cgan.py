@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from tinygen.models.cgan import CGAN, one_hot
-from tinygen.train import build_model
+from tinygen.models.cgan import CGAN
+from tinygen.models import build_model
 
 TINY = {"width": 8, "z_dim": 16}
 
@@ -19,10 +19,6 @@ def same(a, b):
 def batch(model, n=8, seed=0):
     images = np.random.default_rng(seed).integers(0, 256, size=(n, 1, 28, 28), dtype=np.uint8)
     return model.prepare_batch(images, np.arange(n) % 10)
-
-
-def test_one_hot():
-    np.testing.assert_array_equal(one_hot([2, 0]), np.eye(10, dtype=np.float32)[[2, 0]])
 
 
 def test_changing_the_label_changes_the_output_for_a_fixed_z():

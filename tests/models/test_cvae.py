@@ -7,7 +7,8 @@ from PIL import Image
 from autograd import Tensor
 from tinygen import data, optim
 from tinygen.models.vae import VAE
-from tinygen.train import TrainOptions, Trainer, build_model
+from tinygen.models import build_model
+from tinygen.train import TrainOptions, Trainer
 
 TINY = {"hidden": 64, "latent_dim": 3, "batch_size": 32}
 

@@ -6,7 +6,7 @@ from autograd import Tensor
 from tinygen import nn
 from tinygen.models.dcgan import DCGAN, DCDiscriminator, DCGenerator
 from tinygen.models.gan import GANBase, discriminator_loss
-from tinygen.train import build_model
+from tinygen.models import build_model
 
 TINY = {"width": 8, "z_dim": 16}
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tinygen import data, optim
-from tinygen.evaluate import load_trained
+from tinygen.models import load_model
 from tinygen.models.ddpm import GaussianDiffusion, beta_schedule
 from tinygen.train import TrainOptions, Trainer, build_model
 
@@ -140,9 +140,9 @@ def test_training_loop_keeps_ema_weights_in_the_checkpoint(tmp_path):
     model = build_model("ddpm", TINY)
     Trainer(model, TrainOptions(out=str(tmp_path), max_steps=3, progress=False)).fit()
     assert (tmp_path / "samples_latest.png").exists()
-    loaded, meta = load_trained("ddpm", tmp_path / "last.npz")
+    loaded, meta = load_model(tmp_path / "last.npz", "ddpm")
     assert meta["step"] == 3 and loaded.ema.num_updates == 3
-    for name, p in loaded.named_parameters():  # load_trained puts the averaged weights in
+    for name, p in loaded.named_parameters():  # load_model puts the averaged weights in
         np.testing.assert_array_equal(p.data, model.ema.shadow[name])
     gif = tmp_path / "trajectory.gif"
     loaded.save_trajectory(gif, n=4, frames=3, steps=3)

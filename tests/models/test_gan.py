@@ -4,7 +4,7 @@ import pytest
 
 from autograd import Tensor
 from tinygen.models.gan import GAN, GANBase, discriminator_loss, generator_loss
-from tinygen.train import build_model
+from tinygen.models import build_model
 
 
 def sigmoid(a):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tinygen import data
-from tinygen.evaluate import load_trained
+from tinygen.models import load_model
 from tinygen.train import TrainOptions, Trainer, build_model
 
 TINY = {"T": 20, "ae_width": 8, "base_channels": 16, "batch_size": 16, "ae_steps": 30, "sample_steps": 3}
@@ -38,7 +38,7 @@ def test_stage_one_trains_the_autoencoder_then_stage_two_the_diffusion(mnist):
 def test_sampling_shapes_and_checkpoint(mnist, tmp_path):
     model = build_model("latent_diffusion", TINY)
     Trainer(model, TrainOptions(out=str(tmp_path), max_steps=33, progress=False)).fit()
-    loaded, _ = load_trained("latent_diffusion", tmp_path / "last.npz")
+    loaded, _ = load_model(tmp_path / "last.npz", "latent_diffusion")
     assert loaded.stage == 2 and loaded.latent_std[0] == model.latent_std[0] != 1
     x = loaded.sample(5, label=[0, 1, 2, 3, 4], guidance=2.0, steps=3)
     assert x.shape == (5, 1, 28, 28) and x.min() >= 0 and x.max() <= 1

@@ -4,8 +4,8 @@ import pytest
 
 from autograd import Tensor
 from tinygen import data, nn
-from tinygen.models.pix2pix import PatchGAN, Pix2Pix, UNet
-from tinygen.train import build_model
+from tinygen.models.pix2pix import PatchGAN, Pix2Pix, UNetGenerator
+from tinygen.models import build_model
 
 TINY = {"width": 8}
 
@@ -27,7 +27,7 @@ def images(n=8, seed=0):
 
 def test_unet_output_has_the_input_shape_and_uses_its_skips():
     nn.manual_seed(0)
-    G = UNet(width=8)
+    G = UNetGenerator(width=8)
     c = Tensor(np.random.default_rng(0).uniform(-1, 1, (3, 1, 28, 28)).astype(np.float32))
     out = G(c)
     assert out.shape == c.shape and np.abs(out.numpy()).max() < 1
@@ -116,11 +116,22 @@ def test_translate_sample_and_evaluate():
     np.testing.assert_array_equal(model.sample(5, condition=conditions), out)
     with pytest.raises(ValueError, match="condition"):
         model.sample(5)
-    metrics = model.evaluate(imgs, labels, dataset="no-such-dataset")     # no judge: judge_acc left out
-    assert set(metrics) == {"test_l1"}
+    metrics = model.evaluate(imgs, labels)
+    assert set(metrics) == {"test_l1"} and model.training
     assert metrics["test_l1"] == pytest.approx(np.abs(out - imgs / 255.0).mean(), rel=1e-5)
-    judged = model.evaluate(imgs, labels, dataset="mnist")               # the MNIST judge: accuracy and FID
-    assert set(judged) == {"test_l1", "judge_acc", "fid_judge"} and judged["fid_judge"] > 0
+
+
+def test_the_evaluation_suite_judges_the_outputs(monkeypatch):
+    from tinygen import data, evaluate
+    model = build_model("pix2pix", TINY)
+    imgs, labels = images(20), np.arange(20) % 10
+    monkeypatch.setattr(data, "load_dataset", lambda name, split: (imgs, labels))  # a 20-image "test split"
+    monkeypatch.setattr(evaluate, "_test_features", {"mnist": evaluate.judge_features(data.to_float(imgs), "mnist")})
+    results = evaluate.evaluate_model(model, "mnist", n=20)
+    outputs = model.translate(model.condition_of(imgs))
+    assert results["test_l1"] == model.evaluate(imgs, labels)["test_l1"]
+    assert results["judge_acc"] == evaluate.conditional_accuracy(outputs, labels, "mnist")
+    assert results["fid_judge"] > 0 and "class_coverage" not in results
 
 
 def test_visualize_rows_input_output_target(tmp_path):

@@ -8,9 +8,10 @@ import pytest
 
 from autograd import Tensor
 from tinygen import data, optim
-from tinygen.evaluate import importance_weighted_nll
+from tinygen.models.base import importance_weighted_nll
 from tinygen.models.vae import LOG_2PI, gaussian_kl, reparameterize
-from tinygen.train import TrainOptions, Trainer, build_model
+from tinygen.models import build_model
+from tinygen.train import TrainOptions, Trainer
 
 TINY = {"hidden": 64, "latent_dim": 4, "batch_size": 32}
 
