@@ -24,7 +24,7 @@ MODELS = ("ddpm", "latent_diffusion")
 
 def worker(name, task, steps, samples):
     import numpy as np
-    from tinygen.train import build_model
+    from tinygen.models import build_model
     model = build_model(name)
     images = np.random.default_rng(0).integers(0, 256, (64, 1, 28, 28)).astype(np.uint8)
     labels = np.arange(64) % 10

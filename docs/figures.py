@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tinygen import data  # noqa: E402
-from tinygen.evaluate import load_trained  # noqa: E402
+from tinygen.models import load_model  # noqa: E402
 from tinygen.io import save_image_grid  # noqa: E402
 
 # picture name -> (model, run folder): the runs README's results table quotes
@@ -61,7 +61,7 @@ def main():
         if not checkpoint.exists():
             print(f"skip {name}: no {checkpoint}")
             continue
-        model, meta = load_trained(model_name, checkpoint)
+        model, meta = load_model(checkpoint, model_name)
         model.rng = np.random.default_rng(0)
         x, y = data.load_dataset(meta["dataset"], "test")
         if name not in EXTRAS_ONLY:
