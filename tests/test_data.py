@@ -376,3 +376,20 @@ def test_captions_with_rng_drop_words_but_keep_class():
     texts = data.captions(images, np.full(50, 3), "mnist", rng=np.random.default_rng(0))
     assert all(t.endswith("digit three") for t in texts)
     assert len(set(texts)) > 1
+
+
+# ---------------------------------------------------------------------- labels
+def test_check_labels():
+    np.testing.assert_array_equal(data.check_labels([0, 9]), [0, 9])
+    y = data.check_labels(3, n=4)
+    assert y.dtype == np.int64 and y.tolist() == [3, 3, 3, 3]
+    assert data.check_labels(np.array([2.0, 5.0])).dtype == np.int64  # whole floats are labels too
+    with pytest.raises(ValueError, match=r"label: class labels must lie in 0..9, got \[-1, 10\]"):
+        data.check_labels([10, 0, -1])
+    with pytest.raises(ValueError, match="y: class labels must be integers"):
+        data.check_labels([0.5], name="y")
+    with pytest.raises(ValueError, match=r"expected one label or 2 labels, got shape \(3,\)"):
+        data.check_labels([1, 2, 3], n=2)
+    with pytest.raises(ValueError, match=r"0..3"):
+        data.check_labels(4, num_classes=4)
+    assert data.N_CLASSES == 10
