@@ -17,7 +17,7 @@ A ViT forward pass, for orientation:
 import numpy as np
 
 import autograd.functional as F
-from autograd import ShapeError, Tensor
+from autograd import ShapeError
 
 from . import init
 from .attention import TransformerBlock, timestep_embedding
