@@ -30,7 +30,7 @@ import numpy as np
 # _canonical_name resolves the dataset aliases ("fashion-mnist" -> "fashion") as load_dataset does
 from .data import CLASS_NAMES, _canonical_name, to_float
 
-__all__ = ["CLASS_NAMES", "image_attributes", "captions", "CAPTION_BINS", "POSITION_THRESHOLD",
+__all__ = ["image_attributes", "captions", "CAPTION_BINS", "POSITION_THRESHOLD",
            "CAPTION_DROPOUT", "label_phrases", "PROMPT_TEMPLATES", "prompts", "caption_vocabulary",
            "split_words", "Tokenizer"]
 
@@ -229,17 +229,17 @@ def split_words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def _position_vocabulary() -> set[str]:
-    """The words of every position phrase, read off _position_phrases at the nine extreme offsets."""
+def _every_position_phrase() -> list[str]:
+    """Every phrase _position_phrases can write, read off it at the nine extreme offsets."""
     offsets = np.array([(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)], np.float32)
-    return {w for phrase in _position_phrases(offsets, 0.5) for w in split_words(phrase)}
+    return list(_position_phrases(offsets, 0.5))
 
 
 def caption_vocabulary() -> list[str]:
     """Every word the caption generator and the prompt templates can produce, sorted: the articles,
     the attribute words of CAPTION_BINS, the label phrases of both datasets, the position phrases
     and the templates' words."""
-    vocab = {"a", "an"} | _position_vocabulary()
+    vocab = {"a", "an"} | {w for phrase in _every_position_phrase() for w in split_words(phrase)}
     for key, bins in CAPTION_BINS.items():
         vocab |= {w for _, names in bins.values() for name in names for w in split_words(name)}
         vocab |= {w for phrase in label_phrases(key) for w in split_words(phrase)}
@@ -250,8 +250,7 @@ def caption_vocabulary() -> list[str]:
 def _max_words() -> int:
     """The most words in any caption or prompt: the article, one word per attribute, the longest label
     phrase and the longest position phrase (captions), or the longest filled template (prompts)."""
-    longest_position = max(len(split_words(p)) for p in _position_phrases(
-        np.array([(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)], np.float32), 0.5))
+    longest_position = max(len(split_words(p)) for p in _every_position_phrase())
     most = 0
     for key, bins in CAPTION_BINS.items():
         label = max(len(split_words(p)) for p in label_phrases(key))

@@ -151,12 +151,14 @@ class VectorQuantizer(Module):
             raise ShapeError(f"VectorQuantizer: expected a channel-first Tensor (B, {self.dim}, *spatial), got "
                              f"{shape}; transpose tokens (B, T, D) to (B, D, T)")
 
+    def _nearest(self, z_flat):
+        # k = argmin_i ||z - e_i||^2
+        return squared_distances(z_flat, self._codebook_array()).argmin(axis=1)   # (N,)
+
     def encode(self, z):
         """The nearest code at each position: z (B, D, *spatial) -> indices (B, *spatial) int64 (no side effects)."""
         self._check(z)
-        # k = argmin_i ||z - e_i||^2
-        k = squared_distances(self._flat(z.data), self._codebook_array()).argmin(axis=1)   # (N,)
-        return k.reshape((z.shape[0],) + tuple(z.shape[2:]))
+        return self._nearest(self._flat(z.data)).reshape((z.shape[0],) + tuple(z.shape[2:]))
 
     def decode_indices(self, indices):
         """The code vectors e_k: indices (B, *spatial) -> (B, D, *spatial) Tensor (a gradient reaches the
@@ -170,9 +172,11 @@ class VectorQuantizer(Module):
     def forward(self, z):
         self._check(z)
         xp = backend.xp_of(z.data)
+        z_flat = self._flat(z.data)                                  # (N, D) array, no gradient
         if self.training and not bool(self.initialized):
-            self._kmeans_initialise(self._flat(z.data))
-        indices = self.encode(z)                                     # (B, *spatial)
+            self._kmeans_initialise(z_flat)
+        k = self._nearest(z_flat)                                    # (N,)
+        indices = k.reshape((z.shape[0],) + tuple(z.shape[2:]))     # (B, *spatial)
         e = self.decode_indices(indices)                             # (B, D, *spatial): e_k
         # L_commitment = ||z - sg(e_k)||^2  (mean over elements)
         commitment = F.mse_loss(z, e.detach())
@@ -185,12 +189,12 @@ class VectorQuantizer(Module):
             loss = codebook_loss + self.beta * commitment
         # z_q = z + sg(e_k - z): the value of e_k, the gradient of z
         z_q = z + (e - z).detach()
-        counts = xp.bincount(indices.reshape(-1), minlength=self.num_codes)   # (K,)
+        counts = xp.bincount(k, minlength=self.num_codes)            # (K,): c_i = |{j : k_j = i}|
         if self.training:
             if self.ema:
-                self._ema_update(self._flat(z.data), indices.reshape(-1), counts)
+                self._ema_update(z_flat, k, counts)
             if self.restart_dead:
-                self._restart_dead_codes(self._flat(z.data), counts)
+                self._restart_dead_codes(z_flat, counts)
         return Quantized(z_q, loss, indices, codebook_loss, commitment, perplexity(counts), int((counts > 0).sum()))
 
     # ------------------------------------------------------------------ codebook upkeep (training mode)
