@@ -9,3 +9,6 @@ from .ops.shape import *  # noqa: F401,F403
 from .ops.linalg import *  # noqa: F401,F403
 from .ops.conv import *  # noqa: F401,F403
 from .ops.nn import *  # noqa: F401,F403
+from .ops.losses import *  # noqa: F401,F403
+from .ops.normalization import *  # noqa: F401,F403
+from .ops.attention import *  # noqa: F401,F403
