@@ -90,18 +90,20 @@ class ScaledDotProductAttention(Function):
         return (gq, gk, gv, gmask) if self.has_mask else (gq, gk, gv)
 
 
-def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0, rng=None, scale=None):
-    """F.scaled_dot_product_attention:
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, *,
+                                 rng=None):
+    """F.scaled_dot_product_attention, with PyTorch's arguments in PyTorch's order:
 
         out = softmax(q k^T / sqrt(d) + M) v,
 
-    q (..., Tq, d), k (..., Tk, d), v (..., Tk, dv), batch axes broadcast. attn_mask, broadcastable to
+    q = query (..., Tq, d), k = key (..., Tk, d), v = value (..., Tk, dv), batch axes broadcast. attn_mask, broadcastable to
     (..., Tq, Tk), is boolean (True = may attend; False sets the score to -inf) or a float added to the
     scores (a float Tensor with requires_grad receives a gradient). is_causal masks key j > query i
     (combined with attn_mask if both are given). dropout_p drops attention weights (with rng).
     scale replaces 1/sqrt(d). Rows with no key to attend to give 0 (and zero gradients), not NaN.
     One fused Function: measured faster than composing matmul + softmax + matmul."""
     name = ScaledDotProductAttention.name()
+    q, k, v = query, key, value
     if q.ndim < 2 or k.ndim < 2 or v.ndim < 2:
         raise ShapeError(f"{name}: q, k, v need at least 2 axes (..., T, d), got {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {tuple(v.shape)}")

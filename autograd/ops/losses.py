@@ -5,7 +5,10 @@
     binary_cross_entropy(_with_logits)         two-class losses (on probabilities, or stably on logits)
     mse_loss, l1_loss                          regression losses
 
-Each takes reduction = 'mean' (the default), 'sum' or 'none' (the per-element losses).
+Each takes reduction = 'mean' (the default), 'sum' or 'none' (the per-element losses). The options
+after the two operands are keyword-only: PyTorch has arguments before them that these functions
+do not take (weight, and the deprecated size_average and reduce), so a positional call written for
+PyTorch would mean something else here; as keywords they mean the same in both.
 """
 from .. import backend
 from ..function import Function, ShapeError
@@ -154,7 +157,7 @@ class NLLLoss(Function):
         return _classes_back(grad, self.shape)
 
 
-def cross_entropy(logits, target, ignore_index=-100, label_smoothing=0.0, reduction="mean"):
+def cross_entropy(logits, target, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     """Cross-entropy of integer class targets under softmax(logits), as F.cross_entropy:
 
         loss_i = -(1 - eps) log softmax(z_i)_{t_i} - (eps / C) sum_c log softmax(z_i)_c,
@@ -170,7 +173,7 @@ def cross_entropy(logits, target, ignore_index=-100, label_smoothing=0.0, reduct
                               reduction=reduction)
 
 
-def nll_loss(log_probs, target, ignore_index=-100, reduction="mean"):
+def nll_loss(log_probs, target, *, ignore_index=-100, reduction="mean"):
     """Negative log-likelihood loss_i = -log_probs_{i, t_i}, as F.nll_loss (classes on axis 1;
     rows with target == ignore_index are left out, also from the 'mean')."""
     _check_reduction("nll_loss", reduction)
@@ -267,22 +270,22 @@ def _pairwise_loss(cls, a, b, reduction):
     return _reduce(cls.apply(a, b), reduction)
 
 
-def binary_cross_entropy_with_logits(logits, target, reduction="mean"):
+def binary_cross_entropy_with_logits(logits, target, *, reduction="mean"):
     """l = -t log sigmoid(x) - (1 - t) log(1 - sigmoid(x)), computed stably as
     max(x, 0) - x t + log(1 + exp(-|x|)). target (same shape, in [0, 1]) may be a Tensor or array."""
     return _pairwise_loss(BCEWithLogits, logits, target, reduction)
 
 
-def binary_cross_entropy(probs, target, reduction="mean"):
+def binary_cross_entropy(probs, target, *, reduction="mean"):
     """l = -(t log p + (1 - t) log(1 - p)), the logs clamped at -100 so that p in {0, 1} stays finite."""
     return _pairwise_loss(BCE, probs, target, reduction)
 
 
-def mse_loss(input, target, reduction="mean"):
+def mse_loss(input, target, *, reduction="mean"):
     """l = (input - target)^2, reduced by 'mean', 'sum' or 'none'. Shapes must match."""
     return _pairwise_loss(SquaredError, input, target, reduction)
 
 
-def l1_loss(input, target, reduction="mean"):
+def l1_loss(input, target, *, reduction="mean"):
     """l = |input - target|, reduced by 'mean', 'sum' or 'none'. Shapes must match."""
     return _pairwise_loss(AbsoluteError, input, target, reduction)

@@ -61,15 +61,15 @@ class LogSoftmax(Function):
         return g - backend.xp_of(y).exp(y) * g.sum(axis=self.axis, keepdims=True)
 
 
-def softmax(x, axis=-1):
-    """softmax(x)_i = exp(x_i) / sum_j exp(x_j) along `axis` (computed with the max subtracted).
+def softmax(x, dim=-1):
+    """softmax(x)_i = exp(x_i) / sum_j exp(x_j) along axis `dim` (computed with the max subtracted).
     A slice that is entirely -inf gives NaN, as in PyTorch."""
-    return Softmax.apply(x, axis=axis)
+    return Softmax.apply(x, axis=dim)
 
 
-def log_softmax(x, axis=-1):
-    """log_softmax(x)_i = x_i - log sum_j exp(x_j) along `axis` (stable)."""
-    return LogSoftmax.apply(x, axis=axis)
+def log_softmax(x, dim=-1):
+    """log_softmax(x)_i = x_i - log sum_j exp(x_j) along axis `dim` (stable)."""
+    return LogSoftmax.apply(x, axis=dim)
 
 
 # ---------------------------------------------------------------------- dropout, embedding, one_hot
@@ -88,7 +88,7 @@ class Dropout(Function):
         return g * self.saved[0]
 
 
-def dropout(x, p=0.5, training=True, rng=None):
+def dropout(x, p=0.5, training=True, *, rng=None):
     """Inverted dropout: each element is zeroed with probability p and the rest scaled by 1/(1 - p),
     so the expectation is unchanged. The identity when not training or p == 0; zeros when p == 1."""
     if not 0.0 <= p <= 1.0:
@@ -166,8 +166,8 @@ class StraightThrough(Function):
         return g, None
 
 
-def gumbel_softmax(logits, tau=1.0, hard=False, axis=-1, rng=None):
-    """y = softmax((logits + g) / tau) along `axis`, g_i = -log(-log u_i), u_i ~ U(0, 1) (Gumbel(0, 1)).
+def gumbel_softmax(logits, tau=1.0, hard=False, *, dim=-1, rng=None):
+    """y = softmax((logits + g) / tau) along axis `dim`, g_i = -log(-log u_i), u_i ~ U(0, 1) (Gumbel(0, 1)).
     hard=True returns the one-hot of argmax y in the forward pass and the gradient of the soft y
     (straight-through estimator)."""
     if tau <= 0:
@@ -178,10 +178,10 @@ def gumbel_softmax(logits, tau=1.0, hard=False, axis=-1, rng=None):
     # g = -log(-log u) ~ Gumbel(0, 1)
     g = -xp.log(-xp.log(u))
     # y = softmax((logits + g) / tau)
-    y = softmax(div(add(logits, Tensor._make(g, False, None)), tau), axis=axis)
+    y = softmax(div(add(logits, Tensor._make(g, False, None)), tau), dim=dim)
     if not hard:
         return y
-    ax = normalize_axis(axis, logits.ndim)[0]
+    ax = normalize_axis(dim, logits.ndim)[0]
     index = xp.expand_dims(y.data.argmax(axis=ax), ax)
     classes = xp.arange(logits.shape[ax]).reshape((-1,) + (1,) * (logits.ndim - ax - 1))
     # y_hard = one_hot(argmax y)

@@ -199,15 +199,15 @@ class BatchNorm(Function):
         return tuple(grads) + _affine_grads(self, g, xhat, self.axes)
 
 
-def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=True, momentum=0.1, eps=1e-5):
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
     """F.batch_norm for x of shape (B, C) or (B, C, *spatial): y = (x - mu_c) / sqrt(var_c + eps) * w_c + b_c.
 
     training=True: mu, var are the batch statistics (biased var), and running_mean / running_var
     (arrays or Tensors of shape (C,), or None) are updated IN PLACE:
         running_mean <- (1 - momentum) running_mean + momentum mu
         running_var  <- (1 - momentum) running_var + momentum var n / (n - 1)   (unbiased, n = B * H * W)
-    training=False: mu, var are running_mean and running_var (which must then be given).
-    The running statistics are never differentiated."""
+    training=False (the default, as in PyTorch): mu, var are running_mean and running_var (which must
+    then be given). The running statistics are never differentiated."""
     name = "batch_norm"
     if x.ndim < 2:
         raise ShapeError(f"{name}: input must be (B, C) or (B, C, *spatial), got shape {tuple(x.shape)}")

@@ -102,7 +102,7 @@ def cases(rng):
         "interpolate": (lambda x: F.interpolate(x, scale_factor=2, mode="nearest"), [x4()]),
         "softmax": (F.softmax, [T(rng, 2, 5)]), "log_softmax": (F.log_softmax, [T(rng, 2, 5)]),
         "cross_entropy": (lambda a: F.cross_entropy(a, I([1, 4]), label_smoothing=0.1), [T(rng, 2, 5)]),
-        "nll_loss": (lambda a: F.nll_loss(F.log_softmax(a, axis=1), I([1, 4])), [T(rng, 2, 5)]),
+        "nll_loss": (lambda a: F.nll_loss(F.log_softmax(a, dim=1), I([1, 4])), [T(rng, 2, 5)]),
         "binary_cross_entropy_with_logits": (F.binary_cross_entropy_with_logits, [T(rng, 2, 5), T(rng, 2, 5, grad=False)]),
         "binary_cross_entropy": (lambda a: F.binary_cross_entropy(F.sigmoid(a), F.sigmoid(a).detach()), [T(rng, 2, 5)]),
         "mse_loss": (F.mse_loss, [T(rng, 2, 5), T(rng, 2, 5)]), "l1_loss": (F.l1_loss, [T(rng, 2, 5), T(rng, 2, 5)]),

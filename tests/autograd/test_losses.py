@@ -114,7 +114,7 @@ def test_nll_loss(B, C, reduction, seed):
     t[0] = -100 if B > 1 else t[0]
     assert gradcheck(lambda a: F.nll_loss(a, t, reduction=reduction), z)
     zt = Tensor(z, dtype="float64")
-    np.testing.assert_allclose(F.nll_loss(F.log_softmax(zt, axis=1), t, reduction=reduction).numpy(),
+    np.testing.assert_allclose(F.nll_loss(F.log_softmax(zt, dim=1), t, reduction=reduction).numpy(),
                                F.cross_entropy(zt, t, reduction=reduction).numpy(), rtol=1e-12)
 
 

@@ -19,28 +19,30 @@ SOME = settings(max_examples=15, deadline=None)
 def test_softmax_and_log_softmax_gradients(shape, seed, data):
     axis = data.draw(st.integers(-len(shape), len(shape) - 1))
     x = randn(np.random.default_rng(seed), *shape)
-    assert gradcheck(lambda a: F.softmax(a, axis=axis), x)
-    assert gradcheck(lambda a: F.log_softmax(a, axis=axis), x)
+    assert gradcheck(lambda a: F.softmax(a, dim=axis), x)
+    assert gradcheck(lambda a: F.log_softmax(a, dim=axis), x)
 
 
 def test_softmax_gradients_on_non_contiguous_input(rng):
     x = randn(rng, 4, 3, 5)
-    assert gradcheck(lambda a: F.softmax(F.transpose(a, 2, 0, 1), axis=1), x)
-    assert gradcheck(lambda a: F.log_softmax(a[:, ::2], axis=0), x)
+    assert gradcheck(lambda a: F.softmax(F.transpose(a, 2, 0, 1), dim=1), x)
+    assert gradcheck(lambda a: F.log_softmax(a[:, ::2], dim=0), x)
 
 
 def test_softmax_values(rng):
     x = randn(rng, 3, 6).astype(np.float32) * 5
-    y = F.softmax(Tensor(x), axis=1)
+    y = F.softmax(Tensor(x), dim=1)
     assert y.dtype == np.float32
     np.testing.assert_allclose(y.numpy().sum(axis=1), 1, rtol=1e-6)
     np.testing.assert_allclose(y.numpy(), np_softmax(x.astype(np.float64), 1), rtol=1e-5)
-    np.testing.assert_allclose(F.log_softmax(Tensor(x), axis=0).numpy(), np.log(np_softmax(x.astype(np.float64), 0)),
+    np.testing.assert_allclose(F.log_softmax(Tensor(x), dim=0).numpy(), np.log(np_softmax(x.astype(np.float64), 0)),
                                rtol=1e-5, atol=1e-6)
     big = Tensor([[1000.0, 1001.0, -1000.0]])  # no overflow: the max is subtracted
     np.testing.assert_allclose(F.softmax(big).numpy(), np_softmax(np.array([[0.0, 1.0, -2000.0]])), rtol=1e-6)
     assert np.isfinite(F.log_softmax(big).numpy()).all()
-    np.testing.assert_allclose(Tensor(x).softmax(axis=-1).numpy(), y.numpy())  # the Tensor method
+    # the Tensor methods speak NumPy: axis
+    np.testing.assert_allclose(Tensor(x).softmax(axis=-1).numpy(), y.numpy())
+    np.testing.assert_allclose(Tensor(x).log_softmax(axis=0).numpy(), F.log_softmax(Tensor(x), dim=0).numpy())
 
 
 # ---------------------------------------------------------------------- dropout
@@ -102,7 +104,7 @@ def test_one_hot():
 def test_gumbel_softmax_gradients(shape, tau, seed, data):
     axis = data.draw(st.integers(-len(shape), len(shape) - 1))
     x = randn(np.random.default_rng(seed), *shape)
-    assert gradcheck(lambda a: F.gumbel_softmax(a, tau, axis=axis, rng=np.random.default_rng(seed)), x)
+    assert gradcheck(lambda a: F.gumbel_softmax(a, tau, dim=axis, rng=np.random.default_rng(seed)), x)
 
 
 def test_gumbel_softmax_hard_is_one_hot_with_soft_gradient(rng):
@@ -120,7 +122,7 @@ def test_gumbel_softmax_hard_is_one_hot_with_soft_gradient(rng):
     Xs = Tensor(x, requires_grad=True)
     (F.gumbel_softmax(Xs, 0.5, rng=np.random.default_rng(7)) * Tensor(w)).sum().backward()
     np.testing.assert_allclose(X.grad, Xs.grad, rtol=1e-6)  # straight-through: the soft gradient
-    cols = F.gumbel_softmax(Tensor(x), hard=True, axis=0, rng=np.random.default_rng(1)).numpy()
+    cols = F.gumbel_softmax(Tensor(x), hard=True, dim=0, rng=np.random.default_rng(1)).numpy()
     np.testing.assert_array_equal(cols.sum(axis=0), 1)
 
 
@@ -142,7 +144,7 @@ def test_float32_values_and_gradients_stay_float32(rng):
             F.nll_loss(x2, labels), F.binary_cross_entropy_with_logits(x2, np.ones((4, 3))),
             F.binary_cross_entropy(F.sigmoid(x2), np.ones((4, 3))), F.mse_loss(x2, x2 * 0.5),
             F.l1_loss(x2, x2 * 0.5), F.layer_norm(x3, 3, w, b), F.group_norm(x4, 3, w, b),
-            F.batch_norm(x4, np.zeros(3, np.float32), np.ones(3, np.float32), w, b),
+            F.batch_norm(x4, np.zeros(3, np.float32), np.ones(3, np.float32), w, b, training=True),
             F.batch_norm(x2, np.zeros(3, np.float32), np.ones(3, np.float32), w, b, training=False),
             F.dropout(x2, 0.2, rng=np.random.default_rng(0)), F.embedding(labels, x2),
             F.scaled_dot_product_attention(x3, x3, x3, is_causal=True, dropout_p=0.1, rng=np.random.default_rng(0)),

@@ -145,6 +145,8 @@ def test_batch_norm_errors():
     with pytest.raises(ShapeError, match=r"batch_norm: running_mean.*\(4,\)"):
         F.batch_norm(Tensor(np.zeros((2, 3))), np.zeros(4), np.ones(3))
     with pytest.raises(ValueError, match="batch_norm.*more than 1 value"):
-        F.batch_norm(Tensor(np.zeros((1, 3))), np.zeros(3), np.ones(3))
+        F.batch_norm(Tensor(np.zeros((1, 3))), np.zeros(3), np.ones(3), training=True)
     with pytest.raises(ShapeError, match="batch_norm: bias"):
-        F.batch_norm(Tensor(np.zeros((2, 3))), None, None, bias=Tensor(np.ones(2)))
+        F.batch_norm(Tensor(np.zeros((2, 3))), None, None, bias=Tensor(np.ones(2)), training=True)
+    with pytest.raises(ValueError, match=r"batch_norm: evaluation \(training=False\) needs running_mean"):
+        F.batch_norm(Tensor(np.zeros((2, 3))), None, None)  # evaluation is the default, as in PyTorch
