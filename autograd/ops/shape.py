@@ -227,14 +227,6 @@ def split(a, sections, axis=0):
     return out
 
 
-def _pad_check(name, shape, widths, what):
-    """Each axis keeps a non-negative size after its (before, after) widths are added."""
-    for axis, ((lo, hi), n) in enumerate(zip(widths, shape)):
-        if n + lo + hi < 0:
-            raise ShapeError(f"{name}: {what} crops axis {axis} of size {n} by {-(lo + hi)}, more than it has "
-                             f"(input {tuple(shape)})")
-
-
 def pad(x, pad, mode="constant", value=None):
     """F.pad, PyTorch's form: `pad` is a flat tuple of (before, after) widths starting from the LAST
     axis and going backwards:
@@ -260,7 +252,10 @@ def pad(x, pad, mode="constant", value=None):
     # (left, right, top, bottom) -> ((0, 0), ..., (top, bottom), (left, right)), first axis first
     pairs = [(int(pad[i]), int(pad[i + 1])) for i in range(0, len(pad), 2)]
     widths = ((0, 0),) * (x.ndim - len(pairs)) + tuple(reversed(pairs))
-    _pad_check("pad", x.shape, widths, f"pad={pad}")
+    for axis, ((lo, hi), n) in enumerate(zip(widths, x.shape)):
+        if n + lo + hi < 0:
+            raise ShapeError(f"pad: pad={pad} crops axis {axis} of size {n} by {-(lo + hi)}, more than it has "
+                             f"(input {tuple(x.shape)})")
     return Pad.apply(x, widths=widths, value=0.0 if value is None else value)
 
 
