@@ -12,7 +12,9 @@ mean in PyTorch (NumPy's per-axis padding is F.pad_width(x, pad_width)). The ops
     ops/reduce.py         sum, mean, var, max, min, logsumexp
     ops/shape.py          reshape, transpose, expand, getitem, concat, stack, split, pad, pad_width
     ops/linalg.py         matmul, linear, einsum
-    ops/conv.py           conv2d, conv_transpose2d, max_pool2d, avg_pool2d, upsample_nearest, interpolate
+    ops/conv.py           conv2d, conv_transpose2d (the fast path in conv_fast.py), and the textbook
+                          conv2d_plain, conv_transpose2d_plain
+    ops/pooling.py        max_pool2d, avg_pool2d, upsample_nearest, interpolate
     ops/nn.py             softmax, log_softmax, dropout, embedding, one_hot, gumbel_softmax
     ops/losses.py         cross_entropy, nll_loss, binary_cross_entropy(_with_logits), mse_loss, l1_loss
     ops/normalization.py  layer_norm, group_norm, batch_norm
@@ -43,6 +45,7 @@ from .ops.reduce import *  # noqa: F401,F403
 from .ops.shape import *  # noqa: F401,F403
 from .ops.linalg import *  # noqa: F401,F403
 from .ops.conv import *  # noqa: F401,F403
+from .ops.pooling import *  # noqa: F401,F403
 from .ops.nn import *  # noqa: F401,F403
 from .ops.losses import *  # noqa: F401,F403
 from .ops.normalization import *  # noqa: F401,F403

@@ -6,8 +6,8 @@
     gumbel_softmax                             differentiable samples from a categorical
 
 The other torch.nn.functional ops live beside this module: the losses in losses.py, the
-normalisations in normalization.py, attention in attention.py, convolution, pooling and
-upsampling in conv.py, the activations in elementwise.py.
+normalisations in normalization.py, attention in attention.py, convolution in conv.py, pooling and
+upsampling in pooling.py, the activations in elementwise.py.
 
 Random ops take `rng`, a NumPy (or CuPy) Generator; without one they draw a fresh generator of the
 array module. Their samples are drawn in the input's dtype and moved to the input's device.
