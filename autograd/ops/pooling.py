@@ -167,10 +167,10 @@ def upsample_nearest(x, scale_factor=2):
     return UpsampleNearest.apply(x, scale=scale)
 
 
-def interpolate(x, scale_factor=None, mode="nearest", size=None):
+def interpolate(x, size=None, scale_factor=None, mode="nearest"):
     """F.interpolate for mode='nearest' with an integer scale_factor, or a `size` that is an integer
-    multiple of the input's (both: an int or a (height, width) pair). Note the argument order:
-    scale_factor comes second here (PyTorch puts size there), so interpolate(x, 2) doubles x."""
+    multiple of the input's (both: an int or a (height, width) pair). The arguments are PyTorch's, in
+    PyTorch's order: interpolate(x, (56, 56)) gives size 56x56, interpolate(x, scale_factor=2) doubles x."""
     if mode != "nearest":
         raise ValueError(f"interpolate: mode {mode!r} is not supported; only mode='nearest' "
                          f"(with an integer scale_factor) is implemented")

@@ -232,7 +232,9 @@ def test_upsample_nearest(sh, sw, layout, seed):
     np.testing.assert_array_equal(F.upsample_nearest(t64(x), (sh, sw)).numpy(), ref)
     np.testing.assert_array_equal(F.interpolate(t64(x), scale_factor=(sh, sw)).numpy(), ref)
     np.testing.assert_array_equal(F.interpolate(t64(x), size=(3 * sh, 2 * sw)).numpy(), ref)
-    np.testing.assert_array_equal(F.interpolate(t64(x), (sh, sw), "nearest").numpy(), ref)
+    # positional arguments in torch's order: size, scale_factor, mode
+    np.testing.assert_array_equal(F.interpolate(t64(x), (3 * sh, 2 * sw), None, "nearest").numpy(), ref)
+    np.testing.assert_array_equal(F.interpolate(t64(x), None, (sh, sw), "nearest").numpy(), ref)
     gradcheck(lambda x: F.upsample_nearest(x, (sh, sw)), x)
 
 
