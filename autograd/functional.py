@@ -34,8 +34,6 @@ keeps it true against the installed PyTorch):
   `rng`: a NumPy (or CuPy) Generator, instead of PyTorch's global generator.
 - softmax and log_softmax default to dim=-1 (PyTorch's dim=None guesses an axis and warns).
 - gelu is the tanh approximation (PyTorch's gelu(x, approximate='tanh'); its default is exact erf).
-- upsample_nearest(x, scale_factor) takes the scale factor second (PyTorch's deprecated
-  upsample_nearest takes size there); F.interpolate takes PyTorch's order.
 - The first tensor operand may be named for what it holds (x, logits, probs, indices) rather
   than `input`; it is always passed by position.
 - Tensor methods speak NumPy: x.softmax(axis=-1), x.sum(axis=0, keepdims=True).

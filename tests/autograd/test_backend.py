@@ -103,7 +103,7 @@ def cases(rng):
                                    [x4(), T(rng, 4, 3, 3, 3), T(rng, 3)]),
         "max_pool2d": (lambda x: F.max_pool2d(x, 3, 2, 1), [x4()]),
         "avg_pool2d": (lambda x: F.avg_pool2d(x, 2), [x4()]),
-        "upsample_nearest": (lambda x: F.upsample_nearest(x, 2), [x4()]),
+        "upsample_nearest": (lambda x: F.upsample_nearest(x, scale_factor=2), [x4()]),
         "interpolate": (lambda x: F.interpolate(x, scale_factor=2, mode="nearest"), [x4()]),
         "softmax": (F.softmax, [T(rng, 2, 5)]), "log_softmax": (F.log_softmax, [T(rng, 2, 5)]),
         "cross_entropy": (lambda a: F.cross_entropy(a, I([1, 4]), label_smoothing=0.1), [T(rng, 2, 5)]),

@@ -82,10 +82,6 @@ DIFFERENCES = {
     "softmax": {"omitted": {"dtype": "the output has the input's dtype"}, "default": {"dim": (-1, DIM_DEFAULT)}},
     "softplus": {"omitted": {"beta": "softplus(x) = log(1 + exp(x)) only (beta = 1)",
                              "threshold": "computed stably for every x, with no linear cut-over"}},
-    "upsample_nearest": {"pending": (
-        "(x, scale_factor=2)",
-        "torch's (deprecated) upsample_nearest takes size second; ours takes scale_factor there. "
-        "To become (x, size=None, scale_factor=None), with its callers updated")},
 }
 KINDS = {"omitted", "extra", "default", "pending"}
 
