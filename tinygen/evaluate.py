@@ -49,6 +49,9 @@ def load_trained(name, checkpoint):
     """A model of kind `name` with the weights of a training checkpoint (EMA weights where kept)."""
     from .train import _unflatten, build_model
     arrays, meta = io.load_checkpoint(checkpoint)
+    if meta.get("kind") != "tinygen-run":
+        raise io.CheckpointError(f"{checkpoint}: not a training checkpoint of a tinygen run "
+                                 f"(its kind is {meta.get('kind')!r}; runs keep theirs in <run folder>/last.npz)")
     if meta.get("model") != name:
         raise io.CheckpointError(f"{checkpoint} holds a {meta.get('model')!r} model, not {name!r}")
     model = build_model(name, meta["config"])
