@@ -232,6 +232,9 @@ class Tensor:
             grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
             if grad.shape != self.shape:
                 raise ShapeError(f"backward: gradient of shape {grad.shape} for a tensor of shape {self.shape}")
+            if grad.dtype != self.dtype:
+                raise TypeError(f"backward: gradient of dtype {grad.dtype} for a {self.dtype} tensor; cast it with "
+                                f".astype('{self.dtype}') (no silent upcast)")
 
         grads = {id(self): grad}
         for node in _reverse_topological(self):

@@ -534,6 +534,8 @@ ENGINE = [
     ("saved-input-changed-in-place", _saved_input_changed, RuntimeError, r"backward through mul: input 0 \(shape \(2,\)\), which mul saved .* modified by an in-place operation .*version 0 -> 1"),
     ("saved-output-changed-in-place", _saved_output_changed, RuntimeError, r"backward through exp: its output .* modified by an in-place"),
     ("optimizer-step-before-backward", _optimizer_step_between_forward_and_backward, RuntimeError, r"modified by an in-place operation"),
+    ("backward-grad-dtype", lambda: (Tensor([1.0, 2.0], requires_grad=True) * 2).backward(Tensor([1.0, 1.0], dtype="float64")),
+     TypeError, r"backward: gradient of dtype float64 for a float32 tensor"),
     ("backward-non-scalar", lambda: (Tensor([1.0, 2.0], requires_grad=True) * 2).backward(), RuntimeError, r"non-scalar tensor of shape \(2,\)"),
 ]
 

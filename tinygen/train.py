@@ -362,8 +362,12 @@ class Trainer:
                     bar.close()
                 if self.batch_index >= len(loader):
                     self.epoch, self.batch_index = self.epoch + 1, 0
-                self._end_of_epoch(test_x, test_y)  # before the save: weights that give NaN metrics are not kept
-                self.save()
+                if self._stop_requested:  # Ctrl-C: save first, so that a second Ctrl-C cannot lose the steps
+                    self.save()
+                    self._end_of_epoch(test_x, test_y)
+                else:  # test metrics first: weights whose metrics are not finite are not saved
+                    self._end_of_epoch(test_x, test_y)
+                    self.save()
                 if self._stop_requested:
                     print(f"\ninterrupted: saved {self.checkpoint_path} at step {self.step}; "
                           f"continue with --resume")
