@@ -346,6 +346,21 @@ def profile_steps(step, n=3, top=10):
     return rows
 
 
+def blas_kernel():
+    """NumPy's BLAS and the kernel it runs (threadpoolctl, when installed): 'openblas SkylakeX, 2 threads'.
+    On some machines OPENBLAS_CORETYPE forces an older kernel (Haswell: AVX2 instead of AVX-512),
+    which halves NumPy's float32 GEMM speed; PyTorch brings its own BLAS and is not affected."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        forced = os.environ.get("OPENBLAS_CORETYPE")
+        return f"BLAS kernel unknown (pip install threadpoolctl){'; OPENBLAS_CORETYPE=' + forced if forced else ''}"
+    import numpy  # noqa: F401  (loads the BLAS)
+    info = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
+    return ", ".join(f"{i['internal_api']} {i.get('version', '')} kernel {i.get('architecture', '?')}, "
+                     f"{i['num_threads']} threads" for i in info) or "no BLAS found"
+
+
 def worker(engine, name, steps, profile=False):
     import numpy as np
     rng = np.random.default_rng(0)
@@ -399,7 +414,8 @@ def main():
         have_torch = False
         print("PyTorch is not installed: tinygen alone (pip install torch==2.13.0 for the side-by-side baseline)")
     import numpy as np
-    print(f"numpy {np.__version__}, {os.cpu_count()} cores, median of {args.steps} steps after 2 warm-up")
+    print(f"numpy {np.__version__} ({blas_kernel()}), {os.cpu_count()} cores, "
+          f"median of {args.steps} steps after 2 warm-up")
     print(f"{'workload':9s} {'tinygen ms':>11s} {'torch ms':>9s} {'ratio':>6s} {'tinygen MB':>11s} {'torch MB':>9s} {'mem ratio':>9s}")
     for name in args.only or WORKLOADS:
         ours = run("tinygen", name, args.steps, args.profile and args.worker is None)
