@@ -569,3 +569,14 @@ def test_engine_gives_the_right_answer_where_it_can():
 def test_the_suite_has_at_least_sixty_cases():
     cases = len(CLI_REFUSALS) + len(SUBPROCESS) + len(API_REFUSALS) + len(LIBRARY_FAULTS) + len(ENGINE)
     assert cases >= 60, cases
+
+
+def test_every_models_sampling_options_are_parameters_of_its_sample():
+    import inspect
+    from tinygen import models
+    for name in models.MODULES:
+        cls = models.get_model_class(name)
+        takes = set(getattr(cls, "sample_options", ()))
+        assert takes <= {"label", "prompt", "guidance", "steps"}, name
+        if takes:
+            assert takes <= set(inspect.signature(cls.sample).parameters), name
