@@ -30,7 +30,11 @@ Tensor.__lt__ = _constant(lambda x, y: x < y)
 Tensor.__le__ = _constant(lambda x, y: x <= y)
 Tensor.__gt__ = _constant(lambda x, y: x > y)
 Tensor.__ge__ = _constant(lambda x, y: x >= y)
+Tensor.__eq__ = _constant(lambda x, y: x == y)  # elementwise, as in NumPy (not identity)
+Tensor.__ne__ = _constant(lambda x, y: x != y)
 Tensor.__hash__ = object.__hash__  # tensors are graph nodes: hashed by identity
+Tensor.any = lambda self, axis=None, keepdims=False: Tensor._make(self.data.any(axis=axis, keepdims=keepdims), False, None)
+Tensor.all = lambda self, axis=None, keepdims=False: Tensor._make(self.data.all(axis=axis, keepdims=keepdims), False, None)
 
 for _name in ["exp", "log", "sqrt", "abs", "clip", "relu", "sigmoid", "tanh", "sum", "mean", "var", "max",
               "min", "logsumexp", "reshape", "transpose", "expand", "flatten", "squeeze", "unsqueeze"]:

@@ -3,6 +3,7 @@ pad_width (NumPy's), and device copies."""
 from .. import backend
 from ..function import Function, ShapeError
 from ..tensor import Tensor
+from ._util import check_axis
 
 __all__ = ["reshape", "transpose", "expand", "getitem", "concat", "stack", "split", "pad", "pad_width",
            "flatten", "squeeze", "unsqueeze"]
@@ -28,7 +29,7 @@ class Transpose(Function):
     def forward(self, a, axes):
         if axes is None:
             axes = tuple(reversed(range(a.ndim)))
-        if sorted(ax % a.ndim for ax in axes) != list(range(a.ndim)):
+        if len(axes) != a.ndim or sorted(check_axis(ax, a.ndim, "transpose") for ax in axes) != list(range(a.ndim)):
             raise ShapeError(f"transpose: axes {axes} are not a permutation of the {a.ndim} axes of {a.shape}")
         self.axes = tuple(ax % a.ndim for ax in axes)
         return a.transpose(self.axes)
@@ -98,7 +99,7 @@ class Concat(Function):
     def forward(self, *arrays, axis):
         xp = backend.xp_of(*arrays)
         ref = arrays[0].shape
-        ax = axis % arrays[0].ndim
+        ax = check_axis(axis, arrays[0].ndim, "concat")
         for a in arrays:
             if a.ndim != len(ref) or any(a.shape[i] != ref[i] for i in range(a.ndim) if i != ax):
                 raise ShapeError(f"concat: shapes {[x.shape for x in arrays]} differ outside axis {axis}")
@@ -121,7 +122,7 @@ class Stack(Function):
     def forward(self, *arrays, axis):
         if len({a.shape for a in arrays}) > 1:
             raise ShapeError(f"stack: all shapes must be equal, got {[a.shape for a in arrays]}")
-        self.axis = axis % (arrays[0].ndim + 1)
+        self.axis = check_axis(axis, arrays[0].ndim + 1, "stack")  # the new axis may also come last
         return backend.xp_of(*arrays).stack(arrays, axis=self.axis)
 
     def backward(self, g):
@@ -175,13 +176,14 @@ def flatten(a, start_axis=1):
 
 
 def squeeze(a, axis):
-    if a.shape[axis] != 1:
-        raise ShapeError(f"squeeze: axis {axis} of shape {a.shape} has size {a.shape[axis]}, not 1")
-    return reshape(a, a.shape[:axis % a.ndim] + a.shape[axis % a.ndim + 1:])
+    ax = check_axis(axis, a.ndim, "squeeze")
+    if a.shape[ax] != 1:
+        raise ShapeError(f"squeeze: axis {axis} of shape {a.shape} has size {a.shape[ax]}, not 1")
+    return reshape(a, a.shape[:ax] + a.shape[ax + 1:])
 
 
 def unsqueeze(a, axis):
-    axis = axis % (a.ndim + 1)
+    axis = check_axis(axis, a.ndim + 1, "unsqueeze")
     return reshape(a, a.shape[:axis] + (1,) + a.shape[axis:])
 
 
@@ -200,17 +202,24 @@ def getitem(a, index):
 
 
 def concat(tensors, axis=0):
+    if not len(tensors):
+        raise ShapeError("concat: needs at least one tensor, got none")
     return Concat.apply(*tensors, axis=axis)
 
 
 def stack(tensors, axis=0):
+    if not len(tensors):
+        raise ShapeError("stack: needs at least one tensor, got none")
     return Stack.apply(*tensors, axis=axis)
 
 
 def split(a, sections, axis=0):
     """Split into equal `sections` (an int) or at the given sizes (a list of ints)."""
+    axis = check_axis(axis, a.ndim, "split")
     n = a.shape[axis]
     if isinstance(sections, int):
+        if sections < 1:
+            raise ShapeError(f"split: sections must be at least 1, got {sections}")
         if n % sections:
             raise ShapeError(f"split: axis {axis} of size {n} does not divide into {sections} equal parts")
         sizes = [n // sections] * sections

@@ -53,6 +53,7 @@ class Model(nn.Module):
     Config = Config
     name = "model"
     conditional = False  # True when sample() takes labels
+    sample_options = ()  # the CLI's sampling options sample() takes: "label", "prompt", "guidance", "steps"
     dataset = "mnist"  # the dataset it is trained on (set by the trainer and by evaluate.load_trained)
     image_range = "unit"  # "unit" [0, 1], "signed" [-1, 1] or "binary" {0, 1}: what prepare_batch feeds
 

@@ -47,6 +47,7 @@ class CGAN(GANBase):
     """Conditional GAN (Mirza & Osindero 2014): DCGAN networks, one-hot label concatenated to G's and D's inputs."""
     Config = CGANConfig
     conditional = True
+    sample_options = ("label",)
 
     def __init__(self, config=None):
         super().__init__(config)

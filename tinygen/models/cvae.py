@@ -51,6 +51,7 @@ class CVAE(VAE):
     """Conditional VAE (Sohn et al. 2015): the label one-hot joins encoder and decoder; digits on demand."""
     Config = CVAEConfig
     conditional = True
+    sample_options = ("label",)
     label_features = N_CLASSES  # the VAE's networks get 10 more inputs
 
     def condition(self, labels):

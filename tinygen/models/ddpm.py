@@ -337,6 +337,7 @@ class DiffusionModel(Model):
 class DDPM(DiffusionModel):
     """DDPM (Ho et al. 2020): eps-prediction U-Net, ancestral and DDIM sampling, classifier-free guidance."""
     Config = DDPMConfig
+    sample_options = ("label", "guidance", "steps")
 
     def __init__(self, config=None):
         super().__init__(config)
