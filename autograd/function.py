@@ -10,8 +10,18 @@ Function as the creator of its output, so that `Tensor.backward()` can later cal
 `backward` may return a gradient in the broadcast (output) shape: the engine sums it back to the
 input's shape. It may return None for an input that needs no gradient; `self.needs_input_grad`
 says which do, so an op can skip work nobody needs (the first conv layer's input gradient, say).
+
+Checks that turn silent wrong answers into errors (as NumPy and PyTorch do):
+- dtypes: float32 and float64 inputs do not mix, nor integer and float inputs (NumPy would upcast
+  int64 + float32 to float64); an op on integer inputs only that gives floats (int / int, exp of
+  ints) gives float32, the engine's default float, not NumPy's float64.
+- saved arrays: each Tensor carries a version counter that its in-place methods (add_, copy_, ...)
+  bump. `apply` notes the versions of the tensors whose arrays forward saved, and backward refuses
+  to use an array changed in place since then, which would give a plausible but wrong gradient.
 """
 from abc import ABC, abstractmethod
+
+import numpy
 
 from . import backend
 
@@ -27,6 +37,7 @@ class Function(ABC):
         self.saved = ()
         self.parents = ()
         self.needs_input_grad = ()
+        self.saved_versions = ()  # (version counter, version when saved, what it is) per saved tensor
 
     def save_for_backward(self, *arrays):
         self.saved = arrays
@@ -50,27 +61,69 @@ class Function(ABC):
         ctx = cls()
         ctx.needs_input_grad = tuple(t.requires_grad for t in inputs)
         out = ctx.forward(*(t.data for t in inputs), **attrs)
+        if out.dtype == numpy.float64 and "dtype" not in attrs and not any(t.dtype.kind == "f" for t in inputs):
+            out = out.astype(numpy.float32)  # int / int: float32 as in PyTorch, not NumPy's float64
         requires_grad = is_grad_enabled() and any(ctx.needs_input_grad)
         if requires_grad:
             ctx.parents = inputs
-            return Tensor._make(out, True, ctx)
+            result = Tensor._make(out, True, ctx)
+            if ctx.saved:
+                ctx.saved_versions = _saved_versions(ctx.saved, inputs, result)
+            return result
         ctx.saved = ()  # nothing will call backward: drop what forward saved
         return Tensor._make(out, False, None)
+
+    def check_saved_versions(self):
+        """Refuse to run backward on arrays that were changed in place after forward saved them."""
+        for counter, version, what in self.saved_versions:
+            if counter[0] != version:
+                raise RuntimeError(
+                    f"backward through {self.name()}: {what}, which {self.name()} saved for its gradient, was "
+                    f"modified by an in-place operation after the forward pass (version {version} -> {counter[0]}); "
+                    f"the gradient would be wrong. Compute the forward pass again after the change, or change a "
+                    f"copy instead")
+
+
+def _owner(array):
+    """The array that owns the memory of `array` (NumPy and CuPy views keep it in .base)."""
+    base = getattr(array, "base", None)
+    return array if base is None else base
+
+
+def _saved_versions(saved, inputs, output):
+    """(version counter, current version, description) of each input or output whose memory an array in
+    `saved` shares, so that backward can tell if it was changed in place in between."""
+    owners = {id(_owner(a)) for a in saved if hasattr(a, "shape")}
+    watched = []
+    for i, t in enumerate(inputs):
+        if id(_owner(t.data)) in owners:
+            watched.append((t._version_counter, t._version_counter[0], f"input {i} (shape {tuple(t.shape)})"))
+    if id(_owner(output.data)) in owners:
+        watched.append((output._version_counter, output._version_counter[0],
+                        f"its output (shape {tuple(output.shape)})"))
+    return tuple(watched)
 
 
 def _check_inputs(name, inputs):
     from .tensor import Tensor
-    float_dtypes, devices = set(), set()
+    float_dtypes, int_dtypes, devices = set(), set(), set()
     for t in inputs:
         if not isinstance(t, Tensor):
             raise TypeError(f"{name}: expected Tensor inputs, got {type(t).__name__}")
         if t.dtype.kind == "f":
             float_dtypes.add(str(t.dtype))
+        elif t.dtype.kind in "iu":
+            int_dtypes.add(str(t.dtype))
         devices.add(t.device)
     if len(float_dtypes) > 1:
         shapes = ", ".join(f"{tuple(t.shape)} {t.dtype}" for t in inputs)
         raise TypeError(f"{name}: mixing {' and '.join(sorted(float_dtypes))} tensors ({shapes}); "
                         f"cast one with .astype() (no silent upcast)")
+    if float_dtypes and int_dtypes:
+        shapes = ", ".join(f"{tuple(t.shape)} {t.dtype}" for t in inputs)
+        raise TypeError(f"{name}: mixing integer ({', '.join(sorted(int_dtypes))}) and float "
+                        f"({', '.join(sorted(float_dtypes))}) tensors ({shapes}); cast the integer one with "
+                        f".astype('{float_dtypes.pop()}') (no silent upcast to float64)")
     if len(devices) > 1:
         raise RuntimeError(f"{name}: tensors on different devices ({', '.join(sorted(devices))}); "
                            f"move them with .to(device) first")

@@ -7,6 +7,11 @@
 `backward()` visits the graph in reverse topological order with an explicit stack (no recursion,
 so a chain of 10,000 ops is fine), adds up the gradients of tensors used more than once, and frees
 what each op saved once its backward has run.
+
+In-place methods (copy_, fill_, zero_, add_, sub_, mul_) change .data without recording an op; each
+bumps the tensor's version counter (shared with its detach()), and backward refuses an op whose saved
+array was changed since its forward pass, as PyTorch does. Writing to .data directly bypasses the
+counter, as in PyTorch.
 """
 import numpy
 
@@ -76,12 +81,14 @@ class Tensor:
         self.grad = None
         self._ctx = None  # the Function that produced this tensor (None for leaves)
         self._retain_grad = False
+        self._version_counter = [0]  # bumped by in-place methods; a list, so that detach() can share it
 
     @classmethod
     def _make(cls, data, requires_grad, ctx):
         """Wrap an op's output array as it is (no dtype conversion)."""
         t = cls.__new__(cls)
         t.data, t.requires_grad, t.grad, t._ctx, t._retain_grad = data, requires_grad, None, ctx, False
+        t._version_counter = [0]
         return t
 
     # ------------------------------------------------------------------ attributes
@@ -92,8 +99,37 @@ class Tensor:
     device = property(lambda self: backend.device_of(self.data))
     is_leaf = property(lambda self: self._ctx is None)
 
+    _version = property(lambda self: self._version_counter[0], doc="how many in-place changes .data has had")
+
     def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
         return self.data.shape[0]
+
+    def __iter__(self):
+        """The sub-tensors along the first axis (as NumPy iterates an array)."""
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.data.shape[0]))
+
+    def __bool__(self):
+        """The truth value of a one-element tensor; any other size is ambiguous, as in NumPy."""
+        if self.size != 1:
+            raise ValueError(f"the truth value of a tensor with {self.size} elements (shape {tuple(self.shape)}) "
+                             f"is ambiguous: use .any() or .all()")
+        return bool(self.data.item())
+
+    def __float__(self):
+        return float(self._scalar("float"))
+
+    def __int__(self):
+        return int(self._scalar("int"))
+
+    def _scalar(self, kind):
+        if self.size != 1:
+            raise TypeError(f"{kind}() of a tensor of shape {tuple(self.shape)}: only one-element tensors "
+                            f"convert to Python scalars")
+        return self.data.item()
 
     def __repr__(self):
         grad = ", requires_grad=True" if self.requires_grad else ""
@@ -109,8 +145,44 @@ class Tensor:
         return self.data.item()
 
     def detach(self):
-        """The same values, cut from the graph (shares memory)."""
-        return Tensor._make(self.data, False, None)
+        """The same values, cut from the graph (shares memory, and the version counter)."""
+        t = Tensor._make(self.data, False, None)
+        t._version_counter = self._version_counter
+        return t
+
+    # ------------------------------------------------------------------ in-place (not recorded in the graph)
+    def _in_place(self, value, fn):
+        """Apply fn(data, value) in place and bump the version counter."""
+        value = value.data if isinstance(value, Tensor) else value
+        fn(self.data, value)
+        self._version_counter[0] += 1
+        return self
+
+    def copy_(self, src):
+        """self[...] = src (broadcast), in place."""
+        return self._in_place(src, lambda d, v: d.__setitem__(Ellipsis, v))
+
+    def fill_(self, value):
+        return self._in_place(value, lambda d, v: d.fill(v))
+
+    def zero_(self):
+        return self.fill_(0)
+
+    def add_(self, other, alpha=1):
+        """self += alpha * other, in place."""
+        def add(d, v):
+            d += v if alpha == 1 else d.dtype.type(alpha) * v
+        return self._in_place(other, add)
+
+    def sub_(self, other):
+        def sub(d, v):
+            d -= v
+        return self._in_place(other, sub)
+
+    def mul_(self, other):
+        def mul(d, v):
+            d *= v
+        return self._in_place(other, mul)
 
     def to(self, device):
         """A copy on `device` ('cpu' or 'cuda'); gradients flow back across the copy."""
@@ -160,6 +232,9 @@ class Tensor:
             grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
             if grad.shape != self.shape:
                 raise ShapeError(f"backward: gradient of shape {grad.shape} for a tensor of shape {self.shape}")
+            if grad.dtype != self.dtype:
+                raise TypeError(f"backward: gradient of dtype {grad.dtype} for a {self.dtype} tensor; cast it with "
+                                f".astype('{self.dtype}') (no silent upcast)")
 
         grads = {id(self): grad}
         for node in _reverse_topological(self):
@@ -174,6 +249,8 @@ class Tensor:
             if ctx.saved is None:
                 raise RuntimeError(f"backward through {ctx.name()} a second time: its saved arrays were freed; "
                                    f"pass retain_graph=True to the first backward()")
+            if ctx.saved_versions:
+                ctx.check_saved_versions()
             in_grads = ctx.backward(g)
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)

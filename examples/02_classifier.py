@@ -9,6 +9,8 @@ import sys
 from tinygen.train import TrainOptions, train
 
 full = "--full" in sys.argv
-summary = train("cnn", TrainOptions(dataset="mnist", quick=not full, out="runs/example-cnn"))
+# overwrite=True: each run of the example starts over in its folder (a fresh run never replaces another
+# run's files unless asked to; `python -m tinygen train` asks with --overwrite)
+summary = train("cnn", TrainOptions(dataset="mnist", quick=not full, out="runs/example-cnn", overwrite=True))
 print(f"test accuracy {summary['test_acc']:.4f} after {summary['steps']} steps "
       f"({summary['cpu_seconds']} CPU seconds); pictures and last.npz in runs/example-cnn/")

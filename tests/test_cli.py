@@ -18,9 +18,10 @@ def test_list_names_every_model(capsys):
     assert "cnn" in out and "mlp" in out
 
 
-def test_unknown_model_lists_valid_ones():
-    with pytest.raises(SystemExit, match="valid models: .*cnn"):
+def test_unknown_model_lists_valid_ones(capsys):
+    with pytest.raises(SystemExit) as exit_:
         main(["train", "resnet"])
+    assert exit_.value.code == 2 and "valid models: " in capsys.readouterr().err
 
 
 def test_unknown_dataset_and_option_are_refused(capsys):
@@ -48,12 +49,13 @@ def test_train_then_evaluate_in_a_subprocess(tmp_path):
     assert bad.returncode != 0 and "not a generative model" in bad.stderr
 
 
-def test_set_overrides_config_fields_and_refuses_unknown_ones(tmp_path):
+def test_set_overrides_config_fields_and_refuses_unknown_ones(tmp_path, capsys):
     from tinygen.__main__ import parse_settings
     assert parse_settings(["latent_dim=2", "loss=minimax", "adversarial=false"]) == \
         {"latent_dim": 2, "loss": "minimax", "adversarial": False}
-    with pytest.raises(ValueError, match="unknown config field"):
+    with pytest.raises(SystemExit):
         main(["train", "mlp", "--set", "depth=3", "--max-steps", "1", "--out", str(tmp_path)])
+    assert "unknown config field" in capsys.readouterr().err
 
 
 def test_sample_a_diffusion_model_with_label_guidance_and_steps(tmp_path, capsys):

@@ -4,15 +4,93 @@
     python -m tinygen train cnn --quick
     python -m tinygen train cnn --dataset fashion --epochs 8
     python -m tinygen evaluate cnn --checkpoint runs/cnn-mnist/last.npz
-    python -m tinygen sample MODEL --checkpoint PATH --n 64 [--label 7]
+    python -m tinygen sample MODEL --checkpoint PATH --n 64 [--label 7] [--out FILE.png | FILE.npz]
     python -m tinygen report
+
+Every refusal is one line on stderr that names the option or the file and says what is valid, with
+exit status 2: bad arguments (argparse's own errors, shortened to one line), values out of range
+(checked here, at the door), and the library's own errors (a corrupt checkpoint, missing data, a run
+folder that already holds a run, a non-finite loss). TINYGEN_TRACEBACK=1 shows the traceback as well.
 """
 import argparse
 import json
+import math
+import os
 import sys
 from pathlib import Path
 
 from . import models
+
+SAMPLE_SUFFIXES = {".png": "a PNG grid of the samples",
+                   ".npz": "the samples as data: images (n, 1, 28, 28) float32 in [0, 1], labels (n,) int64, "
+                           "-1 where none was asked for"}
+SAMPLE_MARK = "tinygen-samples"  # what marks a file as written by `sample` (a PNG text chunk, an .npz's meta kind)
+
+
+class UsageError(ValueError):
+    """A command-line value that the command refuses (the message names the option)."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but an error is one line (no usage block), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def library_errors():
+    """The exceptions that are the library refusing something, as opposed to a bug in it."""
+    from .data import DatasetError
+    from .io import CheckpointError
+    from .nn.module import StateDictError
+    return (UsageError, ValueError, RuntimeError, OSError, CheckpointError, DatasetError, StateDictError)
+
+
+def run_command(main_fn, argv, prog):
+    """Run main_fn(argv) and return its status; the library's errors become one line
+    `prog: error: ...` on stderr and SystemExit(2), as argparse does for a bad argument."""
+    import numpy as np
+    try:
+        with np.errstate(all="ignore"):  # NaN and overflow are caught and named by the library, not warned of
+            return main_fn(argv)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except library_errors() as error:
+        if os.environ.get("TINYGEN_TRACEBACK"):
+            raise
+        text = " ".join(str(error).split()) or type(error).__name__  # one line, whatever the message
+        print(f"{prog}: error: {text}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+# ---------------------------------------------------------------------- values checked at the door
+def whole_number(low):
+    """argparse type: an integer >= low."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects a whole number >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    parse.__name__ = f"whole number >= {low}"
+    return parse
+
+
+def finite_number(low, strict):
+    """argparse type: a finite float > low (strict) or >= low."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects a number, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>' if strict else '>='} {low:g}, got {text}")
+        return value
+    parse.__name__ = "number"
+    return parse
 
 
 def _add_model(p):
@@ -21,7 +99,7 @@ def _add_model(p):
 
 def _check_model(name):
     if name not in models.MODULES:
-        sys.exit(f"error: unknown model {name!r}; valid models: {', '.join(sorted(models.MODULES))}")
+        raise UsageError(f"unknown model {name!r}; valid models: {', '.join(sorted(models.MODULES))}")
 
 
 def parse_settings(items):
@@ -29,7 +107,7 @@ def parse_settings(items):
     settings = {}
     for item in items:
         if "=" not in item:
-            sys.exit(f"error: --set expects FIELD=VALUE, got {item!r}")
+            raise UsageError(f"--set {item}: expects FIELD=VALUE, e.g. --set latent_dim=2")
         key, value = item.split("=", 1)
         try:
             settings[key] = json.loads(value)
@@ -38,53 +116,161 @@ def parse_settings(items):
     return settings
 
 
+def _check_device(device):
+    from autograd import backend
+    try:
+        backend.module_for(device)
+    except RuntimeError as error:
+        raise UsageError(f"--device {device}: {error}") from None
+
+
 def parser():
-    ap = argparse.ArgumentParser(prog="python -m tinygen", description="Readable generative models on a small "
-                                 "autograd engine, trained on MNIST / Fashion-MNIST.")
+    ap = OneLineParser(prog="python -m tinygen", description="Readable generative models on a small "
+                       "autograd engine, trained on MNIST / Fashion-MNIST.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="{list,train,sample,evaluate,report}")
     sub.add_parser("list", help="the models, one line each")
 
     t = sub.add_parser("train", help="train a model (progress bar, pictures, checkpoints in --out)")
     _add_model(t)
     t.add_argument("--dataset", choices=["mnist", "fashion"], default="mnist")
-    t.add_argument("--epochs", type=int, help="default: the model's recipe")
-    t.add_argument("--batch-size", type=int, help="default: the model's recipe")
-    t.add_argument("--lr", type=float, help="default: the model's recipe")
-    t.add_argument("--device", default="cpu", help="cpu or cuda (needs CuPy and a GPU)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--epochs", type=whole_number(1), help="default: the model's recipe")
+    t.add_argument("--batch-size", type=whole_number(1), help="default: the model's recipe")
+    t.add_argument("--lr", type=finite_number(0, strict=True), help="default: the model's recipe")
+    t.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu or cuda (needs CuPy and a GPU)")
+    t.add_argument("--seed", type=whole_number(0), default=0)
     t.add_argument("--quick", action="store_true", help="a few hundred steps: the whole path in about a minute")
-    t.add_argument("--max-steps", type=int, help="stop after this many steps")
-    t.add_argument("--out", help="run folder (default runs/<model>-<dataset>)")
-    t.add_argument("--resume", action="store_true", help="continue from <out>/last.npz exactly")
+    t.add_argument("--max-steps", type=whole_number(1), help="stop after this many steps")
+    t.add_argument("--out", help="run folder (default runs/<model>-<dataset>); a fresh run never replaces a "
+                                 "run already there unless --overwrite is given")
+    mode = t.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue from <out>/last.npz exactly")
+    mode.add_argument("--overwrite", action="store_true",
+                      help="start over in an --out that holds a run (deletes that run's files)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     t.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="set a field of the model's Config, e.g. --set loss=minimax --set latent_dim=2")
 
-    s = sub.add_parser("sample", help="draw samples from a trained model into a PNG grid")
+    s = sub.add_parser("sample", help="draw samples from a trained model into a PNG grid or an .npz array")
     _add_model(s)
     s.add_argument("--checkpoint", required=True)
-    s.add_argument("--n", type=int, default=64)
-    s.add_argument("--label", type=int, help="class to generate (conditional models)")
+    s.add_argument("--n", type=whole_number(1), default=64)
+    s.add_argument("--label", type=whole_number(0), help="class to generate (conditional models)")
     s.add_argument("--prompt", help="text prompt (text-conditioned models)")
-    s.add_argument("--guidance", type=float, help="guidance scale (diffusion models)")
-    s.add_argument("--steps", type=int, help="sampling steps (diffusion models)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", help="PNG path (default: samples.png next to the checkpoint)")
+    s.add_argument("--guidance", type=finite_number(0, strict=False), help="guidance scale (diffusion models)")
+    s.add_argument("--steps", type=whole_number(1), help="sampling steps (diffusion models)")
+    s.add_argument("--seed", type=whole_number(0), default=0)
+    s.add_argument("--out", help="FILE.png (a grid) or FILE.npz (the images as data: `images` (n, 1, 28, 28) "
+                                 "float32 in [0, 1] and `labels` (n,) int64, -1 where none was asked for); "
+                                 "default samples.png next to the checkpoint. It never replaces a file that "
+                                 "`sample` did not write")
 
     e = sub.add_parser("evaluate", help="test-split metrics of a trained model (JSON)")
     _add_model(e)
     e.add_argument("--checkpoint", required=True)
-    e.add_argument("--n", type=int, default=10000, help="samples for FID-judge / accuracy")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--steps", type=int, help="sampling steps (diffusion models; default all T, ancestral)")
-    e.add_argument("--guidance", type=float, help="guidance scale (diffusion models; default 1)")
+    e.add_argument("--n", type=whole_number(2), default=10000, help="samples for FID-judge / accuracy (>= 2)")
+    e.add_argument("--seed", type=whole_number(0), default=0)
+    e.add_argument("--steps", type=whole_number(1),
+                   help="sampling steps (diffusion models; default all T, ancestral)")
+    e.add_argument("--guidance", type=finite_number(0, strict=False), help="guidance scale (diffusion models; default 1)")
 
     r = sub.add_parser("report", help="a table of the runs under a folder (their summary.json)")
     r.add_argument("--runs", default="runs")
     return ap
 
 
+# ---------------------------------------------------------------------- sampling options
+def check_sampling(model, given, checkpoint, labelled):
+    """Refuse, by name, the sampling options `model` does not take, and values out of its range.
+    `given` maps option names (label, prompt, guidance, steps) to the values typed (None: not given);
+    `labelled`: whether the samples will be asked for labels (guidance steers towards them)."""
+    takes = tuple(getattr(model, "sample_options", ()))
+    for option, value in given.items():
+        if value is None:
+            continue
+        if option not in takes:
+            valid = ", ".join(f"--{o}" for o in takes) or "none"
+            raise UsageError(f"--{option}: {model.name} takes no --{option} (its sampling options: {valid})")
+    label = given.get("label")
+    if label is not None:
+        classes = getattr(model.config, "num_classes", 10)
+        if not model.conditional or not classes:
+            raise UsageError(f"--label {label}: the {model.name} in {checkpoint} was trained without labels "
+                             f"(num_classes=0); leave --label out")
+        if label >= classes:
+            raise UsageError(f"--label {label}: valid labels are 0..{classes - 1}")
+    if given.get("guidance") is not None and not labelled:
+        raise UsageError(f"--guidance {given['guidance']:g}: guidance steers samples towards a label; "
+                         + ("give --label too" if model.conditional else
+                            f"the {model.name} in {checkpoint} was trained without labels"))
+    steps, T = given.get("steps"), getattr(model.config, "T", None)
+    if steps is not None and T is not None and steps > T:
+        raise UsageError(f"--steps {steps}: {model.name} has T = {T} diffusion steps; valid: 1..{T} "
+                         f"(leave --steps out for all {T} ancestral steps)")
+
+
+def check_sample_out(out, checkpoint):
+    """Refuse an --out with another suffix than .png / .npz, and one that would replace a file `sample`
+    did not write (a checkpoint, a picture of the user's)."""
+    path = Path(out)
+    if path.suffix.lower() not in SAMPLE_SUFFIXES:
+        valid = "; ".join(f"{k} ({v.split(':')[0]})" for k, v in SAMPLE_SUFFIXES.items())
+        raise UsageError(f"--out {out}: unsupported suffix {path.suffix or '(none)'!r}; valid: {valid}")
+    if path.exists() and path.resolve() == Path(checkpoint).resolve():
+        raise UsageError(f"--out {out}: that is the --checkpoint itself; choose another file")
+    if path.is_dir():
+        raise UsageError(f"--out {out}: is a folder; give a file name ending in .png or .npz")
+    if path.exists() and not is_sample_file(path):
+        raise UsageError(f"--out {out}: the file exists and was not written by `python -m tinygen sample`; "
+                         f"choose another file (nothing was changed)")
+    return path
+
+
+def is_sample_file(path):
+    """Whether `path` was written by `sample` (the only files --out may replace)."""
+    from . import io
+    if path.suffix.lower() == ".png":
+        return io.png_text(path).get("tinygen") == SAMPLE_MARK
+    try:
+        return io.load_checkpoint(path)[1].get("kind") == SAMPLE_MARK
+    except io.CheckpointError:
+        return False
+
+
+def sample_command(args):
+    import numpy as np
+    from . import io
+    out = check_sample_out(args.out or str(Path(args.checkpoint).with_name("samples.png")), args.checkpoint)
+    model, _ = models.load_model(args.checkpoint, args.model)
+    if not hasattr(model, "sample"):
+        raise UsageError(f"{args.model} is not a generative model: it has no sample()")
+    given = {"label": args.label, "prompt": args.prompt, "guidance": args.guidance, "steps": args.steps}
+    check_sampling(model, given, args.checkpoint, labelled=args.label is not None)
+    condition = {k: v for k, v in given.items() if v is not None}
+    labels = np.full(args.n, -1, np.int64)
+    if args.label is not None:
+        labels[:] = args.label
+    elif model.conditional and "guidance" not in model.sample_options:
+        # label-conditioned models without --label: one of each class in turn (diffusion models, which
+        # take guidance, give their unconditional null-label samples instead)
+        labels = np.arange(args.n, dtype=np.int64) % getattr(model.config, "num_classes", 10)
+        condition["label"] = labels
+    model.rng = np.random.default_rng(args.seed)
+    images = np.asarray(model.sample(args.n, **condition), dtype=np.float32)
+    record = {"model": args.model, "checkpoint": str(args.checkpoint), "n": args.n, "seed": args.seed,
+              **{k: v for k, v in given.items() if v is not None}}
+    if out.suffix.lower() == ".png":
+        io.save_image_grid(images, out, scale=2, text={"tinygen": SAMPLE_MARK, "command": json.dumps(record)})
+    else:
+        io.save_checkpoint(out, {"images": images, "labels": labels}, {"kind": SAMPLE_MARK, **record})
+    print(f"saved {len(images)} samples to {out}")
+    return 0
+
+
 def main(argv=None):
+    return run_command(_main, argv, "python -m tinygen")
+
+
+def _main(argv):
     args = parser().parse_args(argv)
     if args.command == "list":
         for name, summary in models.available():
@@ -95,39 +281,34 @@ def main(argv=None):
         if not rows:
             print(f"no runs with a summary.json under {args.runs}/")
         for path in rows:
-            print(json.dumps(json.loads(path.read_text())))
+            try:
+                print(json.dumps(json.loads(path.read_text())))
+            except json.JSONDecodeError as error:
+                raise UsageError(f"{path}: not valid JSON ({error})") from None
         return 0
 
     _check_model(args.model)
     if args.command == "train":
         from .train import TrainOptions, train
+        _check_device(args.device)
+        settings = parse_settings(args.set)
         options = TrainOptions(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                seed=args.seed, device=args.device, quick=args.quick, max_steps=args.max_steps,
-                               out=args.out, resume=args.resume, progress=not args.no_progress)
-        summary = train(args.model, options, **parse_settings(args.set))
+                               out=args.out, resume=args.resume, overwrite=args.overwrite,
+                               progress=not args.no_progress)
+        summary = train(args.model, options, **settings)
         print(json.dumps(summary))
         return 0
+    if args.command == "sample":
+        return sample_command(args)
 
     from .evaluate import evaluate_model
     model, meta = models.load_model(args.checkpoint, args.model)
-    if args.command == "evaluate":
-        sampling = {k: v for k, v in {"steps": args.steps, "guidance": args.guidance}.items() if v is not None}
-        print(json.dumps(evaluate_model(model, meta["dataset"], n=args.n, seed=args.seed, **sampling), indent=2))
-        return 0
-    if args.command == "sample":
-        import numpy as np
-        from .io import save_image_grid
-        if not hasattr(model, "sample"):
-            sys.exit(f"error: {args.model} is not a generative model: it has no sample()")
-        model.rng = np.random.default_rng(args.seed)
-        condition = {k: v for k, v in {"label": args.label, "prompt": args.prompt, "guidance": args.guidance,
-                                       "steps": args.steps}.items() if v is not None}
-        images = model.sample(args.n, **condition)
-        out = args.out or str(Path(args.checkpoint).with_name("samples.png"))
-        save_image_grid(images, out, scale=2)
-        print(f"saved {len(images)} samples to {out}")
-        return 0
-    return 1
+    check_sampling(model, {"steps": args.steps, "guidance": args.guidance}, args.checkpoint,
+                   labelled=model.conditional)
+    sampling = {k: v for k, v in {"steps": args.steps, "guidance": args.guidance}.items() if v is not None}
+    print(json.dumps(evaluate_model(model, meta["dataset"], n=args.n, seed=args.seed, **sampling), indent=2))
+    return 0
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ The judge is the CNN classifier of tinygen/models/classifier.py, trained once pe
 
     python -m tinygen.evaluate train-judge --dataset mnist      (and --dataset fashion)
 
-and shipped frozen in tinygen/judges/<dataset>.npz with its SHA-256 below; an evaluation never
-trains it further. From it:
+which writes runs/judge-<dataset>/judge.npz (never the shipped file: a maintainer copies it to
+tinygen/judges/<dataset>.npz and updates JUDGE_SHA256 below, by hand). The shipped judges are frozen
+and checked against their SHA-256 on every load; an evaluation never trains them further. From it:
 
     conditional accuracy = mean_i [ judge(x_i) == y_i ]        for samples x_i asked to be class y_i
     FID-judge = |mu_s - mu_t|^2 + tr(S_s + S_t - 2 (S_s^1/2 S_t S_s^1/2)^1/2)
@@ -72,18 +73,27 @@ def load_judge(dataset):
     return judge
 
 
-def train_judge(dataset, epochs=None, seed=0):
-    """Train the CNN on `dataset` with its recipe and write the frozen judge file; returns its SHA-256."""
+def train_judge(dataset, epochs=None, seed=0, out=None, overwrite=False, progress=True):
+    """Train the CNN on `dataset` with its recipe in the run folder `out` (default runs/judge-<dataset>)
+    and write the judge file `out`/judge.npz; returns its path and SHA-256. The shipped judges in
+    tinygen/judges/ are never written here: shipping a new one is a copy and a checksum edit, by hand."""
     from .train import TrainOptions, Trainer
+    out = Path(out or f"runs/judge-{dataset}")
+    target = out / "judge.npz"
+    if JUDGE_DIR.resolve() in (target.resolve().parent, *target.resolve().parents):
+        raise JudgeError(f"--out {out}: the shipped judges in {JUDGE_DIR} are never written by a command; "
+                         f"give a run folder outside the package")
     model = build_model("cnn", {"epochs": epochs})
-    summary = Trainer(model, TrainOptions(dataset=dataset, seed=seed, out=f"runs/judge-{dataset}")).fit()
-    JUDGE_DIR.mkdir(exist_ok=True)
-    io.save_checkpoint(judge_path(dataset), model.state_dict(),
+    summary = Trainer(model, TrainOptions(dataset=dataset, seed=seed, out=str(out), overwrite=overwrite,
+                                          progress=progress)).fit()
+    io.save_checkpoint(target, model.state_dict(),
                        {"kind": "tinygen-judge", "dataset": dataset, "config": model.config_dict(),
                         "test_acc": summary.get("test_acc"), "cpu_seconds": summary["cpu_seconds"]})
-    digest = hashlib.sha256(judge_path(dataset).read_bytes()).hexdigest()
-    print(json.dumps({**summary, "judge": str(judge_path(dataset)), "sha256": digest}))
-    return digest
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    print(json.dumps({**summary, "judge": str(target), "sha256": digest,
+                      "to_ship": f"copy it to {judge_path(dataset)} and set JUDGE_SHA256[{dataset!r}] in "
+                                 f"tinygen/evaluate.py to its sha256"}))
+    return target, digest
 
 
 # ---------------------------------------------------------------------- sample metrics
@@ -104,6 +114,11 @@ def frechet_distance(features_a, features_b):
 
     d = |mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a^1/2 S_b S_a^1/2)^1/2)
     (the last trace equals tr((S_a S_b)^1/2); the symmetric form lets eigh do the square roots)."""
+    for name, f in (("first", features_a), ("second", features_b)):
+        if len(f) < 2:
+            raise ValueError(f"FID-judge needs at least 2 images per set (a covariance), got {len(f)} in the {name}")
+        if not np.isfinite(f).all():
+            raise ValueError(f"FID-judge: the {name} set's features are not finite (NaN or inf images?)")
     mu_a, mu_b = features_a.mean(axis=0), features_b.mean(axis=0)
     s_a = np.cov(features_a.astype(np.float64), rowvar=False)
     s_b = np.cov(features_b.astype(np.float64), rowvar=False)
@@ -116,6 +131,8 @@ def frechet_distance(features_a, features_b):
 
 def fid_judge(images, dataset):
     """FID-judge of images (N, 1, 28, 28) in [0, 1] against the test split."""
+    if not np.isfinite(np.asarray(images)).all():
+        raise ValueError("FID-judge: the samples hold NaN or inf (a model trained into non-finite weights?)")
     return frechet_distance(judge_features(images, dataset), test_features(dataset))
 
 
@@ -225,36 +242,66 @@ def _load_any(checkpoint):
     return load_model(checkpoint)[0]
 
 
+def _check_sweep(args, model):
+    """Refuse a sweep that the checkpoint's model cannot run, and steps outside 1..T, by name."""
+    from .__main__ import UsageError
+    if "steps" not in getattr(model, "sample_options", ()):
+        raise UsageError(f"{args.command}: --checkpoint {args.checkpoint} holds a {model.name}, not a diffusion "
+                         f"model (ddpm, latent_diffusion): it has no sampling steps to sweep")
+    T = model.config.T
+    steps = args.steps if isinstance(args.steps, list) else [args.steps]
+    if max(steps) > T:
+        raise UsageError(f"--steps {max(steps)}: {model.name} has T = {T} diffusion steps; valid: 1..{T}")
+    if args.command == "guidance-sweep":
+        if args.classifier is None and not model.conditional:
+            raise UsageError(f"guidance-sweep: the {model.name} in {args.checkpoint} was trained without labels; "
+                             f"classifier-free guidance needs a class-conditional model (or give --classifier)")
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m tinygen.evaluate")
+    from .__main__ import run_command
+    return run_command(_main, argv, "python -m tinygen.evaluate")
+
+
+def _main(argv):
+    from .__main__ import OneLineParser, UsageError, finite_number, whole_number
+    ap = OneLineParser(prog="python -m tinygen.evaluate")
     sub = ap.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train-judge", help="train and freeze the judge classifier")
+    t = sub.add_parser("train-judge", help="train a judge classifier into a run folder (never the shipped judge)")
     t.add_argument("--dataset", choices=["mnist", "fashion"], required=True)
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--epochs", type=whole_number(1))
+    t.add_argument("--seed", type=whole_number(0), default=0)
+    t.add_argument("--out", help="run folder (default runs/judge-<dataset>); the judge goes to <out>/judge.npz")
+    t.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run")
     f = sub.add_parser("fid-sanity", help="FID-judge of test vs test, train, shuffled pixels and noise")
     f.add_argument("--dataset", choices=["mnist", "fashion"], required=True)
     for name, helptext in (("sampler-sweep", "FID-judge and images/s against the number of sampling steps"),
                            ("guidance-sweep", "accuracy and FID-judge against the guidance scale")):
         w = sub.add_parser(name, help=helptext)
         w.add_argument("--checkpoint", required=True)
-        w.add_argument("--n", type=int, default=1000, help="samples per row")
-        w.add_argument("--seed", type=int, default=0)
-    sub.choices["sampler-sweep"].add_argument("--steps", type=int, nargs="+", default=[1000, 250, 100, 50, 20, 10])
+        w.add_argument("--n", type=whole_number(2), default=1000, help="samples per row (>= 2)")
+        w.add_argument("--seed", type=whole_number(0), default=0)
+    sub.choices["sampler-sweep"].add_argument("--steps", type=whole_number(1), nargs="+",
+                                              default=[1000, 250, 100, 50, 20, 10])
     g = sub.choices["guidance-sweep"]
-    g.add_argument("--scales", type=float, nargs="+", default=[0, 1, 2, 3, 5])
-    g.add_argument("--steps", type=int, default=50)
+    g.add_argument("--scales", type=finite_number(0, strict=False), nargs="+", default=[0, 1, 2, 3, 5])
+    g.add_argument("--steps", type=whole_number(1), default=50)
     g.add_argument("--classifier", help="a noisy_classifier checkpoint: classifier guidance instead of classifier-free")
     args = ap.parse_args(argv)
     if args.command == "train-judge":
-        train_judge(args.dataset, args.epochs, args.seed)
+        train_judge(args.dataset, args.epochs, args.seed, args.out, args.overwrite)
     elif args.command in ("sampler-sweep", "guidance-sweep"):
         model = _load_any(args.checkpoint)
+        _check_sweep(args, model)
+        classifier = None
+        if args.command == "guidance-sweep" and args.classifier:
+            classifier = _load_any(args.classifier)
+            if not hasattr(classifier, "log_prob_grad"):
+                raise UsageError(f"--classifier {args.classifier} holds a {classifier.name}, not a noisy_classifier")
         cpu0 = time.process_time()
         if args.command == "sampler-sweep":
             rows = sampler_sweep(model, model.dataset, args.steps, args.n, args.seed)
         else:
-            classifier = _load_any(args.classifier) if args.classifier else None
             rows = guidance_sweep(model, model.dataset, args.scales, args.n, args.steps, args.seed, classifier)
         print(markdown_table(rows))
         print(f"CPU seconds: {time.process_time() - cpu0:.0f}")

@@ -25,6 +25,7 @@ import io
 import json
 import math
 import os
+import re
 import secrets
 import zipfile
 import zlib
@@ -70,6 +71,20 @@ def atomic_open(path):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")  # the names atomic_open gives its temporary files
+
+
+def remove_stale_temporaries(folder) -> list[Path]:
+    """Delete the temporary files that ``atomic_open`` left in ``folder`` when its process was killed
+    mid-write (kill -9 skips the clean-up); returns them. Call it only on a folder this process owns
+    (a run folder at the start of a run), never while another process may be writing there."""
+    folder = Path(folder)
+    stale = [p for p in folder.iterdir() if p.is_file() and _TEMPORARY.match(p.name)] if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def atomic_write_bytes(path, data: bytes):
@@ -291,25 +306,45 @@ def _upscale(picture: np.ndarray, scale: int) -> np.ndarray:
     return picture.repeat(scale, axis=0).repeat(scale, axis=1)
 
 
-def _encode(pictures: list[np.ndarray], fmt: str, **options) -> bytes:
-    """Encode uint8 pictures with Pillow; several pictures make an animation."""
+def _encode(pictures: list[np.ndarray], fmt: str, text: dict | None = None, **options) -> bytes:
+    """Encode uint8 pictures with Pillow; several pictures make an animation; ``text`` becomes PNG
+    tEXt chunks (key -> string)."""
     from PIL import Image  # imported here so the rest of tinygen works without Pillow
 
     frames = [Image.fromarray(p) for p in pictures]
     buffer = io.BytesIO()
     if len(frames) > 1:
         options.update(save_all=True, append_images=frames[1:])
+    if text:
+        from PIL.PngImagePlugin import PngInfo
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
+        options["pnginfo"] = info
     frames[0].save(buffer, format=fmt, **options)
     return buffer.getvalue()
 
 
-def save_image_grid(images, path, nrow: int | None = None, scale: int = 1, padding: int = 2):
+def save_image_grid(images, path, nrow: int | None = None, scale: int = 1, padding: int = 2,
+                    text: dict | None = None):
     """Save a batch of images in [0, 1] as one PNG grid (see ``make_grid``), atomically.
 
-    ``scale`` enlarges every pixel into a ``scale`` x ``scale`` block for visibility.
+    ``scale`` enlarges every pixel into a ``scale`` x ``scale`` block for visibility; ``text``
+    (key -> string) is stored in the PNG's tEXt chunks.
     """
     picture = _upscale(make_grid(images, nrow, padding), scale)
-    atomic_write_bytes(path, _encode([picture], "PNG"))
+    atomic_write_bytes(path, _encode([picture], "PNG", text))
+
+
+def png_text(path) -> dict:
+    """The tEXt chunks of a PNG file ({} for a file that is not a readable PNG)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return dict(getattr(image, "text", {})) if image.format == "PNG" else {}
+    except (OSError, ValueError, SyntaxError):  # not an image, truncated, or garbled
+        return {}
 
 
 def save_gif(frames, path, nrow: int | None = None, duration_ms: int = 60, scale: int = 1,

@@ -158,7 +158,7 @@ class SGD(Optimizer):
             b = state["momentum_buffer"]
             g = g + mu * b if group["nesterov"] else b
         state["step"] += 1
-        p.data -= lr * g
+        p.sub_(lr * g)  # in place: bumps p's version, so a graph built before this step cannot backward
 
 
 class Adam(Optimizer):
@@ -178,7 +178,7 @@ class Adam(Optimizer):
         xp = backend.xp_of(p.data)
         if wd and self.decoupled:
             # p = p - lr weight_decay p   (AdamW: decay not scaled by the adaptive denominator)
-            p.data *= 1 - lr * wd
+            p.mul_(1 - lr * wd)
         elif wd:
             g = g + wd * p.data
         if "exp_avg" not in state:
@@ -193,7 +193,7 @@ class Adam(Optimizer):
         denom = xp.sqrt(v)
         denom /= math.sqrt(1 - b2 ** t)
         denom += eps
-        p.data -= (lr / (1 - b1 ** t)) * (m / denom)
+        p.sub_((lr / (1 - b1 ** t)) * (m / denom))  # in place, version bumped (see autograd/tensor.py)
 
 
 class AdamW(Adam):

@@ -9,6 +9,15 @@ to continue exactly where the run stopped: weights, optimiser moments, EMA weigh
 position in the epoch, and the state of every random number generator, so that `--resume` gives the
 same losses as a run that was never interrupted. Ctrl-C finishes the current step and saves; a
 non-finite loss stops the run with a message, leaving the last good checkpoint untouched.
+
+What the loop refuses, before it writes anything (a TrainingError or ValueError naming the option):
+- a fresh run into a folder that already holds a run (use resume=True, another out, or overwrite=True);
+- options and recipe fields out of range (epochs, batch_size, max_steps >= 1; lr > 0 and finite;
+  grad_clip >= 0), and missing data;
+- resume=True with another seed, --quick setting, dataset, model or recipe than the checkpoint's, or on
+  a run that has already finished.
+A checkpoint is written only when every array in it is finite: a step that makes the weights or the
+optimiser state non-finite stops the run and leaves the last good checkpoint in place.
 """
 import json
 import math
@@ -19,6 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from autograd import backend
 
 from . import data, io, nn, optim
 from .models import build_model
@@ -47,10 +58,47 @@ class TrainOptions:
     max_steps: int = None       # stop after this many steps in total
     out: str = None             # run folder (default runs/<model>-<dataset>)
     resume: bool = False
+    overwrite: bool = False     # a fresh run may replace the run already in `out` (its files only)
     log_every: int = 20         # steps between metrics.jsonl lines
     checkpoint_every: int = 500  # steps between checkpoints (and one at the end of each epoch)
     progress: bool = True
     evaluate: bool = True       # test metrics after each epoch
+
+
+RUN_FILES = ("config.json", "metrics.jsonl", "last.npz", "summary.json", "samples_latest.png")
+RUN_OUTPUTS = ("last.npz", "metrics.jsonl", "summary.json")  # a folder with one of them holds a run's work
+
+
+def check_options(options, config):
+    """Refuse options and recipe fields outside their range, naming the option (nothing is written yet)."""
+    if options.dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {options.dataset!r}; valid datasets: {', '.join(DATASETS)}")
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool)
+    if options.max_steps is not None and not (whole(options.max_steps) and options.max_steps >= 1):
+        raise ValueError(f"--max-steps {options.max_steps}: must be a whole number >= 1 (leave it out for the recipe)")
+    if not (whole(options.seed) and options.seed >= 0):
+        raise ValueError(f"--seed {options.seed}: must be a whole number >= 0")
+    for field, flag in (("epochs", "--epochs"), ("batch_size", "--batch-size"), ("quick_steps", "--set quick_steps")):
+        v = getattr(config, field)
+        if not (whole(v) and v >= 1):
+            raise ValueError(f"{flag} {v}: must be a whole number >= 1")
+    if not (isinstance(config.lr, (int, float)) and math.isfinite(config.lr) and config.lr > 0):
+        raise ValueError(f"--lr {config.lr}: the learning rate must be a finite number > 0")
+    if not (math.isfinite(config.grad_clip) and config.grad_clip >= 0):
+        raise ValueError(f"--set grad_clip={config.grad_clip}: must be >= 0 (0 turns clipping off); a negative "
+                         f"bound would flip the gradient")
+    if config.lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}; valid: 'constant', 'cosine'")
+
+
+def non_finite_arrays(arrays):
+    """Names of the arrays that hold a NaN or an infinity (floating-point arrays only)."""
+    bad = []
+    for name, a in arrays.items():
+        if getattr(a, "dtype", None) is not None and a.dtype.kind == "f" and not bool(
+                backend.xp_of(a).isfinite(a).all()):
+            bad.append(name)
+    return bad
 
 
 def _config_differences(saved, now, defaults):
@@ -73,16 +121,13 @@ def _config_differences(saved, now, defaults):
 
 class Trainer:
     def __init__(self, model, options):
-        if options.dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {options.dataset!r}; valid datasets: {', '.join(DATASETS)}")
+        check_options(options, model.config)
         self.model, self.opt = model, options
         model.dataset = options.dataset
         self.out = Path(options.out or f"runs/{model.name}-{options.dataset}")
         self.checkpoint_path = self.out / "last.npz"
         self.optimizers = model.configure_optimizers()
         self.base_lrs = {name: [g["lr"] for g in o.param_groups] for name, o in self.optimizers.items()}
-        if model.config.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"unknown lr_schedule {model.config.lr_schedule!r}; valid: 'constant', 'cosine'")
         self.step, self.epoch, self.batch_index = 0, 0, 0
         self._stop_requested = False
 
@@ -95,13 +140,28 @@ class Trainer:
         ema = getattr(self.model, "ema", None)
         if ema is not None:
             io.flatten_state("ema", ema.state_dict(), arrays, scalars)
+        bad = non_finite_arrays(arrays) + [k for k, v in scalars.items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise TrainingError(f"non-finite values after step {self.step} in {', '.join(bad[:3])}"
+                                f"{f' and {len(bad) - 3} more' if len(bad) > 3 else ''}: not saved; "
+                                f"{self._last_good_message()}. Try a lower --lr or gradient clipping "
+                                f"(--set grad_clip=1).")
         meta = {"kind": "tinygen-run", "model": self.model.name, "dataset": self.opt.dataset,
                 "config": self.model.config_dict(), "step": self.step, "epoch": self.epoch,
                 "batch_index": self.batch_index, "scalars": scalars,
+                "seed": self.opt.seed, "quick": self.opt.quick, "metrics": self.last_metrics,
                 "cpu_seconds": round(self.cpu_before + time.process_time() - self.cpu0, 1),
                 "cpu_counted_from_step": self.cpu_from_step,
                 "rng": {"model": self.model.rng.bit_generator.state, "nn": nn.get_rng_state()}}
         io.save_checkpoint(self.checkpoint_path, arrays, meta)
+        self.last_good = self.step
+
+    last_good = None  # the step of the newest checkpoint this run wrote or resumed from
+
+    def _last_good_message(self):
+        if self.last_good is None:
+            return "no checkpoint had been saved yet"
+        return f"the last good checkpoint is {self.checkpoint_path} (step {self.last_good})"
 
     def restore(self, path):
         arrays, meta = io.load_checkpoint(path)
@@ -113,6 +173,11 @@ class Trainer:
         diff = _config_differences(meta["config"], self.model.config_dict(), type(self.model.config)())
         if diff:
             raise TrainingError(f"{path}: the run's config differs from this one (checkpoint, now): {diff}")
+        for key, flag in (("seed", "--seed"), ("quick", "--quick")):  # they fix the data order and the schedule
+            if key in meta and meta[key] != getattr(self.opt, key):
+                raise TrainingError(f"--resume with {flag} {getattr(self.opt, key)}: the run in {self.out} was "
+                                    f"trained with {flag} {meta[key]}; resume with the same {flag} to continue "
+                                    f"exactly")
         scalars = meta["scalars"]
         self.model.load_state_dict(io.unflatten_state("model", arrays, scalars))
         for name, opt in self.optimizers.items():
@@ -122,6 +187,7 @@ class Trainer:
         self.model.rng.bit_generator.state = meta["rng"]["model"]
         nn.set_rng_state(meta["rng"]["nn"])
         self.step, self.epoch, self.batch_index = meta["step"], meta["epoch"], meta["batch_index"]
+        self.last_good, self.last_metrics = self.step, meta.get("metrics", {})
         # CPU time adds up across resumes; a checkpoint written before it was counted starts the count here
         self.cpu_before = meta.get("cpu_seconds", 0.0)
         self.cpu_from_step = meta.get("cpu_counted_from_step", 0 if "cpu_seconds" in meta else self.step)
@@ -129,27 +195,44 @@ class Trainer:
     # ---------------------------------------------------------------- the loop
     def fit(self):
         opt, model = self.opt, self.model
-        self.out.mkdir(parents=True, exist_ok=True)
         nn.manual_seed(opt.seed)
         model.rng = np.random.default_rng([opt.seed, 1])
         self.cpu0, self.cpu_before, self.cpu_from_step = time.process_time(), 0.0, 0
+        # ---- everything is checked before anything is written
+        existing = self.run_files()
         if opt.resume:
             if not self.checkpoint_path.exists():
                 raise TrainingError(f"--resume: no checkpoint at {self.checkpoint_path}; train without --resume first")
             self.restore(self.checkpoint_path)
-            print(f"resumed {self.checkpoint_path} at step {self.step} (epoch {self.epoch + 1})")
-        elif (self.out / "metrics.jsonl").exists():
-            (self.out / "metrics.jsonl").unlink()  # a fresh run starts a fresh log
-        io.atomic_write_text(self.out / "config.json", json.dumps(
-            {"model": model.name, "options": asdict(opt), "config": model.config_dict()}, indent=2))
-
+        elif any(p.name in RUN_OUTPUTS for p in existing) and not opt.overwrite:
+            raise TrainingError(f"--out {self.out} already holds a run ({', '.join(p.name for p in existing[:3])}"
+                                f"{', ...' if len(existing) > 3 else ''}): continue it with --resume, choose another "
+                                f"--out, or start it over with --overwrite (which deletes that run's files)")
         train_x, train_y = data.load_dataset(opt.dataset, "train")
         test_x, test_y = data.load_dataset(opt.dataset, "test")
         loader = data.DataLoader((train_x, train_y), model.config.batch_size, shuffle=True, seed=opt.seed)
         epochs = model.config.epochs
-        max_steps = opt.max_steps or (model.config.quick_steps if opt.quick else epochs * len(loader))
-        max_steps = min(max_steps, epochs * len(loader)) if not opt.quick else max_steps
+        if opt.max_steps is not None:
+            max_steps = opt.max_steps if opt.quick else min(opt.max_steps, epochs * len(loader))
+        else:
+            max_steps = model.config.quick_steps if opt.quick else epochs * len(loader)
         epochs = max(epochs, math.ceil(max_steps / len(loader)))
+        if opt.resume and not (self.epoch < epochs and self.step < max_steps):
+            raise TrainingError(f"--resume: the run in {self.out} has already finished (step {self.step}, "
+                                f"{self.epoch} of {epochs} epochs); nothing was changed. To train it further, "
+                                f"give a larger --epochs or --max-steps")
+        # ---- now the run folder is written
+        self.out.mkdir(parents=True, exist_ok=True)
+        io.remove_stale_temporaries(self.out)  # left by a process killed mid-write (kill -9)
+        if opt.resume:
+            self._truncate_log(self.step)
+            print(f"resumed {self.checkpoint_path} at step {self.step} (epoch {self.epoch + 1})")
+        else:
+            for path in existing:  # --overwrite: this run's files only
+                path.unlink()
+        io.atomic_write_text(self.out / "config.json", json.dumps(
+            {"model": model.name, "options": asdict(opt), "config": model.config_dict()}, indent=2))
+
         # the learning rate is a function of the step alone, so a resumed run needs no schedule state; the
         # decay spans the recipe (epochs, or quick_steps), whatever --max-steps stops it at
         schedules = []
@@ -161,7 +244,6 @@ class Trainer:
 
         previous_handler = self._install_interrupt_handler()
         wall0 = time.time()
-        last_good = self.step if self.checkpoint_path.exists() and opt.resume else None
         sums, count = {}, 0
         try:
             while self.epoch < epochs and self.step < max_steps:
@@ -175,10 +257,9 @@ class Trainer:
                     logs = model.training_step(batch, self.optimizers)
                     bad = {k: v for k, v in logs.items() if isinstance(v, float) and not math.isfinite(v)}
                     if bad:
-                        where = (f"the last good checkpoint is {self.checkpoint_path} (step {last_good})"
-                                 if last_good is not None else "no checkpoint had been saved yet")
                         raise TrainingError(f"non-finite {bad} at step {self.step + 1} (epoch {self.epoch + 1}); "
-                                            f"stopped: {where}. Try a lower --lr or gradient clipping.")
+                                            f"stopped: {self._last_good_message()}. Try a lower --lr or gradient "
+                                            f"clipping (--set grad_clip=1).")
                     self.step += 1
                     self.batch_index += 1
                     for k, v in logs.items():
@@ -194,16 +275,18 @@ class Trainer:
                         bar.update(1)
                     if self.step % opt.checkpoint_every == 0:
                         self.save()
-                        last_good = self.step
                     if self._stop_requested or self.step >= max_steps:
                         break
                 if bar is not None:
                     bar.close()
                 if self.batch_index >= len(loader):
                     self.epoch, self.batch_index = self.epoch + 1, 0
-                self.save()
-                last_good = self.step
-                self._end_of_epoch(test_x, test_y)
+                if self._stop_requested:  # Ctrl-C: save first, so that a second Ctrl-C cannot lose the steps
+                    self.save()
+                    self._end_of_epoch(test_x, test_y)
+                else:  # test metrics first: weights whose metrics are not finite are not saved
+                    self._end_of_epoch(test_x, test_y)
+                    self.save()
                 if self._stop_requested:
                     print(f"\ninterrupted: saved {self.checkpoint_path} at step {self.step}; "
                           f"continue with --resume")
@@ -235,6 +318,11 @@ class Trainer:
         model = self.model
         if self.opt.evaluate:
             metrics = model.evaluate(test_x, test_y)
+            bad = {k: v for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)}
+            if bad:
+                raise TrainingError(f"non-finite test metrics {bad} after step {self.step}: the weights have "
+                                    f"blown up and were not saved; {self._last_good_message()}. Try a lower --lr "
+                                    f"or gradient clipping (--set grad_clip=1).")
             if metrics:
                 self.last_metrics = metrics
                 self._log({"step": self.step, "epoch": self.epoch, **metrics})
@@ -242,6 +330,28 @@ class Trainer:
         picture = self.out / f"samples_step{self.step:06d}.png"
         model.visualize(test_x[:64], test_y[:64], picture)
         io.atomic_write_bytes(self.out / "samples_latest.png", picture.read_bytes())
+
+    def run_files(self):
+        """The files of a run already in the run folder (what a fresh run would replace)."""
+        if not self.out.is_dir():
+            return []
+        return [p for p in [self.out / n for n in RUN_FILES] if p.exists()] + sorted(self.out.glob("samples_step*.png"))
+
+    def _truncate_log(self, step):
+        """Drop the metrics.jsonl lines of steps after `step` (and a line cut short by a kill), so that a
+        resumed run does not log the steps it repeats twice."""
+        path = self.out / "metrics.jsonl"
+        if not path.exists():
+            return
+        keep = []
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("step", 0) <= step:
+                keep.append(line)
+        io.atomic_write_text(path, "".join(line + "\n" for line in keep))
 
     def _log(self, record):
         with open(self.out / "metrics.jsonl", "a") as f:

@@ -10,7 +10,7 @@ class Sum(Function):
     op_name = "sum"
 
     def forward(self, a, axis, keepdims):
-        self.axes, self.keepdims, self.shape = normalize_axis(axis, a.ndim), keepdims, a.shape
+        self.axes, self.keepdims, self.shape = normalize_axis(axis, a.ndim, self.name()), keepdims, a.shape
         return a.sum(axis=self.axes, keepdims=keepdims)
 
     def backward(self, g):  # every summed element gets the gradient of the sum
@@ -21,7 +21,7 @@ class Mean(Function):
     op_name = "mean"
 
     def forward(self, a, axis, keepdims):
-        self.axes, self.keepdims, self.shape = normalize_axis(axis, a.ndim), keepdims, a.shape
+        self.axes, self.keepdims, self.shape = normalize_axis(axis, a.ndim, self.name()), keepdims, a.shape
         self.count = 1
         for ax in self.axes:
             self.count *= a.shape[ax]
@@ -36,7 +36,7 @@ class Var(Function):
     op_name = "var"
 
     def forward(self, a, axis, keepdims, ddof):
-        self.axes, self.keepdims, self.shape = normalize_axis(axis, a.ndim), keepdims, a.shape
+        self.axes, self.keepdims, self.shape = normalize_axis(axis, a.ndim, self.name()), keepdims, a.shape
         n = 1
         for ax in self.axes:
             n *= a.shape[ax]
@@ -55,7 +55,7 @@ class _Extreme(Function):
     """max / min: the gradient goes to the extreme element(s), split evenly between ties."""
 
     def forward(self, a, axis, keepdims):
-        self.axes, self.keepdims, self.shape = normalize_axis(axis, a.ndim), keepdims, a.shape
+        self.axes, self.keepdims, self.shape = normalize_axis(axis, a.ndim, self.name()), keepdims, a.shape
         out = self.reduce(a, axis=self.axes, keepdims=True)
         mask = a == out
         self.save_for_backward(mask / mask.sum(axis=self.axes, keepdims=True).astype(a.dtype))
@@ -87,7 +87,7 @@ class LogSumExp(Function):
 
     def forward(self, a, axis, keepdims):
         xp = backend.xp_of(a)
-        self.axes, self.keepdims, self.shape = normalize_axis(axis, a.ndim), keepdims, a.shape
+        self.axes, self.keepdims, self.shape = normalize_axis(axis, a.ndim, self.name()), keepdims, a.shape
         m = a.max(axis=self.axes, keepdims=True)
         out = m + xp.log(xp.exp(a - m).sum(axis=self.axes, keepdims=True))
         self.save_for_backward(a, out)

@@ -31,6 +31,7 @@ MODULES = {
     "ddpm": "tinygen.models.ddpm:DDPM",
     "noisy_classifier": "tinygen.models.guidance:NoisyClassifier",
     "latent_diffusion": "tinygen.models.latent_diffusion:LatentDiffusion",
+    "vit": "tinygen.models.vit:ViT",
 }
 
 _NAMES = {target: name for name, target in MODULES.items()}  # "module:Class" -> name
@@ -75,13 +76,17 @@ def available():
 
 # ---------------------------------------------------------------------- building and loading
 def build_model(name, overrides=None, seed=0):
-    """A fresh model from its registered class, its Config updated with `overrides` (None values keep the
-    recipe's), its initial weights drawn from the generator seeded with `seed`."""
-    from .base import config_from_dict  # base imports this package: taken when needed
+    """A fresh model from its registered class, its Config updated with `overrides` (each checked against
+    the type of the recipe's value; None keeps the recipe's), its initial weights drawn from the generator
+    seeded with `seed`."""
+    from .base import check_field, config_from_dict  # base imports this package: taken when needed
     cls = get_model_class(name)
     nn.manual_seed(seed)
-    values = asdict(cls.Config())
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    defaults = asdict(cls.Config())
+    values = dict(defaults)
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            values[k] = check_field(k, v, defaults[k]) if k in defaults and defaults[k] is not None else v
     return cls(config_from_dict(cls.Config, values))
 
 
@@ -105,8 +110,9 @@ def load_model(checkpoint, name=None):
     the averaged weights are the ones put in. `name`, if given, must be the model's."""
     arrays, meta = io.load_checkpoint(checkpoint)
     if meta.get("kind") not in CHECKPOINT_KINDS:
-        raise io.CheckpointError(f"{checkpoint}: a {meta.get('kind')!r} file, not a model checkpoint "
-                                 f"(kind one of {', '.join(CHECKPOINT_KINDS)})")
+        raise io.CheckpointError(f"{checkpoint}: not a training checkpoint of a tinygen run (its kind is "
+                                 f"{meta.get('kind')!r}; runs keep theirs in <run folder>/last.npz) nor a "
+                                 f"save_model file")
     if name is not None and meta.get("model") != name:
         raise io.CheckpointError(f"{checkpoint} holds a {meta.get('model')!r} model, not {name!r}")
     if meta.get("model") not in MODULES:

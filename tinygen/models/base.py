@@ -16,6 +16,7 @@ The contract (tests/models/test_contract.py checks it for every model registered
 A model's `name` is the one MODULES in tinygen/models/__init__.py registers its class under.
 """
 import functools
+import json
 import math
 from dataclasses import asdict, dataclass, fields
 
@@ -81,10 +82,40 @@ def config_from_dict(cls, values):
     return cls(**values)
 
 
+def check_field(name, value, default):
+    """`value` for the Config field `name` if it has the type of the recipe's `default`, else a
+    ValueError saying what the field takes (--set batch_size=abc must not reach int())."""
+    def refuse(kind):
+        shown = value if isinstance(value, str) else json.dumps(value)
+        return ValueError(f"--set {name}={shown}: {name} takes {kind} (the recipe: {json.dumps(default)})")
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise refuse("true or false")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise refuse("a whole number")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise refuse("a number")
+        if not math.isfinite(value):
+            raise refuse("a finite number")
+        value = float(value)
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise refuse("a string")
+    elif isinstance(default, (tuple, list)):
+        if not isinstance(value, (tuple, list)):
+            raise refuse("a list such as [1, 2]")
+        if default:
+            value = type(default)(check_field(f"{name}[{i}]", v, default[0]) for i, v in enumerate(value))
+    return value
+
+
 class Model(nn.Module):
     Config = Config
     name = "model"
     conditional = False  # True when sample() takes labels
+    sample_options = ()  # the CLI's sampling options sample() takes: "label", "prompt", "guidance", "steps"
     dataset = "mnist"  # the dataset it is trained on (set by the trainer and by load_model)
     image_range = "unit"  # "unit" [0, 1], "signed" [-1, 1] or "binary" {0, 1}: what prepare_batch feeds
     tiny_config = None  # a registered model sets it: see the module docstring

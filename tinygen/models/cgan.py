@@ -39,6 +39,7 @@ class CGAN(GANBase):
     """Conditional GAN (Mirza & Osindero 2014): DCGAN networks, one-hot label concatenated to G's and D's inputs."""
     Config = CGANConfig
     conditional = True
+    sample_options = ("label",)
     tiny_config = {"z_dim": 8, "width": 4, "batch_size": 8}
 
     def __init__(self, config=None):

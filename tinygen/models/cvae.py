@@ -48,6 +48,7 @@ class CVAE(VAE):
     """Conditional VAE (Sohn et al. 2015): the label one-hot joins encoder and decoder; digits on demand."""
     Config = CVAEConfig
     conditional = True
+    sample_options = ("label",)
     tiny_config = {"hidden": 16, "latent_dim": 2, "batch_size": 8}
     label_features = N_CLASSES  # the VAE's networks get 10 more inputs
 

@@ -120,7 +120,7 @@ class NoisyClassifier(Model):
         try:
             with enable_grad():
                 x = Tensor(x_t, requires_grad=True)
-                log_p = F.log_softmax(self.net(x, np.full(len(x_t), t)), axis=1)        # (B, 10)
+                log_p = F.log_softmax(self.net(x, np.full(len(x_t), t)), dim=1)        # (B, 10)
                 log_p[np.arange(len(y)), np.asarray(y)].sum().backward()
             return x.grad
         finally:

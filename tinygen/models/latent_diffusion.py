@@ -93,6 +93,7 @@ class LatentDiffusion(DiffusionModel):
     """Latent diffusion (Rombach et al. 2022): a KL autoencoder to 4x7x7, DDPM on the latents, CFG."""
     Config = LatentDiffusionConfig
     image_range = "unit"  # the autoencoder's Bernoulli targets; latents are scaled to unit variance
+    sample_options = ("label", "guidance", "steps")
 
     def __init__(self, config=None):
         super().__init__(config)
