@@ -8,4 +8,5 @@ from .ops.reduce import *  # noqa: F401,F403
 from .ops.shape import *  # noqa: F401,F403
 from .ops.linalg import *  # noqa: F401,F403
 from .ops.conv import *  # noqa: F401,F403
+from .ops.pooling import *  # noqa: F401,F403
 from .ops.nn import *  # noqa: F401,F403

@@ -1,8 +1,9 @@
-"""Training-step speed and memory of the engine on the four standard workloads, side by side with
+"""Training-step speed and memory of the engine on the five standard workloads, side by side with
 PyTorch on the CPU (when installed) in the same run.
 
-    python benchmarks/engine.py                 # all four: mlp, cnn, vit, unet
+    python benchmarks/engine.py                 # all five: mlp, cnn, vit, unet, gpt
     python benchmarks/engine.py --only cnn --steps 10
+    python benchmarks/engine.py --profile       # and, per workload, where tinygen's step spends its time
 
 A step is forward + backward + Adam update in float32 on random inputs; the figure is the median of
 `--steps` steps after 2 warm-up steps. Each (engine, workload) runs in its own process, so that
@@ -10,6 +11,11 @@ timings do not disturb each other and peak memory can be read from the process: 
 growth of the resident set from just before the first step (model built, BLAS started) to its
 peak (activations, gradients, optimiser state, workspace): what training costs on top of the model.
 Only the ratio measured in one run means much on a shared machine.
+
+--profile runs 3 more steps of tinygen under cProfile (after the timed ones, so the timing is not
+disturbed) and prints the ten engine functions (autograd/, tinygen/) with the most self time, in ms
+per step and as a share of the profiled step, then the three NumPy calls with the most self time and
+the engine function that made each: a slow line inside an op shows up as that op's self time.
 """
 import argparse
 import json
@@ -23,8 +29,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-WORKLOADS = ("mlp", "cnn", "vit", "unet")
-BATCH = {"mlp": 128, "cnn": 128, "vit": 128, "unet": 64}
+WORKLOADS = ("mlp", "cnn", "vit", "unet", "gpt")
+BATCH = {"mlp": 128, "cnn": 128, "vit": 128, "unet": 64, "gpt": 32}
+GPT_VOCAB, GPT_LEN = 16, 196  # 16 gray levels or codes per token, a 14x14 image; token 16 is the start token
+
+
+def gpt_batch(rng):
+    """(inputs, targets): 32 sequences of 196 tokens in [0, 16); the input is the start token followed by
+    the first 195 tokens, the target every token (next-token prediction at all 196 positions)."""
+    import numpy as np
+    codes = rng.integers(0, GPT_VOCAB, (BATCH["gpt"], GPT_LEN))
+    inputs = np.concatenate([np.full((BATCH["gpt"], 1), GPT_VOCAB), codes[:, :-1]], axis=1)
+    return inputs, codes
 
 
 def rss_mb():
@@ -121,10 +137,28 @@ def tinygen_step(name, rng):
                 h = blk(h)
             return self.head(self.norm(h)[:, 0])
 
+    class GPT(nn.Module):
+        def __init__(self, dim=128):
+            super().__init__()
+            self.tok = nn.Embedding(GPT_VOCAB + 1, dim)
+            self.pos = nn.Parameter(np.random.default_rng(0).normal(0, 0.02, (1, GPT_LEN, dim)).astype(np.float32))
+            self.blocks = nn.ModuleList([nn.TransformerBlock(dim, 4, mlp_ratio=4, causal=True) for _ in range(4)])
+            self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, GPT_VOCAB)
+
+        def forward(self, idx):
+            h = self.tok(idx) + self.pos                                  # (B, T, D)
+            for blk in self.blocks:
+                h = blk(h)
+            return self.head(self.norm(h))                               # (B, T, 16)
+
     B = BATCH[name]
     x = Tensor(rng.standard_normal((B, 1, 28, 28)).astype(np.float32))
     y = rng.integers(0, 10, B)
-    if name == "mlp":
+    if name == "gpt":
+        model = GPT()
+        idx, target = gpt_batch(rng)
+        loss_fn = lambda: F.cross_entropy(model(idx).reshape(-1, GPT_VOCAB), target.reshape(-1))
+    elif name == "mlp":
         model = nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
                               nn.Linear(512, 10))
         loss_fn = lambda: F.cross_entropy(model(x), y)
@@ -205,9 +239,9 @@ def torch_step(name, rng):
             return self.out(h)
 
     class Block(tnn.Module):
-        def __init__(self, dim, heads):
+        def __init__(self, dim, heads, causal=False):
             super().__init__()
-            self.heads = heads
+            self.heads, self.causal = heads, causal
             self.ln1, self.qkv, self.proj = tnn.LayerNorm(dim), tnn.Linear(dim, 3 * dim), tnn.Linear(dim, dim)
             self.ln2 = tnn.LayerNorm(dim)
             self.mlp = tnn.Sequential(tnn.Linear(dim, 4 * dim), tnn.GELU(approximate="tanh"), tnn.Linear(4 * dim, dim))
@@ -215,7 +249,7 @@ def torch_step(name, rng):
         def forward(self, x):
             B, T, D = x.shape
             q, k, v = self.qkv(self.ln1(x)).reshape(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-            a = TF.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, T, D)
+            a = TF.scaled_dot_product_attention(q, k, v, is_causal=self.causal).transpose(1, 2).reshape(B, T, D)
             x = x + self.proj(a)
             return x + self.mlp(self.ln2(x))
 
@@ -236,10 +270,28 @@ def torch_step(name, rng):
                 h = blk(h)
             return self.head(self.norm(h)[:, 0])
 
+    class GPT(tnn.Module):
+        def __init__(self, dim=128):
+            super().__init__()
+            self.tok = tnn.Embedding(GPT_VOCAB + 1, dim)
+            self.pos = tnn.Parameter(torch.randn(1, GPT_LEN, dim) * 0.02)
+            self.blocks = tnn.ModuleList([Block(dim, 4, causal=True) for _ in range(4)])
+            self.norm, self.head = tnn.LayerNorm(dim), tnn.Linear(dim, GPT_VOCAB)
+
+        def forward(self, idx):
+            h = self.tok(idx) + self.pos
+            for blk in self.blocks:
+                h = blk(h)
+            return self.head(self.norm(h))
+
     B = BATCH[name]
     x = torch.from_numpy(rng.standard_normal((B, 1, 28, 28)).astype("float32"))
     y = torch.from_numpy(rng.integers(0, 10, B))
-    if name == "mlp":
+    if name == "gpt":
+        model = GPT()
+        idx, target = (torch.from_numpy(a) for a in gpt_batch(rng))
+        loss_fn = lambda: TF.cross_entropy(model(idx).reshape(-1, GPT_VOCAB), target.reshape(-1))
+    elif name == "mlp":
         model = tnn.Sequential(tnn.Flatten(), tnn.Linear(784, 512), tnn.ReLU(), tnn.Linear(512, 512), tnn.ReLU(),
                                tnn.Linear(512, 10))
         loss_fn = lambda: TF.cross_entropy(model(x), y)
@@ -267,7 +319,49 @@ def torch_step(name, rng):
     return step
 
 
-def worker(engine, name, steps):
+def profile_steps(step, n=3, top=10):
+    """Self time per step of the engine's functions and of the heaviest NumPy calls, over n steps."""
+    import cProfile
+    import pstats
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(n):
+        step()
+    prof.disable()
+    stats = pstats.Stats(prof).stats  # (file, line, name) -> (calls, ncalls, self s, cumulative s, callers)
+    total = sum(v[2] for v in stats.values())
+    engine, other = [], []
+    for (file, line, func), (_, calls, self_s, _, callers) in stats.items():
+        path = Path(file)
+        if any(part in ("autograd", "tinygen") for part in path.parts[-3:-1]):
+            rel = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+            engine.append((self_s, f"{rel}:{line}({func})", calls))
+        elif file == "~" or "numpy" in file:
+            caller = max(callers.items(), key=lambda kv: kv[1][2])[0] if callers else ("?", 0, "?")
+            other.append((self_s, f"{func.strip('<>')} from {Path(caller[0]).name}:{caller[1]}({caller[2]})", calls))
+    rows = []
+    for title, items, k in (("engine", engine, top), ("numpy", other, 3)):
+        for self_s, where, calls in sorted(items, reverse=True)[:k]:
+            rows.append((title, 1000 * self_s / n, 100 * self_s / total, calls // n, where))
+    return rows
+
+
+def blas_kernel():
+    """NumPy's BLAS and the kernel it runs (threadpoolctl, when installed): 'openblas SkylakeX, 2 threads'.
+    On some machines OPENBLAS_CORETYPE forces an older kernel (Haswell: AVX2 instead of AVX-512),
+    which halves NumPy's float32 GEMM speed; PyTorch brings its own BLAS and is not affected."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        forced = os.environ.get("OPENBLAS_CORETYPE")
+        return f"BLAS kernel unknown (pip install threadpoolctl){'; OPENBLAS_CORETYPE=' + forced if forced else ''}"
+    import numpy  # noqa: F401  (loads the BLAS)
+    info = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
+    return ", ".join(f"{i['internal_api']} {i.get('version', '')} kernel {i.get('architecture', '?')}, "
+                     f"{i['num_threads']} threads" for i in info) or "no BLAS found"
+
+
+def worker(engine, name, steps, profile=False):
     import numpy as np
     rng = np.random.default_rng(0)
     step = (tinygen_step if engine == "tinygen" else torch_step)(name, rng)
@@ -290,12 +384,15 @@ def worker(engine, name, steps):
         times.append(time.perf_counter() - t0)
     peak = peak_rss_mb()
     times.sort()
-    print(json.dumps({"ms": 1000 * times[len(times) // 2], "peak_mb": max(peak - before, 0.0)}))
+    result = {"ms": 1000 * times[len(times) // 2], "peak_mb": max(peak - before, 0.0)}
+    if profile:
+        result["profile"] = profile_steps(step)
+    print(json.dumps(result))
 
 
-def run(engine, name, steps):
-    proc = subprocess.run([sys.executable, __file__, "--worker", engine, name, "--steps", str(steps)],
-                          capture_output=True, text=True)
+def run(engine, name, steps, profile=False):
+    proc = subprocess.run([sys.executable, __file__, "--worker", engine, name, "--steps", str(steps)]
+                          + (["--profile"] if profile else []), capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{engine} {name} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -305,10 +402,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", choices=WORKLOADS, action="append")
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--profile", action="store_true", help="print where tinygen's step spends its time")
     ap.add_argument("--worker", nargs=2, metavar=("ENGINE", "WORKLOAD"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        return worker(*args.worker, args.steps)
+        return worker(*args.worker, args.steps, args.profile)
     try:
         import torch  # noqa: F401
         have_torch = True
@@ -316,10 +414,11 @@ def main():
         have_torch = False
         print("PyTorch is not installed: tinygen alone (pip install torch==2.13.0 for the side-by-side baseline)")
     import numpy as np
-    print(f"numpy {np.__version__}, {os.cpu_count()} cores, median of {args.steps} steps after 2 warm-up")
+    print(f"numpy {np.__version__} ({blas_kernel()}), {os.cpu_count()} cores, "
+          f"median of {args.steps} steps after 2 warm-up")
     print(f"{'workload':9s} {'tinygen ms':>11s} {'torch ms':>9s} {'ratio':>6s} {'tinygen MB':>11s} {'torch MB':>9s} {'mem ratio':>9s}")
     for name in args.only or WORKLOADS:
-        ours = run("tinygen", name, args.steps)
+        ours = run("tinygen", name, args.steps, args.profile and args.worker is None)
         theirs = run("torch", name, args.steps) if have_torch else None
         if theirs:
             print(f"{name:9s} {ours['ms']:11.1f} {theirs['ms']:9.1f} {ours['ms'] / theirs['ms']:6.2f} "
@@ -327,6 +426,10 @@ def main():
                   flush=True)
         else:
             print(f"{name:9s} {ours['ms']:11.1f} {'-':>9s} {'-':>6s} {ours['peak_mb']:11.1f} {'-':>9s} {'-':>9s}", flush=True)
+        if args.profile:
+            print(f"  profile of the tinygen {name} step (self time, ms per step, share of the profiled step):")
+            for kind, ms, share, calls, where in ours["profile"]:
+                print(f"    {kind:6s} {ms:8.1f} ms {share:5.1f}%  x{calls:<4d} {where}")
 
 
 if __name__ == "__main__":

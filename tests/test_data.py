@@ -1,4 +1,4 @@
-"""Tests for tinygen.data: loading, integrity checks, downloads, batching, transforms, captions."""
+"""Tests for tinygen.data: loading, integrity checks, downloads, batching, transforms (captions: test_text.py)."""
 import functools
 import gzip
 import hashlib
@@ -337,42 +337,3 @@ def test_mask_center(pixels):
     assert masked[..., 7:21, 7:21].max() == 0
     np.testing.assert_array_equal(masked[..., :7, :], pixels[..., :7, :])
     assert pixels[..., 7:21, 7:21].max() > 0  # the input is untouched
-
-
-# ---------------------------------------------------------------------- captions
-
-
-def _stroke(width: int, slant: float = 0.0) -> np.ndarray:
-    """A vertical bar of the given width, sheared to the right by `slant` px per row."""
-    rows, cols = np.arange(28)[:, None], np.arange(28)[None, :]
-    left = np.round(12 + slant * (14 - rows))
-    bar = (rows >= 4) & (rows < 24) & (cols >= left) & (cols < left + width)
-    return np.where(bar, 255, 0).astype(np.uint8)
-
-
-def test_attributes_measure_thickness_slant_size_and_position():
-    batch = np.stack([_stroke(1), _stroke(5), _stroke(2, slant=0.5)])[:, None]
-    a = data.image_attributes(batch)
-    assert a["thickness"][1] > 3 * a["thickness"][0]
-    assert abs(a["slant"][0]) < 1e-6 and a["slant"][2] > 0.4
-    np.testing.assert_array_equal(a["height"], [20, 20, 20])
-    assert a["position"].shape == (3, 2) and a["position"][0, 0] < 0  # bar is left of centre
-
-
-def test_captions_mention_class_and_attributes():
-    thin, thick = _stroke(1), _stroke(6)
-    texts = data.captions(np.stack([thin, thick]), np.array([7, 7]), "mnist")
-    assert texts[0] != texts[1]
-    assert all("seven" in t for t in texts)
-    assert "thin" in texts[0] and "thick" in texts[1]
-    assert texts == data.captions(np.stack([thin, thick]), [7, 7], "mnist")  # deterministic
-    fashion = data.captions(np.stack([thin, thick]), [9, 1], "fashion")
-    assert fashion[0].endswith("ankle boot") and "trouser" in fashion[1]
-    assert all(len(t.split()) > 2 for t in fashion)  # more than "a <label>"
-
-
-def test_captions_with_rng_drop_words_but_keep_class():
-    images = np.stack([_stroke(3)] * 50)
-    texts = data.captions(images, np.full(50, 3), "mnist", rng=np.random.default_rng(0))
-    assert all(t.endswith("digit three") for t in texts)
-    assert len(set(texts)) > 1

@@ -1,4 +1,4 @@
-"""Datasets: MNIST and Fashion-MNIST, batching, transforms and captions.
+"""Datasets: MNIST and Fashion-MNIST, batching, transforms and class names.
 
 Loading
     ``load_dataset("mnist", "test")`` returns ``(images, labels)``: images are uint8 of
@@ -18,10 +18,9 @@ Transforms
     ``binarize``, ``pad_to_32``, ``edges``, ``mask_center``, ...). Each docstring states
     the value range it expects and the one it returns.
 
-Captions
-    ``image_attributes`` measures simple geometric properties of each image (stroke
-    thickness, size, slant, position, brightness) and ``captions`` turns them, together
-    with the class name, into short sentences for text-conditioned models.
+Class names
+    ``CLASS_NAMES[dataset][label]``. The captions built from labels and measured image
+    attributes, and the word-level tokenizer, are in ``tinygen.text``.
 """
 from __future__ import annotations
 
@@ -546,166 +545,12 @@ def mask_center(x, size: int = 14, value=0) -> np.ndarray:
     return x
 
 
-# ------------------------------------------------------------------------ captions
+# --------------------------------------------------------------------- class names
 
+#: The words for labels 0..9 (the captions and prompts of ``tinygen.text`` use them). Fashion-MNIST's
+#: official "T-shirt/top" is written "t-shirt".
 CLASS_NAMES = {
     "mnist": ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"],
     "fashion": ["t-shirt", "trouser", "pullover", "dress", "coat",
                 "sandal", "shirt", "sneaker", "bag", "ankle boot"],
 }
-
-#: A pixel counts as ink when its intensity is above this (on the [0, 1] scale).
-INK_THRESHOLD = 0.5
-
-
-def _as_unit_images(images) -> np.ndarray:
-    """(N, 1, H, W) or (N, H, W) images -> float32 (N, H, W) in [0, 1]."""
-    x = _unit_float(images)
-    if x.ndim == 4:
-        if x.shape[1] != 1:
-            raise ValueError(f"expected single-channel images, got shape {x.shape}")
-        x = x[:, 0]
-    if x.ndim != 3:
-        raise ValueError(f"expected images of shape (N, 1, H, W) or (N, H, W), got {x.shape}")
-    return x
-
-
-def _extent(occupied: np.ndarray) -> np.ndarray:
-    """For (N, L) booleans: the span from the first to the last True (0 if none)."""
-    L = occupied.shape[1]
-    first = occupied.argmax(axis=1)
-    last = L - 1 - occupied[:, ::-1].argmax(axis=1)
-    return np.where(occupied.any(axis=1), last - first + 1, 0).astype(np.float32)
-
-
-def _stroke_width(ink: np.ndarray) -> np.ndarray:
-    """Mean stroke width in pixels, estimated as 2 * area / perimeter.
-
-    A stroke of length L and width w has area L*w and perimeter about 2L, so the ratio
-    recovers w for long strokes. The perimeter counts the pixel sides separating ink
-    from background (the image border counts as background).
-    """
-    padded = np.pad(ink, ((0, 0), (1, 1), (1, 1)))
-    horizontal = (padded[:, :, 1:] != padded[:, :, :-1]).sum(axis=(1, 2))
-    vertical = (padded[:, 1:, :] != padded[:, :-1, :]).sum(axis=(1, 2))
-    area = ink.sum(axis=(1, 2))
-    return (2 * area / np.maximum(horizontal + vertical, 1)).astype(np.float32)
-
-
-def image_attributes(images) -> dict[str, np.ndarray]:
-    """Measure simple properties of every image, vectorised over the batch.
-
-    Args:
-        images: uint8 (N, 1, H, W) or (N, H, W), 0..255 (floats in [0, 1] also work).
-
-    Returns a dict of float32 arrays:
-        thickness  (N,)   mean stroke width in pixels (2 * ink area / ink perimeter).
-        height     (N,)   height in pixels of the bounding box of the ink (pixels > 0.5).
-        width      (N,)   width in pixels of that bounding box.
-        size       (N,)   sqrt(height * width), the side of a square of the same area.
-                          (MNIST digits are scaled to a height of 20 pixels, so their
-                          height alone says little; their width varies a lot.)
-        slant      (N,)   shear from second moments, -mu11 / mu02: horizontal shift per
-                          pixel of height; > 0 when the top leans to the right.
-        position   (N, 2) centre-of-mass offset (dx, dy) from the image centre in
-                          pixels; dx > 0 is right, dy > 0 is down.
-        brightness (N,)   ink-weighted mean intensity sum(v^2) / sum(v), in [0, 1].
-        ink        (N,)   fraction of the image covered by ink.
-    """
-    x = _as_unit_images(images)
-    N, H, W = x.shape
-    ink = x > INK_THRESHOLD
-    height = _extent(ink.any(axis=2))  # rows that contain ink
-    width = _extent(ink.any(axis=1))  # columns that contain ink
-    mass = np.maximum(x.sum(axis=(1, 2)), 1e-6)
-    ys = np.arange(H, dtype=np.float32)[None, :, None]
-    xs = np.arange(W, dtype=np.float32)[None, None, :]
-    cy = (x * ys).sum(axis=(1, 2)) / mass
-    cx = (x * xs).sum(axis=(1, 2)) / mass
-    dy = ys - cy[:, None, None]
-    dx = xs - cx[:, None, None]
-    mu02 = (x * dy * dy).sum(axis=(1, 2))
-    mu11 = (x * dx * dy).sum(axis=(1, 2))
-    return {
-        "thickness": _stroke_width(ink),
-        "height": height,
-        "width": width,
-        "size": np.sqrt(height * width),
-        "slant": (-mu11 / np.maximum(mu02, 1e-6)).astype(np.float32),
-        "position": np.stack([cx - (W - 1) / 2, cy - (H - 1) / 2], axis=1).astype(np.float32),
-        "brightness": ((x * x).sum(axis=(1, 2)) / mass).astype(np.float32),
-        "ink": ink.mean(axis=(1, 2), dtype=np.float32),
-    }
-
-
-#: Words for each attribute, from low to high values, and the two cut points between
-#: them. The cut points are roughly the 1/3 and 2/3 quantiles of each attribute over
-#: the training set, so each word covers about a third of the images; they are fixed
-#: numbers (not recomputed per batch) so that a caption does not depend on its batch.
-CAPTION_BINS = {
-    "mnist": {
-        "thickness": ((1.75, 2.20), ("thin", "regular", "thick")),
-        "size": ((16.0, 18.0), ("small", "mid-sized", "large")),
-        "slant": ((0.0, 0.22), ("slanted-left", "upright", "slanted-right")),
-    },
-    "fashion": {
-        "brightness": ((0.63, 0.77), ("dark", "grey", "light")),
-        "size": ((19.0, 23.0), ("small", "mid-sized", "large")),
-    },
-}
-
-#: Centre-of-mass offset in pixels beyond which a position phrase ("on the left", ...)
-#: is added. MNIST digits are centred by their centre of mass (offsets under 1 pixel),
-#: Fashion-MNIST articles less so (about 10% are off by more than 3 pixels).
-POSITION_THRESHOLD = {"mnist": 1.5, "fashion": 3.0}
-
-#: With an ``rng``, each descriptive word or phrase is left out with this probability.
-CAPTION_DROPOUT = 0.3
-
-
-def _position_phrases(position: np.ndarray, threshold: float) -> np.ndarray:
-    """" on the left", " high up and on the right", ... or "" near the centre."""
-    dx, dy = position[:, 0], position[:, 1]
-    horizontal = np.select([dx < -threshold, dx > threshold], ["on the left", "on the right"], "")
-    vertical = np.select([dy < -threshold, dy > threshold], ["high up", "low down"], "")
-    return np.array([" " + " and ".join(filter(None, (v, h))) if v or h else ""
-                     for v, h in zip(vertical, horizontal)])
-
-
-def _with_article(words: list[str]) -> str:
-    """Join words into a phrase that starts with "a" or "an"."""
-    article = "an" if words[0][0] in "aeiou" else "a"
-    return " ".join([article, *words])
-
-
-def captions(images, labels, dataset: str, rng: np.random.Generator | None = None) -> list[str]:
-    """Describe each image in words, e.g. "a thick small slanted-right digit seven".
-
-    The attributes of ``image_attributes`` are binned with the fixed thresholds in
-    ``CAPTION_BINS``: MNIST captions use thickness, size and slant, Fashion-MNIST ones
-    brightness and size; both add a position phrase for off-centre images. Without
-    ``rng`` the result is deterministic; with an ``rng`` each descriptive word is
-    dropped with probability ``CAPTION_DROPOUT`` (the class name always stays), a cheap
-    augmentation that teaches a model partial descriptions.
-
-    Args:
-        images: uint8 (N, 1, 28, 28) or (N, 28, 28), 0..255.
-        labels: integer class labels (N,), 0..9.
-        dataset: "mnist" or "fashion" (or an alias accepted by ``load_dataset``).
-    """
-    key = _canonical_name(dataset)
-    labels = np.asarray(labels)
-    if len(labels) != len(images):
-        raise ValueError(f"got {len(images)} images but {len(labels)} labels")
-    attributes = image_attributes(images)
-    columns = [np.asarray(words)[np.digitize(attributes[name], cuts)]
-               for name, (cuts, words) in CAPTION_BINS[key].items()]
-    adjectives = np.stack(columns, axis=1)  # (N, number of attributes)
-    positions = _position_phrases(attributes["position"], POSITION_THRESHOLD[key])
-    if rng is not None:
-        adjectives = np.where(rng.random(adjectives.shape) < CAPTION_DROPOUT, "", adjectives)
-        positions = np.where(rng.random(len(positions)) < CAPTION_DROPOUT, "", positions)
-    noun = "digit " if key == "mnist" else ""
-    names = CLASS_NAMES[key]
-    return [_with_article([*filter(None, row), noun + names[int(label)]]) + position
-            for row, label, position in zip(adjectives, labels, positions)]

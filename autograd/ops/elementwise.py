@@ -302,16 +302,30 @@ class Tanh(Function):
 
 
 class SiLU(Function):
+    """silu(a) = a sigmoid(a), sigmoid(a) = (1 + tanh(a/2)) / 2 (stable for large |a|).
+
+    Speed: the activations of a conv net are its largest arrays, so forward and backward work in
+    place on one or two new arrays instead of a fresh temporary per arithmetic step."""
     op_name = "silu"
 
     def forward(self, a):
-        s = 0.5 * (1 + backend.xp_of(a).tanh(0.5 * a))  # sigmoid(a)
+        xp = backend.xp_of(a)
+        s = xp.multiply(a, a.dtype.type(0.5))
+        xp.tanh(s, out=s)
+        s += 1
+        s *= 0.5                     # s = sigmoid(a)
         self.save_for_backward(a, s)
         return a * s
 
     def backward(self, g):  # d(a s)/da = s + a s (1 - s) = s (1 + a (1 - s))
         a, s = self.saved
-        return g * s * (1 + a * (1 - s))
+        xp = backend.xp_of(g)
+        d = xp.subtract(s.dtype.type(1), s)  # 1 - s
+        d *= a
+        d += 1
+        d *= s
+        d *= g
+        return d
 
 
 class Softplus(Function):
@@ -329,19 +343,46 @@ class Softplus(Function):
 
 class GELU(Function):
     """GELU with the tanh approximation (Hendrycks & Gimpel 2016; as in GPT-2):
-    gelu(a) = a/2 (1 + tanh(u)),  u = sqrt(2/pi) (a + 0.044715 a^3)."""
+    gelu(a) = a/2 (1 + tanh(u)),  u = sqrt(2/pi) (a + 0.044715 a^3).
+
+    Speed: a^3 is a * a * a, never a ** 3 (see int_power: 100x slower on float32), and the steps
+    work in place on one or two new arrays (these are the largest activations of a transformer)."""
     op_name = "gelu"
     C = math.sqrt(2 / math.pi)
 
     def forward(self, a):
         xp = backend.xp_of(a)
-        t = xp.tanh(self.C * (a + 0.044715 * (a * a * a)))  # a * a * a, never a ** 3: see int_power
+        # u = C (a + 0.044715 a^3)
+        u = a * a
+        u *= a
+        u *= 0.044715
+        u += a
+        u *= self.C
+        t = xp.tanh(u, out=u)
         self.save_for_backward(a, t)
-        return 0.5 * a * (1 + t)
+        # gelu = a/2 (1 + t)
+        out = t + 1
+        out *= a
+        out *= 0.5
+        return out
 
     def backward(self, g):  # d/da = (1 + t)/2 + a/2 (1 - t^2) du/da,  du/da = C (1 + 3 * 0.044715 a^2)
         a, t = self.saved
-        return g * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * self.C * (1 + 0.134145 * a * a))
+        xp = backend.xp_of(g)
+        # a/2 du/da = (C/2) a (1 + 0.134145 a^2)
+        d = a * a
+        d *= 0.134145
+        d += 1
+        d *= 0.5 * self.C
+        d *= a
+        e = t * t
+        xp.subtract(e.dtype.type(1), e, out=e)   # 1 - t^2
+        d *= e
+        xp.multiply(t, t.dtype.type(0.5), out=e)   # t / 2
+        d += e
+        d += 0.5                                  # + (1 + t) / 2
+        d *= g
+        return d
 
 
 # ---------------------------------------------------------------------- public wrappers

@@ -67,7 +67,7 @@ def test_latent_scatter_in_two_dimensions(mnist, tmp_path, latent_dim):
     points = latent_scatter(model, mnist[0][:300], mnist[1][:300], tmp_path / "s.png", batch_size=128)
     assert points.shape == (300, 2) and (tmp_path / "s.png").exists()
     if latent_dim == 2:
-        np.testing.assert_allclose(points, model.embed(mnist[0][:300]), rtol=1e-6)
+        np.testing.assert_allclose(points, model.embed(mnist[0][:300]), rtol=1e-5, atol=1e-6)  # float32: a batch of 128 and one of 300 round apart
     else:  # principal components: centred, the first with the larger variance
         np.testing.assert_allclose(points.mean(axis=0), 0, atol=1e-4)
         assert points[:, 0].var() >= points[:, 1].var()

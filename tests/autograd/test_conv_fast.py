@@ -1,0 +1,117 @@
+"""The fast convolution (conv_fast.py, behind F.conv2d / F.conv_transpose2d) against the textbook
+version in conv.py (conv2d_plain / conv_transpose2d_plain): the same values and the same gradients
+of input, weight and bias on random shapes, strides, paddings, dilations and groups (depthwise
+included), with the fast path's tiles made tiny so that every product runs over several tiles.
+The plain version itself is checked by gradcheck and against the naive loops of test_conv.py."""
+import contextlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import autograd.functional as F
+from autograd import Tensor, gradcheck
+from autograd.ops import conv_fast
+
+from .test_conv import array, conv2d_ref, conv_cases, conv_transpose2d_ref, conv_transpose_cases, layouts
+
+SETTINGS = settings(max_examples=25, deadline=None)
+
+
+# each case runs once with the default tiles (one tile for these small shapes) and once with tiles
+# of a single image, so that the tile loops and their boundaries are exercised
+TILES = pytest.mark.parametrize("tile_bytes", [conv_fast._TILE_BYTES, 1], ids=["one tile", "many tiles"])
+
+
+@contextlib.contextmanager
+def tiles_of(nbytes):
+    saved, conv_fast._TILE_BYTES = conv_fast._TILE_BYTES, nbytes
+    try:
+        yield
+    finally:
+        conv_fast._TILE_BYTES = saved
+
+
+def _values_and_grads(fn, x, w, b, g_seed):
+    xs = Tensor(x, dtype="float64", requires_grad=True)
+    ws = Tensor(w, dtype="float64", requires_grad=True)
+    bs = Tensor(b, dtype="float64", requires_grad=True)
+    out = fn(xs, ws, bs)
+    g = np.random.default_rng(g_seed).standard_normal(out.shape)
+    out.backward(g)
+    return out.numpy(), xs.grad, ws.grad, bs.grad
+
+
+def _assert_same(fast, plain):
+    for name, a, b in zip(("output", "dL/dx", "dL/dw", "dL/db"), fast, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10, err_msg=name)
+
+
+@TILES
+@SETTINGS
+@given(conv_cases(), layouts, st.integers(0, 10_000))
+def test_fast_conv2d_equals_plain(tile_bytes, case, layout, seed):
+    x_shape, w_shape, groups, stride, padding, dilation = case
+    rng = np.random.default_rng(seed)
+    x, w, b = array(rng, x_shape, layout), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    with tiles_of(tile_bytes):
+        fast = _values_and_grads(lambda x, w, b: F.conv2d(x, w, b, **kw), x, w, b, seed)
+    plain = _values_and_grads(lambda x, w, b: F.conv2d_plain(x, w, b, **kw), x, w, b, seed)
+    _assert_same(fast, plain)
+
+
+@TILES
+@SETTINGS
+@given(conv_transpose_cases(), layouts, st.integers(0, 10_000))
+def test_fast_conv_transpose2d_equals_plain(tile_bytes, case, layout, seed):
+    x_shape, w_shape, groups, stride, padding, output_padding, dilation = case
+    rng = np.random.default_rng(seed)
+    x, w = array(rng, x_shape, layout), rng.standard_normal(w_shape)
+    b = rng.standard_normal(w_shape[1] * groups)
+    kw = dict(stride=stride, padding=padding, output_padding=output_padding, groups=groups, dilation=dilation)
+    with tiles_of(tile_bytes):
+        fast = _values_and_grads(lambda x, w, b: F.conv_transpose2d(x, w, b, **kw), x, w, b, seed)
+    plain = _values_and_grads(lambda x, w, b: F.conv_transpose2d_plain(x, w, b, **kw), x, w, b, seed)
+    _assert_same(fast, plain)
+
+
+@settings(max_examples=10, deadline=None)
+@given(conv_cases(), st.integers(0, 10_000))
+def test_plain_conv2d_values_and_gradcheck(case, seed):
+    x_shape, w_shape, groups, stride, padding, dilation = case
+    rng = np.random.default_rng(seed)
+    x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    out = F.conv2d_plain(Tensor(x, dtype="float64"), Tensor(w, dtype="float64"), Tensor(b, dtype="float64"), **kw)
+    np.testing.assert_allclose(out.numpy(), conv2d_ref(x, w, b, **kw), rtol=1e-10, atol=1e-10)
+    gradcheck(lambda x, w, b: F.conv2d_plain(x, w, b, **kw), x, w, b)
+
+
+@settings(max_examples=10, deadline=None)
+@given(conv_transpose_cases(), st.integers(0, 10_000))
+def test_plain_conv_transpose2d_values_and_gradcheck(case, seed):
+    x_shape, w_shape, groups, stride, padding, output_padding, dilation = case
+    rng = np.random.default_rng(seed)
+    x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[1] * groups)
+    kw = dict(stride=stride, padding=padding, output_padding=output_padding, groups=groups, dilation=dilation)
+    out = F.conv_transpose2d_plain(Tensor(x, dtype="float64"), Tensor(w, dtype="float64"),
+                                   Tensor(b, dtype="float64"), **kw)
+    np.testing.assert_allclose(out.numpy(), conv_transpose2d_ref(x, w, b, **kw), rtol=1e-10, atol=1e-10)
+    gradcheck(lambda x, w, b: F.conv_transpose2d_plain(x, w, b, **kw), x, w, b)
+
+
+def test_tiles_cover_the_batch_once():
+    assert conv_fast._tiles(5, 1) == [(0, 5)]
+    assert conv_fast._tiles(3, 1 << 40) == [(0, 1), (1, 2), (2, 3)]  # an image larger than a tile: one per tile
+    tiles = conv_fast._tiles(10, conv_fast._TILE_BYTES // 3)
+    assert tiles == [(0, 3), (3, 6), (6, 9), (9, 10)]
+
+
+def test_forward_keeps_the_padded_input_not_the_im2col_matrix():
+    """What conv2d saves for backward is about the size of its input, not kh kw times it."""
+    x = Tensor(np.zeros((4, 8, 10, 10), np.float32))
+    w = Tensor(np.zeros((16, 8, 3, 3), np.float32), requires_grad=True)
+    y = F.conv2d(x, w, padding=1)
+    saved = [a for a in y._ctx.saved if a is not None]
+    assert sum(a.size for a in saved) <= 4 * 8 * 12 * 12 + w.size
