@@ -19,8 +19,10 @@ def test_schedules():
         beta_schedule("quadratic", 10)
     with pytest.raises(ValueError, match=r"betas must be .* shape \(2, 2\)"):
         GaussianDiffusion(np.full((2, 2), 0.1))
-    with pytest.raises(ValueError, match="in \\(0, 1\\)"):
+    with pytest.raises(ValueError, match=r"in \(0, 1\), got shape \(2,\) with values in \[0.1, 1\]"):
         GaussianDiffusion([0.1, 1.0])
+    with pytest.raises(ValueError, match=r"got shape \(0,\)$"):
+        GaussianDiffusion([])
 
 
 def test_per_sample_broadcasts_against_any_rank():

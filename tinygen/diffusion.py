@@ -64,9 +64,10 @@ class GaussianDiffusion:
     def __init__(self, betas, clip_x0=True):
         self.clip_x0 = clip_x0
         self.betas = np.asarray(betas, dtype=np.float64)                    # (T,)
-        if self.betas.ndim != 1 or not len(self.betas) or not np.all((self.betas > 0) & (self.betas < 1)):
+        if self.betas.ndim != 1 or not self.betas.size or not np.all((self.betas > 0) & (self.betas < 1)):
+            span = f" with values in [{self.betas.min():g}, {self.betas.max():g}]" if self.betas.size else ""
             raise ValueError(f"GaussianDiffusion: betas must be a non-empty (T,) vector in (0, 1), got shape "
-                             f"{self.betas.shape} in [{self.betas.min(initial=0):g}, {self.betas.max(initial=0):g}]")
+                             f"{self.betas.shape}{span}")
         self.T = len(self.betas)
         self.alphas = 1.0 - self.betas
         # abar_t = prod_{s<=t} alpha_s,  abar_{-1} = 1
