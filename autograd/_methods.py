@@ -33,11 +33,13 @@ Tensor.__ge__ = _constant(lambda x, y: x >= y)
 Tensor.__hash__ = object.__hash__  # tensors are graph nodes: hashed by identity
 
 for _name in ["exp", "log", "sqrt", "abs", "clip", "relu", "sigmoid", "tanh", "sum", "mean", "var", "max",
-              "min", "logsumexp", "reshape", "transpose", "expand", "flatten", "squeeze", "unsqueeze",
-              "softmax", "log_softmax"]:
+              "min", "logsumexp", "reshape", "transpose", "expand", "flatten", "squeeze", "unsqueeze"]:
     # looked up at call time, so ops defined in any module of autograd.functional can be methods
     setattr(Tensor, _name, (lambda name: lambda self, *a, **k: getattr(F, name)(self, *a, **k))(_name))
 
+# methods speak NumPy (axis), F speaks PyTorch (dim)
+Tensor.softmax = lambda self, axis=-1: F.softmax(self, dim=axis)
+Tensor.log_softmax = lambda self, axis=-1: F.log_softmax(self, dim=axis)
 Tensor.T = property(lambda self: F.transpose(self))
 Tensor.argmax = lambda self, axis=None: Tensor._make(self.data.argmax(axis=axis), False, None)
 Tensor.argmin = lambda self, axis=None: Tensor._make(self.data.argmin(axis=axis), False, None)

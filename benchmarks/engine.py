@@ -4,6 +4,7 @@ PyTorch on the CPU (when installed) in the same run.
     python benchmarks/engine.py                 # all five: mlp, cnn, vit, unet, gpt
     python benchmarks/engine.py --only cnn --steps 10
     python benchmarks/engine.py --profile       # and, per workload, where tinygen's step spends its time
+    python benchmarks/engine.py --runs 3        # three full tables, then the median ratio and its range
 
 A step is forward + backward + Adam update in float32 on random inputs; the figure is the median of
 `--steps` steps after 2 warm-up steps. Each (engine, workload) runs in its own process, so that
@@ -402,9 +403,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", choices=WORKLOADS, action="append")
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--runs", type=int, default=1,
+                    help="repeat the whole table this many times, then print the median ratio and its range")
     ap.add_argument("--profile", action="store_true", help="print where tinygen's step spends its time")
     ap.add_argument("--worker", nargs=2, metavar=("ENGINE", "WORKLOAD"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.steps < 1 or args.runs < 1:
+        ap.error("--steps and --runs must be at least 1")
     if args.worker:
         return worker(*args.worker, args.steps, args.profile)
     try:
@@ -416,20 +421,36 @@ def main():
     import numpy as np
     print(f"numpy {np.__version__} ({blas_kernel()}), {os.cpu_count()} cores, "
           f"median of {args.steps} steps after 2 warm-up")
-    print(f"{'workload':9s} {'tinygen ms':>11s} {'torch ms':>9s} {'ratio':>6s} {'tinygen MB':>11s} {'torch MB':>9s} {'mem ratio':>9s}")
-    for name in args.only or WORKLOADS:
-        ours = run("tinygen", name, args.steps, args.profile and args.worker is None)
-        theirs = run("torch", name, args.steps) if have_torch else None
-        if theirs:
-            print(f"{name:9s} {ours['ms']:11.1f} {theirs['ms']:9.1f} {ours['ms'] / theirs['ms']:6.2f} "
-                  f"{ours['peak_mb']:11.1f} {theirs['peak_mb']:9.1f} {ours['peak_mb'] / max(theirs['peak_mb'], 1):9.2f}",
-                  flush=True)
-        else:
-            print(f"{name:9s} {ours['ms']:11.1f} {'-':>9s} {'-':>6s} {ours['peak_mb']:11.1f} {'-':>9s} {'-':>9s}", flush=True)
-        if args.profile:
-            print(f"  profile of the tinygen {name} step (self time, ms per step, share of the profiled step):")
-            for kind, ms, share, calls, where in ours["profile"]:
-                print(f"    {kind:6s} {ms:8.1f} ms {share:5.1f}%  x{calls:<4d} {where}")
+    names = args.only or WORKLOADS
+    ratios = {name: [] for name in names}
+    for r in range(args.runs):
+        if args.runs > 1:
+            print(f"run {r + 1} of {args.runs}")
+        print(f"{'workload':9s} {'tinygen ms':>11s} {'torch ms':>9s} {'ratio':>6s} {'tinygen MB':>11s} "
+              f"{'torch MB':>9s} {'mem ratio':>9s}")
+        for name in names:
+            ours = run("tinygen", name, args.steps, args.profile and r == 0)
+            theirs = run("torch", name, args.steps) if have_torch else None
+            if theirs:
+                t, m = ours["ms"] / theirs["ms"], ours["peak_mb"] / max(theirs["peak_mb"], 1)
+                ratios[name].append((t, m))
+                print(f"{name:9s} {ours['ms']:11.1f} {theirs['ms']:9.1f} {t:6.2f} "
+                      f"{ours['peak_mb']:11.1f} {theirs['peak_mb']:9.1f} {m:9.2f}", flush=True)
+            else:
+                print(f"{name:9s} {ours['ms']:11.1f} {'-':>9s} {'-':>6s} {ours['peak_mb']:11.1f} {'-':>9s} {'-':>9s}",
+                      flush=True)
+            if args.profile and r == 0:
+                print(f"  profile of the tinygen {name} step (self time, ms per step, share of the profiled step):")
+                for kind, ms, share, calls, where in ours["profile"]:
+                    print(f"    {kind:6s} {ms:8.1f} ms {share:5.1f}%  x{calls:<4d} {where}")
+    if args.runs > 1 and have_torch:
+        print(f"median of {args.runs} runs (range)")
+        print(f"{'workload':9s} {'time ratio':>20s} {'memory ratio':>20s}")
+        for name in names:
+            t = sorted(x[0] for x in ratios[name])
+            m = sorted(x[1] for x in ratios[name])
+            print(f"{name:9s} {t[len(t) // 2]:6.2f} ({t[0]:.2f}-{t[-1]:.2f}){'':3s} "
+                  f"{m[len(m) // 2]:6.2f} ({m[0]:.2f}-{m[-1]:.2f})")
 
 
 if __name__ == "__main__":

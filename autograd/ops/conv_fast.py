@@ -148,12 +148,20 @@ def _padded(x, padding, w, groups):
     return _place(x, (H + 2 * padding[0], W + 2 * padding[1]), padding, groups=layout)
 
 
+def _pointwise(xg, kernel, stride, out_hw):
+    """A 1x1 kernel with stride 1 over an unpadded, contiguous input: im2col would only copy it."""
+    return tuple(kernel) == (1, 1) and tuple(stride) == (1, 1) and tuple(xg.shape[2:4]) == tuple(out_hw) \
+        and xg.flags.c_contiguous
+
+
 def _tiled_product(xg, wm, kernel, stride, dilation, out_hw):
     """conv(xg) as (g, B H_out W_out, C_out/g): for each tile of images, its im2col rows @ wm
     (g, kh kw C_in/g, C_out/g), written straight into the result."""
     xp = backend.xp_of(xg)
     G, B = xg.shape[:2]
     HW = out_hw[0] * out_hw[1]
+    if _pointwise(xg, kernel, stride, out_hw):  # a 1x1 conv: the NHWC input is its own im2col matrix
+        return xg.reshape(G, B * HW, -1) @ wm
     out = xp.empty((G, B * HW, wm.shape[2]), dtype=xg.dtype)
     for b0, b1, cols in _im2col_tiles(xg, kernel, stride, dilation, out_hw):
         xp.matmul(cols, wm, out=out[:, b0 * HW:b1 * HW])  # the GEMM of this tile
@@ -165,11 +173,14 @@ def _tiled_weight_grad(xg, gm, w_shape, stride, dilation, out_hw):
     (g, B H_out W_out, C_out/g)); returned in the weight's layout (C_out, C_in/g, kh, kw)."""
     xp = backend.xp_of(xg)
     co, cg, kh, kw = w_shape
-    G = xg.shape[0]
+    G, B = xg.shape[:2]
     HW = out_hw[0] * out_hw[1]
-    gw = xp.zeros((G, kh * kw * cg, co // G), dtype=xg.dtype)
-    for b0, b1, cols in _im2col_tiles(xg, (kh, kw), stride, dilation, out_hw):
-        gw += _row_sum_product(cols, gm[:, b0 * HW:b1 * HW])
+    if _pointwise(xg, (kh, kw), stride, out_hw):  # a 1x1 conv: no im2col
+        gw = _row_sum_product(xg.reshape(G, B * HW, -1), gm)
+    else:
+        gw = xp.zeros((G, kh * kw * cg, co // G), dtype=xg.dtype)
+        for b0, b1, cols in _im2col_tiles(xg, (kh, kw), stride, dilation, out_hw):
+            gw += _row_sum_product(cols, gm[:, b0 * HW:b1 * HW])
     return gw.reshape(G, kh, kw, cg, co // G).transpose(0, 4, 3, 1, 2).reshape(w_shape)
 
 
@@ -211,6 +222,10 @@ def _conv_input_grad(g, w, in_hw, stride, padding, dilation, groups):
     col2im wins there (3-4x on a stride-2 layer), as it does when C_out >= 3 C_in. Depthwise convs
     always take the transposed convolution, as one einsum on windows (the inserted zeros cost only
     reads there)."""
+    if w.shape[2:] == (1, 1) and stride == (1, 1) and padding == (0, 0) and not _depthwise(w, groups):
+        # a 1x1 conv: dX = dY W^T, one GEMM on the NHWC matrix of dY
+        gx = _nchw_to_matrix(g, groups) @ _weight_matrix(w, groups).transpose(0, 2, 1)
+        return _matrix_to_nhwc(gx, g.shape[0], in_hw)
     if _depthwise(w, groups) or (stride == (1, 1) and w.shape[0] < 3 * w.shape[1] * groups):
         return _spread_input_grad(g, w, in_hw, stride, padding, dilation, groups)
     return _col2im_input_grad(g, w, in_hw, stride, padding, dilation, groups)

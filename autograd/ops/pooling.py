@@ -156,21 +156,30 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
     return AvgPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=padding)
 
 
-def upsample_nearest(x, scale_factor=2):
-    """Nearest-neighbour upsampling by an integer factor (or a (height, width) pair of them):
-    (B, C, H, W) -> (B, C, sh H, sw W)."""
+def upsample_nearest(x, size=None, scale_factor=None):
+    """F.upsample_nearest: nearest-neighbour upsampling (B, C, H, W) -> (B, C, sh H, sw W) by an integer
+    scale_factor (or a (height, width) pair of them), or to a `size` that is an integer multiple of
+    the input's. PyTorch's order: size comes second, so upsample_nearest(x, scale_factor=2) doubles x."""
     if x.ndim != 4:
         raise ShapeError(f"upsample_nearest: input must be 4-D (B, C, H, W), got shape {tuple(x.shape)}")
+    if (size is None) == (scale_factor is None):
+        raise ValueError("upsample_nearest: give exactly one of size and scale_factor")
+    if size is not None:
+        size = _pair(size, "size", "upsample_nearest")
+        if size[0] % x.shape[2] or size[1] % x.shape[3] or min(size) < 1:
+            raise ValueError(f"upsample_nearest: size {size} must be a positive integer multiple of the input's "
+                             f"spatial size (input {tuple(x.shape)})")
+        scale_factor = (size[0] // x.shape[2], size[1] // x.shape[3])
     scale = _pair(scale_factor, "scale_factor (an integer factor)", "upsample_nearest")
     if min(scale) < 1:
         raise ValueError(f"upsample_nearest: scale_factor must be >= 1, got {scale_factor!r}")
     return UpsampleNearest.apply(x, scale=scale)
 
 
-def interpolate(x, scale_factor=None, mode="nearest", size=None):
+def interpolate(x, size=None, scale_factor=None, mode="nearest"):
     """F.interpolate for mode='nearest' with an integer scale_factor, or a `size` that is an integer
-    multiple of the input's (both: an int or a (height, width) pair). Note the argument order:
-    scale_factor comes second here (PyTorch puts size there), so interpolate(x, 2) doubles x."""
+    multiple of the input's (both: an int or a (height, width) pair). The arguments are PyTorch's, in
+    PyTorch's order: interpolate(x, (56, 56)) gives size 56x56, interpolate(x, scale_factor=2) doubles x."""
     if mode != "nearest":
         raise ValueError(f"interpolate: mode {mode!r} is not supported; only mode='nearest' "
                          f"(with an integer scale_factor) is implemented")
@@ -182,4 +191,4 @@ def interpolate(x, scale_factor=None, mode="nearest", size=None):
             raise ValueError(f"interpolate: size {size} must be an integer multiple of the input's spatial size "
                              f"(input {tuple(x.shape)})")
         scale_factor = (size[0] // x.shape[2], size[1] // x.shape[3])
-    return upsample_nearest(x, scale_factor)
+    return upsample_nearest(x, scale_factor=scale_factor)

@@ -1,9 +1,10 @@
-"""Shape ops: reshape, transpose, expand, getitem, concat, stack, split, pad (and device copies)."""
+"""Shape ops: reshape, transpose, expand, getitem, concat, stack, split, pad (PyTorch's form) and
+pad_width (NumPy's), and device copies."""
 from .. import backend
 from ..function import Function, ShapeError
 from ..tensor import Tensor
 
-__all__ = ["reshape", "transpose", "expand", "getitem", "concat", "stack", "split", "pad",
+__all__ = ["reshape", "transpose", "expand", "getitem", "concat", "stack", "split", "pad", "pad_width",
            "flatten", "squeeze", "unsqueeze"]
 
 
@@ -129,17 +130,27 @@ class Stack(Function):
 
 
 class Pad(Function):
-    """Constant padding; pad_width as in numpy.pad: ((before, after), ...) per axis."""
+    """Constant padding by per-axis (before, after) widths, as in numpy.pad; a negative width crops.
+    Forward: crop by the negative widths, then pad by the positive ones with `value`.
+    Backward: the padding gets no gradient (slice it off); the cropped elements get zeros."""
     op_name = "pad"
 
-    def forward(self, a, pad_width, value):
-        if len(pad_width) != a.ndim:
-            raise ShapeError(f"pad: pad_width {pad_width} has {len(pad_width)} entries for a {a.ndim}-d shape {a.shape}")
-        self.slices = tuple(slice(lo, lo + n) for (lo, _), n in zip(pad_width, a.shape))
-        return backend.xp_of(a).pad(a, pad_width, mode="constant", constant_values=value)
+    def forward(self, a, widths, value):
+        xp = backend.xp_of(a)
+        self.shape = a.shape
+        # the slice of a that is kept, and the (before, after) padding added around it
+        self.kept = tuple(slice(max(-lo, 0), n - max(-hi, 0)) for (lo, hi), n in zip(widths, a.shape))
+        self.added = tuple((max(lo, 0), max(hi, 0)) for lo, hi in widths)
+        return xp.pad(a[self.kept], self.added, mode="constant", constant_values=value)
 
     def backward(self, g):
-        return g[self.slices]
+        xp = backend.xp_of(g)
+        g = g[tuple(slice(lo, n - hi) for (lo, hi), n in zip(self.added, g.shape))]
+        if g.shape == self.shape:
+            return g
+        grad = xp.zeros(self.shape, dtype=g.dtype)
+        grad[self.kept] = g
+        return grad
 
 
 class ToDevice(Function):
@@ -216,6 +227,52 @@ def split(a, sections, axis=0):
     return out
 
 
-def pad(a, pad_width, value=0.0):
-    pad_width = tuple((int(lo), int(hi)) for lo, hi in pad_width)
-    return Pad.apply(a, pad_width=pad_width, value=value)
+def pad(x, pad, mode="constant", value=None):
+    """F.pad, PyTorch's form: `pad` is a flat tuple of (before, after) widths starting from the LAST
+    axis and going backwards:
+
+        pad(x, (left, right))                          the last axis
+        pad(x, (left, right, top, bottom))             the last two: (B, C, H, W) -> (B, C, H + t + b, W + l + r)
+        pad(x, (left, right, top, bottom, front, back)) the last three, and so on
+
+    A negative width crops instead (as in PyTorch). Only mode='constant' is implemented; `value` fills
+    the padding (None: 0). For NumPy's per-axis form ((before, after) for every axis, first axis first)
+    use F.pad_width."""
+    if mode != "constant":
+        raise ValueError(f"pad: mode {mode!r} is not supported; only mode='constant' is implemented")
+    pad = tuple(pad)
+    if not all(isinstance(p, int) or (hasattr(p, "dtype") and p.dtype.kind in "iu") for p in pad):
+        raise TypeError(f"pad: pad={pad} must hold integers")
+    if len(pad) % 2:
+        raise ValueError(f"pad: pad={pad} has an odd length; it lists (before, after) pairs from the last axis "
+                         f"backwards, e.g. (left, right, top, bottom)")
+    if len(pad) // 2 > x.ndim:
+        raise ShapeError(f"pad: pad={pad} has {len(pad) // 2} (before, after) pairs for a {x.ndim}-d input of "
+                         f"shape {tuple(x.shape)}")
+    # (left, right, top, bottom) -> ((0, 0), ..., (top, bottom), (left, right)), first axis first
+    pairs = [(int(pad[i]), int(pad[i + 1])) for i in range(0, len(pad), 2)]
+    widths = ((0, 0),) * (x.ndim - len(pairs)) + tuple(reversed(pairs))
+    for axis, ((lo, hi), n) in enumerate(zip(widths, x.shape)):
+        if n + lo + hi < 0:
+            raise ShapeError(f"pad: pad={pad} crops axis {axis} of size {n} by {-(lo + hi)}, more than it has "
+                             f"(input {tuple(x.shape)})")
+    return Pad.apply(x, widths=widths, value=0.0 if value is None else value)
+
+
+def pad_width(x, pad_width, constant_values=0.0):
+    """Constant padding in numpy.pad's form: pad_width holds one (before, after) pair per axis, FIRST
+    axis first, e.g. pad_width(x, ((0, 0), (0, 0), (top, bottom), (left, right))) for (B, C, H, W);
+    widths are non-negative and constant_values (a scalar) fills the padding. F.pad takes PyTorch's
+    flat, last-axis-first form instead."""
+    try:
+        widths = tuple((int(lo), int(hi)) for lo, hi in pad_width)
+    except (TypeError, ValueError):
+        raise TypeError(f"pad_width: pad_width={pad_width!r} must be one (before, after) pair of integers per "
+                        f"axis") from None
+    if len(widths) != x.ndim:
+        raise ShapeError(f"pad_width: pad_width={widths} has {len(widths)} (before, after) pairs for a {x.ndim}-d "
+                         f"input of shape {tuple(x.shape)}")
+    if any(lo < 0 or hi < 0 for lo, hi in widths):
+        raise ValueError(f"pad_width: pad_width={widths} must be non-negative (as in numpy.pad; F.pad crops with "
+                         f"negative widths)")
+    return Pad.apply(x, widths=widths, value=constant_values)

@@ -229,18 +229,20 @@ def test_max_pool_ties_send_the_gradient_to_the_first_maximum():
 def test_upsample_nearest(sh, sw, layout, seed):
     x = array(np.random.default_rng(seed), (2, 3, 3, 2), layout)
     ref = x.repeat(sh, axis=2).repeat(sw, axis=3)
-    np.testing.assert_array_equal(F.upsample_nearest(t64(x), (sh, sw)).numpy(), ref)
+    np.testing.assert_array_equal(F.upsample_nearest(t64(x), scale_factor=(sh, sw)).numpy(), ref)
     np.testing.assert_array_equal(F.interpolate(t64(x), scale_factor=(sh, sw)).numpy(), ref)
     np.testing.assert_array_equal(F.interpolate(t64(x), size=(3 * sh, 2 * sw)).numpy(), ref)
-    np.testing.assert_array_equal(F.interpolate(t64(x), (sh, sw), "nearest").numpy(), ref)
-    gradcheck(lambda x: F.upsample_nearest(x, (sh, sw)), x)
+    # positional arguments in torch's order: size, scale_factor, mode
+    np.testing.assert_array_equal(F.interpolate(t64(x), (3 * sh, 2 * sw), None, "nearest").numpy(), ref)
+    np.testing.assert_array_equal(F.interpolate(t64(x), None, (sh, sw), "nearest").numpy(), ref)
+    gradcheck(lambda x: F.upsample_nearest(x, scale_factor=(sh, sw)), x)
 
 
 def test_interpolate_other_modes_are_a_clear_error():
     with pytest.raises(ValueError, match="bilinear.*nearest"):
         F.interpolate(Tensor(np.zeros((1, 1, 2, 2))), scale_factor=2, mode="bilinear")
     with pytest.raises(ValueError, match="integer"):
-        F.upsample_nearest(Tensor(np.zeros((1, 1, 2, 2))), 1.5)
+        F.upsample_nearest(Tensor(np.zeros((1, 1, 2, 2))), scale_factor=1.5)
     with pytest.raises(ValueError, match="multiple"):
         F.interpolate(Tensor(np.zeros((1, 1, 2, 2))), size=3)
 
@@ -345,7 +347,7 @@ def test_stack_of_layers_and_channels_last_outputs():
     def net(x, w1, w2):
         h = F.relu(F.conv2d(x, w1, padding=1))
         h = F.max_pool2d(h, 2)
-        h = F.upsample_nearest(F.conv2d(h, w2, padding=1), 2)
+        h = F.upsample_nearest(F.conv2d(h, w2, padding=1), scale_factor=2)
         h = F.conv_transpose2d(h, w2, stride=2)  # the same weight read as (C_in, C_out, kh, kw)
         return F.reshape(F.avg_pool2d(h, 3, 2, 1), (2, -1))
 
@@ -405,7 +407,7 @@ def test_float32_stays_float32(name):
                   Tensor(np.zeros(3), requires_grad=True)]
         out = F.conv_transpose2d(x, *params, stride=2, padding=1, output_padding=1)
     elif name == "upsample_nearest":
-        out = F.upsample_nearest(x, 2)
+        out = F.upsample_nearest(x, scale_factor=2)
     else:
         out = getattr(F, name)(x, 3, 2, 1)
     assert out.dtype == np.float32

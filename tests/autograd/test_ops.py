@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import autograd.functional as F
-from autograd import Function, GradcheckError, Tensor, gradcheck
+from autograd import Function, GradcheckError, ShapeError, Tensor, gradcheck
 
 SETTINGS = settings(max_examples=12, deadline=None)
 small = st.integers(1, 3)
@@ -173,9 +173,67 @@ def test_concat_stack_split_pad(shape, seed, n):
     whole = rng.standard_normal(tuple(s * 2 for s in shape))
     gradcheck(lambda t: F.concat(F.split(t, 2, axis=axis)[::-1], axis=axis), whole)
     width = tuple((int(rng.integers(0, 2)), int(rng.integers(0, 3))) for _ in shape)
-    gradcheck(lambda t: F.pad(t, width, value=0.5), arrays[0])
-    np.testing.assert_allclose(F.pad(Tensor(arrays[0], dtype="float64"), width, value=0.5).numpy(),
+    gradcheck(lambda t: F.pad_width(t, width, constant_values=0.5), arrays[0])
+    np.testing.assert_allclose(F.pad_width(Tensor(arrays[0], dtype="float64"), width, constant_values=0.5).numpy(),
                                np.pad(arrays[0], width, constant_values=0.5))
+
+
+def np_torch_pad(x, pad, value=0.0):
+    """PyTorch's F.pad in NumPy: flat (before, after) pairs from the last axis backwards, negatives crop."""
+    pairs = [(pad[i], pad[i + 1]) for i in range(0, len(pad), 2)][::-1]
+    widths = [(0, 0)] * (x.ndim - len(pairs)) + pairs
+    kept = x[tuple(slice(max(-lo, 0), n - max(-hi, 0)) for (lo, hi), n in zip(widths, x.shape))]
+    return np.pad(kept, [(max(lo, 0), max(hi, 0)) for lo, hi in widths], constant_values=value)
+
+
+@SETTINGS
+@given(st.lists(st.integers(2, 4), min_size=1, max_size=3).map(tuple), layouts, st.integers(0, 10_000))
+def test_pad_torch_form_pads_and_crops_from_the_last_axis(shape, layout, seed):
+    rng = np.random.default_rng(seed)
+    x = noncontig(rng, shape, layout)
+    k = int(rng.integers(1, len(shape) + 1))                        # how many trailing axes get widths
+    pad = tuple(int(w) for w in rng.integers(-1, 3, size=2 * k))    # -1 crops one element
+    np.testing.assert_array_equal(F.pad(Tensor(x, dtype="float64"), pad, value=0.5).numpy(),
+                                  np_torch_pad(x, pad, 0.5))
+    gradcheck(lambda t: F.pad(t, pad, value=0.5), x)
+
+
+def test_pad_torch_form_on_a_transposed_view(rng):
+    x = rng.standard_normal((3, 2, 4)).transpose(2, 0, 1)           # (4, 3, 2), not contiguous
+    assert not x.flags.c_contiguous
+    out = F.pad(Tensor(x, dtype="float64"), (1, 2, -1, 0))          # last axis +1 +2, the one before: crop 1
+    assert out.shape == (4, 2, 5)
+    np.testing.assert_array_equal(out.numpy(), np.pad(x[:, 1:, :], ((0, 0), (0, 0), (1, 2))))
+    gradcheck(lambda t: F.pad(t, (1, 2, -1, 0)), x)
+    gradcheck(lambda t: F.pad_width(t, ((0, 1), (2, 0), (1, 1)), constant_values=-3.0), x)
+
+
+def test_pad_matches_torch(rng):
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((2, 3, 4, 5))
+    for pad in [(1, 2), (1, 0, 2, 3), (-1, 2, 0, -2), (1, 1, 1, 1, 1, 1), ()]:
+        np.testing.assert_array_equal(F.pad(Tensor(x, dtype="float64"), pad, value=0.25).numpy(),
+                                      torch.nn.functional.pad(torch.from_numpy(x), pad, value=0.25).numpy())
+
+
+def test_pad_errors():
+    x = Tensor(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="odd length"):
+        F.pad(x, (1, 2, 3))
+    with pytest.raises(ShapeError, match=r"3 \(before, after\) pairs for a 2-d input"):
+        F.pad(x, (1, 1, 1, 1, 1, 1))
+    with pytest.raises(ShapeError, match="crops axis 1 of size 3 by 4"):
+        F.pad(x, (-2, -2))
+    with pytest.raises(ValueError, match="mode 'reflect' is not supported"):
+        F.pad(x, (1, 1), mode="reflect")
+    with pytest.raises(TypeError, match="integers"):
+        F.pad(x, (1.5, 1))
+    with pytest.raises(ShapeError, match="pad_width.*1 \\(before, after\\) pairs for a 2-d input"):
+        F.pad_width(x, ((1, 1),))
+    with pytest.raises(ValueError, match="non-negative"):
+        F.pad_width(x, ((0, 0), (-1, 0)))
+    with pytest.raises(TypeError, match="one \\(before, after\\) pair of integers per axis"):
+        F.pad_width(x, (1, 2))
 
 
 @SETTINGS

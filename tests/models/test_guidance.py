@@ -26,7 +26,7 @@ def test_log_prob_grad_matches_finite_differences(mnist):
         import autograd.functional as F
         clf.eval()
         with no_grad():
-            lp = F.log_softmax(clf.net(Tensor(xv), np.full(2, 10)), axis=1).numpy()
+            lp = F.log_softmax(clf.net(Tensor(xv), np.full(2, 10)), dim=1).numpy()
         clf.train()
         return float(lp[np.arange(2), y].astype(np.float64).sum())
 

@@ -18,6 +18,7 @@ MODULES = {
     "ddpm": "tinygen.models.ddpm",
     "noisy_classifier": "tinygen.models.guidance",
     "latent_diffusion": "tinygen.models.latent_diffusion",
+    "vit": "tinygen.models.vit",
 }
 
 REGISTRY = {}  # name -> model class, filled by @register as modules are imported

@@ -53,7 +53,7 @@ class _Classifier(Model):
     def predict_proba(self, images, batch_size=1000):
         """Class probabilities for uint8 or [0,1] float images (B, 1, 28, 28), in eval mode."""
         x = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
-        return np.concatenate([F.softmax(self.logits(Tensor(x[i:i + batch_size])), axis=1).numpy()
+        return np.concatenate([F.softmax(self.logits(Tensor(x[i:i + batch_size])), dim=1).numpy()
                                for i in range(0, len(x), batch_size)])
 
     def predict(self, images):

@@ -139,7 +139,7 @@ class UNet(nn.Module):
         for block in self.up:
             skip = skips.pop()
             if h.shape[-1] != skip.shape[-1]:
-                h = F.upsample_nearest(h, 2)
+                h = F.upsample_nearest(h, scale_factor=2)
             h = block(F.concat([h, skip], axis=1), emb)
         return self.out(F.silu(self.out_norm(h)))                         # (B, C, H, W)
 

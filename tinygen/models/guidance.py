@@ -122,7 +122,7 @@ class NoisyClassifier(Model):
         try:
             with enable_grad():
                 x = Tensor(x_t, requires_grad=True)
-                log_p = F.log_softmax(self.net(x, np.broadcast_to(t, (len(x_t),))), axis=1)   # (B, 10)
+                log_p = F.log_softmax(self.net(x, np.broadcast_to(t, (len(x_t),))), dim=1)   # (B, 10)
                 log_p[np.arange(len(y)), np.asarray(y)].sum().backward()
             return x.grad
         finally:

@@ -63,6 +63,18 @@ class MultiheadAttention(Module):
         out = out.transpose(0, 2, 1, 3).reshape(B, T, D)            # (B, T, D): heads side by side
         return self.out_proj(out)                                   # (B, T, D)
 
+    def attention_weights(self, x, context=None, attn_mask=None, is_causal=False):
+        """The attention weights P = softmax(q k^T / sqrt(D/H) + M) of every head, (B, H, T, S): how
+        much each query position takes from each key position (for pictures: attention maps and
+        rollout). Computed as attention applied to identity values, P I = P, so that masks work
+        exactly as in forward; no dropout."""
+        kv = x if context is None else context
+        q = self._heads(self.q_proj(x))                             # (B, H, T, D/H)
+        k = self._heads(self.k_proj(kv))                            # (B, H, S, D/H)
+        S = k.shape[2]
+        eye = Tensor(backend.xp_of(q.data).eye(S, dtype=q.dtype))  # (S, S) values: v_j = e_j
+        return F.scaled_dot_product_attention(q, k, eye, attn_mask=attn_mask, is_causal=is_causal)
+
     def extra_repr(self):
         ctx = f", context_dim={self.context_dim}" if self.context_dim != self.dim else ""
         return f"dim={self.dim}, num_heads={self.num_heads}, dropout={self.dropout}{ctx}"

@@ -317,7 +317,7 @@ class Upsample(Module):
         self.scale_factor, self.mode = scale_factor, mode
 
     def forward(self, x):  # (B, C, H, W) -> (B, C, H * s, W * s)
-        return F.upsample_nearest(x, self.scale_factor)
+        return F.upsample_nearest(x, scale_factor=self.scale_factor)
 
     def extra_repr(self):
         return f"scale_factor={self.scale_factor}, mode={self.mode!r}"

@@ -1,0 +1,228 @@
+"""Normalisations, named as in torch.nn.functional: layer_norm, group_norm, batch_norm.
+
+Each is one Function. They share one backward: with xhat = (x - mu) / sigma over a group of n
+elements and g = dL/dxhat, the derivative through mu and sigma gives
+
+    dL/dx = (1 / sigma) (g - mean(g) - xhat * mean(g * xhat)),
+
+and the affine part y = xhat w + b gives dL/dw = sum(dL/dy xhat), dL/db = sum(dL/dy) over every axis
+the parameters are broadcast along.
+"""
+from .. import backend
+from ..function import Function, ShapeError
+from ..tensor import Tensor
+
+__all__ = ["layer_norm", "group_norm", "batch_norm"]
+
+
+# ---------------------------------------------------------------------- shared by the three
+def _normalized_grad(gxhat, xhat, rstd, axes):
+    """dL/dx = (1/sigma) (g - mean(g) - xhat mean(g xhat)), means over the normalised `axes`."""
+    # dL/dx = (1/sigma) (g - mean(g) - xhat * mean(g * xhat))
+    return rstd * (gxhat - gxhat.mean(axis=axes, keepdims=True)
+                   - xhat * (gxhat * xhat).mean(axis=axes, keepdims=True))
+
+
+def _optional_params(name, weight, bias, shape):
+    """The affine parameters that are given, checked against `shape`, and which ones they are."""
+    params = []
+    for what, p in (("weight", weight), ("bias", bias)):
+        if p is None:
+            continue
+        if not isinstance(p, Tensor):
+            raise TypeError(f"{name}: {what} must be a Tensor, got {type(p).__name__}")
+        if tuple(p.shape) != tuple(shape):
+            raise ShapeError(f"{name}: {what} of shape {tuple(p.shape)}, expected {tuple(shape)}")
+        params.append(p)
+    return params, weight is not None, bias is not None
+
+
+def _affine_grads(fn, g, xhat, axes):
+    """Gradients of the affine part y = xhat * w + b of a normalisation:
+    dL/dw = sum(g xhat),  dL/db = sum(g)  over every axis the parameters are broadcast along.
+    Returns the (weight, bias) gradients that `fn` has, None where not needed."""
+    grads, i = [], 1
+    if fn.has_weight:
+        grads.append((g * xhat).sum(axis=axes) if fn.needs_input_grad[i] else None)
+        i += 1
+    if fn.has_bias:
+        grads.append(g.sum(axis=axes) if fn.needs_input_grad[i] else None)
+    return tuple(grads)
+
+
+# ---------------------------------------------------------------------- layer_norm, group_norm, batch_norm
+class LayerNorm(Function):
+    """y = xhat w + b,  xhat = (x - mu) / sqrt(var + eps), mu and var over the last k axes.
+    Backward: dx by the closed form in the module docstring with g = dL/dy w;
+    dw = sum over the leading axes of dL/dy xhat, db = sum over them of dL/dy."""
+    op_name = "layer_norm"
+
+    def forward(self, x, *params, k, has_weight, has_bias, eps):
+        xp = backend.xp_of(x)
+        w = params[0] if has_weight else None
+        b = params[-1] if has_bias else None
+        self.axes = tuple(range(x.ndim - k, x.ndim))
+        self.lead = tuple(range(x.ndim - k))
+        self.has_weight, self.has_bias = has_weight, has_bias
+        mu = x.mean(axis=self.axes, keepdims=True)
+        xc = x - mu
+        # 1 / sigma = 1 / sqrt(mean((x - mu)^2) + eps)
+        rstd = 1 / xp.sqrt((xc * xc).mean(axis=self.axes, keepdims=True) + eps)
+        # xhat = (x - mu) / sigma
+        xhat = xc * rstd
+        self.save_for_backward(xhat, rstd, w)
+        # y = xhat w + b
+        y = xhat * w if w is not None else xhat.copy()
+        if b is not None:
+            y += b
+        return y
+
+    def backward(self, g):
+        xhat, rstd, w = self.saved
+        grads = []
+        if self.needs_input_grad[0]:
+            grads.append(_normalized_grad(g * w if w is not None else g, xhat, rstd, self.axes))
+        else:
+            grads.append(None)
+        return tuple(grads) + _affine_grads(self, g, xhat, self.lead)
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """y = (x - mean(x)) / sqrt(var(x) + eps) * weight + bias, the statistics over the last
+    len(normalized_shape) axes (biased variance); weight and bias have shape normalized_shape."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    k = len(shape)
+    if k == 0 or k > x.ndim or tuple(x.shape[x.ndim - k:]) != shape:
+        raise ShapeError(f"layer_norm: normalized_shape {shape} does not match the last axes of input "
+                         f"{tuple(x.shape)}")
+    params, has_w, has_b = _optional_params("layer_norm", weight, bias, shape)
+    return LayerNorm.apply(x, *params, k=k, has_weight=has_w, has_bias=has_b, eps=eps)
+
+
+class GroupNorm(Function):
+    """x of shape (B, C, *spatial) viewed as (B, G, C/G * prod(spatial)); each group is normalised,
+    then y = xhat w_c + b_c per channel. Backward: the closed form over each group; dw_c and db_c sum
+    dL/dy xhat and dL/dy over every axis but the channel axis."""
+    op_name = "group_norm"
+
+    def forward(self, x, *params, groups, has_weight, has_bias, eps):
+        xp = backend.xp_of(x)
+        B, C = x.shape[:2]
+        pshape = (C,) + (1,) * (x.ndim - 2)
+        w = params[0].reshape(pshape) if has_weight else None
+        b = params[-1].reshape(pshape) if has_bias else None
+        self.shape, self.groups = x.shape, groups
+        self.sum_axes = (0,) + tuple(range(2, x.ndim))
+        self.has_weight, self.has_bias = has_weight, has_bias
+        xg = x.reshape(B, groups, -1)
+        xc = xg - xg.mean(axis=2, keepdims=True)
+        # 1 / sigma = 1 / sqrt(mean over the group of (x - mu)^2 + eps)
+        rstd = 1 / xp.sqrt((xc * xc).mean(axis=2, keepdims=True) + eps)
+        # xhat = (x - mu) / sigma, back in the input's shape
+        xhat = (xc * rstd).reshape(x.shape)
+        self.save_for_backward(xhat, rstd, w)
+        # y = xhat w_c + b_c
+        y = xhat * w if w is not None else xhat.copy()
+        if b is not None:
+            y += b
+        return y
+
+    def backward(self, g):
+        xhat, rstd, w = self.saved
+        B = self.shape[0]
+        grads = [None]
+        if self.needs_input_grad[0]:
+            gxhat = (g * w if w is not None else g).reshape(B, self.groups, -1)
+            grads[0] = _normalized_grad(gxhat, xhat.reshape(B, self.groups, -1), rstd, (2,)).reshape(self.shape)
+        return tuple(grads) + _affine_grads(self, g, xhat, self.sum_axes)
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """F.group_norm: for x of shape (B, C, *spatial) split the channels into num_groups groups,
+    normalise each (sample, group) by its mean and biased variance, then y = xhat * weight_c + bias_c."""
+    if x.ndim < 2:
+        raise ShapeError(f"group_norm: input must be (B, C, *spatial), got shape {tuple(x.shape)}")
+    C = x.shape[1]
+    if num_groups <= 0 or C % num_groups != 0:
+        raise ShapeError(f"group_norm: num_groups={num_groups} does not divide the {C} channels of input "
+                         f"{tuple(x.shape)}")
+    params, has_w, has_b = _optional_params("group_norm", weight, bias, (C,))
+    return GroupNorm.apply(x, *params, groups=num_groups, has_weight=has_w, has_bias=has_b, eps=eps)
+
+
+class BatchNorm(Function):
+    """Per channel c over the batch (and spatial) axes: y = xhat w_c + b_c, xhat = (x - mu_c) / sigma_c.
+    Training: mu, sigma from the batch, backward by the closed form over those axes.
+    Evaluation: mu, sigma from the running statistics (constants): dL/dx = dL/dy w / sigma."""
+    op_name = "batch_norm"
+
+    def forward(self, x, *params, running_mean, running_var, training, momentum, has_weight, has_bias, eps):
+        xp = backend.xp_of(x)
+        C = x.shape[1]
+        pshape = (C,) + (1,) * (x.ndim - 2)
+        w = params[0].reshape(pshape) if has_weight else None
+        b = params[-1].reshape(pshape) if has_bias else None
+        self.axes = (0,) + tuple(range(2, x.ndim))
+        self.training, self.has_weight, self.has_bias = training, has_weight, has_bias
+        if training:
+            n = x.size // C
+            mu = x.mean(axis=self.axes, keepdims=True)
+            xc = x - mu
+            var = (xc * xc).mean(axis=self.axes, keepdims=True)
+            if running_mean is not None:
+                # running_mean <- (1 - momentum) running_mean + momentum mu
+                running_mean[...] = (1 - momentum) * running_mean + momentum * mu.reshape(C)
+            if running_var is not None:
+                # running_var <- (1 - momentum) running_var + momentum var n / (n - 1)   (unbiased)
+                running_var[...] = (1 - momentum) * running_var + momentum * var.reshape(C) * (n / (n - 1))
+        else:
+            xc = x - running_mean.reshape(pshape).astype(x.dtype)
+            var = running_var.reshape(pshape).astype(x.dtype)
+        # 1 / sigma = 1 / sqrt(var + eps)
+        rstd = 1 / xp.sqrt(var + eps)
+        # xhat = (x - mu) / sigma
+        xhat = xc * rstd
+        self.save_for_backward(xhat, rstd, w)
+        # y = xhat w_c + b_c
+        y = xhat * w if w is not None else xhat.copy()
+        if b is not None:
+            y += b
+        return y
+
+    def backward(self, g):
+        xhat, rstd, w = self.saved
+        grads = [None]
+        if self.needs_input_grad[0]:
+            gxhat = g * w if w is not None else g
+            # training: the closed form through the batch statistics; eval: dL/dx = g / sigma
+            grads[0] = _normalized_grad(gxhat, xhat, rstd, self.axes) if self.training else gxhat * rstd
+        return tuple(grads) + _affine_grads(self, g, xhat, self.axes)
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """F.batch_norm for x of shape (B, C) or (B, C, *spatial): y = (x - mu_c) / sqrt(var_c + eps) * w_c + b_c.
+
+    training=True: mu, var are the batch statistics (biased var), and running_mean / running_var
+    (arrays or Tensors of shape (C,), or None) are updated IN PLACE:
+        running_mean <- (1 - momentum) running_mean + momentum mu
+        running_var  <- (1 - momentum) running_var + momentum var n / (n - 1)   (unbiased, n = B * H * W)
+    training=False (the default, as in PyTorch): mu, var are running_mean and running_var (which must
+    then be given). The running statistics are never differentiated."""
+    name = "batch_norm"
+    if x.ndim < 2:
+        raise ShapeError(f"{name}: input must be (B, C) or (B, C, *spatial), got shape {tuple(x.shape)}")
+    C = x.shape[1]
+    stats = []
+    for what, s in (("running_mean", running_mean), ("running_var", running_var)):
+        s = s.data if isinstance(s, Tensor) else s
+        if s is not None and tuple(s.shape) != (C,):
+            raise ShapeError(f"{name}: {what} of shape {tuple(s.shape)}, expected ({C},) for input {tuple(x.shape)}")
+        stats.append(s)
+    if training and x.size // C <= 1:
+        raise ValueError(f"{name}: expected more than 1 value per channel when training, got input of shape "
+                         f"{tuple(x.shape)}")
+    if not training and (stats[0] is None or stats[1] is None):
+        raise ValueError(f"{name}: evaluation (training=False) needs running_mean and running_var")
+    params, has_w, has_b = _optional_params(name, weight, bias, (C,))
+    return BatchNorm.apply(x, *params, running_mean=stats[0], running_var=stats[1], training=training,
+                           momentum=momentum, has_weight=has_w, has_bias=has_b, eps=eps)

@@ -1,0 +1,131 @@
+"""ViT: the Vision Transformer (Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words").
+
+An image becomes a sequence: cut it into N patches of p x p pixels, embed each patch linearly, put a
+learned [CLS] token in front, add a learned position embedding, and run a standard pre-LN
+transformer encoder; the class comes from the final [CLS] token alone:
+
+    z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos        E (p p C, D), E_pos (N + 1, D)     (eq. 1)
+    z'_l = MSA(LN(z_{l-1})) + z_{l-1}                     l = 1 .. L                         (eq. 2)
+    z_l  = MLP(LN(z'_l)) + z'_l                                                              (eq. 3)
+    y    = LN(z_L^0),  logits = y W_head                                                     (eq. 4)
+
+On 28 x 28 digits, p = 4 gives N = 49 tokens (a 7 x 7 grid) plus [CLS]. Nothing in the architecture
+says that patch 8 sits next to patch 9: the position embedding has to learn the 2-D layout from
+data, and `position_similarity` shows that it does (each patch's embedding is most similar to its
+neighbours in the grid). `attention_rollout` (Abnar & Zuidema 2020) follows the attention from
+[CLS] down through the layers, adding the residual stream as the identity:
+
+    A_l = (mean over heads of softmax(q k^T / sqrt(d)) + I) / 2,   R = A_L A_{L-1} ... A_1,
+    the map of an image = R[CLS, patches]  reshaped to the 7 x 7 grid.
+
+Recipe (Config): dim 64, 6 blocks of 4 heads, MLP ratio 2, AdamW (lr 1e-3, weight decay 0.05) with a
+cosine decay, batch 128, random shifts of up to 1 pixel, grad clip 1.
+
+    python -m tinygen train vit --no-progress
+    python -m tinygen train vit --dataset fashion --no-progress
+    python -m tinygen evaluate vit --checkpoint runs/vit-mnist/last.npz
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+import autograd.functional as F
+from autograd import Tensor
+from .. import data, nn, optim
+from ..io import save_image_grid
+from . import register
+from .base import Config, inference
+from .classifier import _Classifier, random_shift
+
+
+@dataclass
+class ViTConfig(Config):
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_schedule: str = "cosine"
+    grad_clip: float = 1.0
+    weight_decay: float = 0.05
+    patch_size: int = 4        # 28 x 28 -> a 7 x 7 grid of 49 patches
+    dim: int = 64
+    depth: int = 6
+    num_heads: int = 4
+    mlp_ratio: float = 2.0
+    dropout: float = 0.0
+    augment: int = 1           # random shifts of up to this many pixels (0 turns augmentation off)
+
+
+@register("vit")
+class ViT(_Classifier):
+    """ViT classifier: 4x4 patches, [CLS] token, learned positions, pre-LN encoder, head on [CLS]."""
+    Config = ViTConfig
+
+    def __init__(self, config=None, image_size=28, channels=1, num_classes=10):
+        super().__init__(config)
+        c = self.config
+        if image_size % c.patch_size:
+            raise ValueError(f"ViT: patch_size {c.patch_size} does not divide the image size {image_size}")
+        self.grid = image_size // c.patch_size                        # 7 patches per side
+        num_patches = self.grid * self.grid                           # N = 49
+        self.patch_embed = nn.PatchEmbed(c.patch_size, channels, c.dim)   # x_p E
+        self.cls_token = nn.Parameter(np.zeros((1, 1, c.dim), np.float32))
+        nn.init.normal_(self.cls_token, std=0.02)
+        self.pos_embed = nn.LearnedPositionEmbedding(num_patches + 1, c.dim)  # E_pos
+        self.encoder = nn.Transformer(c.dim, c.depth, c.num_heads, mlp_ratio=c.mlp_ratio, dropout=c.dropout)
+        self.head = nn.Linear(c.dim, num_classes)
+
+    def configure_optimizers(self):
+        return {"main": optim.AdamW(self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)}
+
+    def prepare_batch(self, images, labels):
+        x, y = super().prepare_batch(images, labels)
+        if self.config.augment:
+            x = Tensor(random_shift(x.data, self.config.augment, self.rng))
+        return x, y
+
+    def tokens(self, x):
+        """z_0: the [CLS] token and the patch embeddings, plus positions. (B, 1, H, W) -> (B, N + 1, D)."""
+        B = x.shape[0]
+        patches = self.patch_embed(x)                                 # (B, N, D)
+        cls = self.cls_token.expand(B, 1, self.config.dim)            # (B, 1, D)
+        return self.pos_embed(F.concat([cls, patches], axis=1))       # (B, N + 1, D)
+
+    def logits(self, x):
+        y = self.encoder(self.tokens(x))                              # (B, N + 1, D), final LN applied
+        return self.head(y[:, 0])                                     # (B, 10): from [CLS] alone
+
+    # ---------------------------------------------------------------- the lecture's two pictures
+    def position_similarity(self):
+        """Cosine similarity of the patches' position embeddings, (N, grid, grid): map i shows how
+        similar patch i's embedding is to every other patch's (the [CLS] position left out)."""
+        e = self.pos_embed.weight.data[1:].astype(np.float64)        # (N, D)
+        e = e / np.linalg.norm(e, axis=1, keepdims=True)
+        return (e @ e.T).reshape(-1, self.grid, self.grid)            # (N, 7, 7)
+
+    @inference
+    def attention_rollout(self, images):
+        """Attention rollout from [CLS] (see the module docstring): (B, grid, grid) maps, each summing to
+        at most 1, for uint8 or [0, 1] images (B, 1, 28, 28)."""
+        x = Tensor(data.to_float(images))
+        h = self.tokens(x)
+        _, hidden = self.encoder(h, return_layers=tuple(range(self.config.depth)))
+        inputs = [h] + hidden[:-1]                                    # the input of every block
+        T = h.shape[1]
+        rollout = np.broadcast_to(np.eye(T), (h.shape[0], T, T))
+        for block, z in zip(self.encoder.blocks, inputs):
+            a = block.attn.attention_weights(block.ln1(z)).numpy().mean(axis=1)   # (B, T, T), heads averaged
+            a = 0.5 * (a + np.eye(T))                                 # + the residual connection
+            rollout = a @ rollout                                     # R = A_l R
+        return rollout[:, 0, 1:].reshape(-1, self.grid, self.grid)    # from [CLS] to each patch
+
+    def save_pictures(self, images, path_positions, path_rollout):
+        """The two pictures: position-embedding similarity (one 7x7 map per patch, in the patch grid) and
+        test images beside their attention-rollout maps (brighter: more attention from [CLS])."""
+        sim = self.position_similarity()
+        save_image_grid((sim[:, None] + 1) / 2, path_positions, nrow=self.grid, scale=4)
+        maps = self.attention_rollout(images)
+        maps = maps / maps.max(axis=(1, 2), keepdims=True)
+        p = self.config.patch_size
+        big = np.repeat(np.repeat(maps, p, axis=1), p, axis=2)[:, None]   # (B, 1, 28, 28)
+        pairs = np.stack([data.to_float(images), big], axis=1).reshape(-1, 1, *images.shape[2:])
+        save_image_grid(pairs, path_rollout, nrow=8, scale=3)
