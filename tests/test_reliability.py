@@ -519,7 +519,7 @@ ENGINE = [
     ("unsqueeze-axis", lambda: F.unsqueeze(A, 7), ShapeError, r"unsqueeze: axis 7"),
     ("squeeze-axis", lambda: F.squeeze(A, 5), ShapeError, r"squeeze: axis 5 is out of range"),
     ("split-axis", lambda: F.split(A, 2, axis=4), ShapeError, r"split: axis 4"),
-    ("softmax-axis", lambda: F.softmax(A, axis=3), Exception, r"axis 3"),
+    ("softmax-dim", lambda: F.softmax(A, dim=3), ShapeError, r"softmax: axis 3 is out of range"),
     ("truth-value-multi", lambda: bool(A), ValueError, r"truth value of a tensor with 6 elements .* ambiguous: use .any\(\) or .all\(\)"),
     ("truth-value-if", lambda: 1 if A > 2 else 0, ValueError, r"ambiguous"),
     ("truth-value-empty", lambda: bool(Tensor(np.zeros(0, np.float32))), ValueError, r"0 elements"),

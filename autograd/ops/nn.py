@@ -15,7 +15,7 @@ array module. Their samples are drawn in the input's dtype and moved to the inpu
 from .. import backend
 from ..function import Function, ShapeError
 from ..tensor import Tensor
-from ._util import index_array, normalize_axis, uniform
+from ._util import check_axis, index_array, normalize_axis, uniform
 from .elementwise import add, div
 
 __all__ = ["softmax", "log_softmax", "dropout", "embedding", "one_hot", "gumbel_softmax"]
@@ -64,12 +64,12 @@ class LogSoftmax(Function):
 def softmax(x, dim=-1):
     """softmax(x)_i = exp(x_i) / sum_j exp(x_j) along axis `dim` (computed with the max subtracted).
     A slice that is entirely -inf gives NaN, as in PyTorch."""
-    return Softmax.apply(x, axis=dim)
+    return Softmax.apply(x, axis=check_axis(dim, x.ndim, "softmax"))
 
 
 def log_softmax(x, dim=-1):
     """log_softmax(x)_i = x_i - log sum_j exp(x_j) along axis `dim` (stable)."""
-    return LogSoftmax.apply(x, axis=dim)
+    return LogSoftmax.apply(x, axis=check_axis(dim, x.ndim, "log_softmax"))
 
 
 # ---------------------------------------------------------------------- dropout, embedding, one_hot

@@ -4,21 +4,17 @@ Meng & Ermon, 2021) and classifier-free guidance (Ho & Salimans, 2022).
 The idea: destroy an image by adding a little Gaussian noise at each of T steps, until nothing but
 noise is left; train a network to undo one step; generate by starting from pure noise and undoing
 all T steps. Each undo step is a Gaussian whose mean we learn by predicting the noise that was added.
+The process, both samplers and both kinds of guidance live in tinygen/diffusion.py, for any shape and
+any condition; this file holds the network and the model that trains and samples it:
 
     forward process   q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I),  beta 1e-4 -> 0.02, T = 1000
-    closed form       q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I),  abar_t = prod_{s<=t} (1 - beta_s)
-                      so x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps,  eps ~ N(0, I)
-    simple loss       L = E_{x_0, t, eps} |eps - eps_theta(x_t, t)|^2
-    posterior         q(x_{t-1} | x_t, x_0) = N(mu~_t, beta~_t I)
-                      mu~_t = sqrt(abar_{t-1}) beta_t / (1 - abar_t) x_0 + sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) x_t
-                      beta~_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t
-    ancestral step    x_{t-1} = mu~_t(x_t, x0_hat) + sqrt(beta~_t) z,  x0_hat = (x_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t)
-    DDIM step         x_{t'} = sqrt(abar_t') x0_hat + sqrt(1 - abar_t' - sigma^2) eps_theta + sigma z,   t' < t
-                      sigma = eta sqrt((1 - abar_t') / (1 - abar_t)) sqrt(1 - abar_t / abar_t')
-                      (eta = 0: deterministic; eta = 1 over all T steps: the ancestral sampler)
+    closed form       x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps,  eps ~ N(0, I),  abar_t = prod_{s<=t} (1 - beta_s)
+    simple loss       L = E_{x_0, t, eps} |eps - eps_theta(x_t, t, y)|^2
+    ancestral step    x_{t-1} = mu~_t(x_t, x0_hat) + sqrt(beta~_t) z      (all T steps)
+    DDIM step         x_{t'} = sqrt(abar_t') x0_hat + sqrt(1 - abar_t' - sigma^2) eps_theta + sigma z   (few steps)
 
-Classifier-free guidance: during training the label is replaced by a null label with probability
-p_uncond, so one network learns eps(x, y) and eps(x, none). The convention used everywhere here:
+Classifier-free guidance: during training the label is replaced by the null label (index num_classes)
+with probability p_uncond, so one network learns eps(x, y) and eps(x, none). The convention used everywhere:
 
     guided eps = eps(x, none) + s (eps(x, y) - eps(x, none))     s = 1: plain conditional, s = 0: unconditional
 
@@ -34,7 +30,6 @@ Train:  python -m tinygen train ddpm               (class-conditional, label dro
         python -m tinygen train ddpm --set num_classes=0     (unconditional)
 Sample: python -m tinygen sample ddpm --checkpoint runs/ddpm-mnist/last.npz --label 7 --guidance 3 --steps 50
 """
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +37,7 @@ import numpy as np
 import autograd.functional as F
 from autograd import Tensor
 from .. import nn, optim
+from ..diffusion import GaussianDiffusion, beta_schedule, classifier_free, classifier_guidance, drop_condition
 from ..io import save_gif, save_image_grid
 from . import register
 from .base import Config, Model, inference
@@ -63,83 +59,6 @@ class DDPMConfig(Config):
     ema_decay: float = 0.999
     sample_steps: int = 50       # DDIM steps for pictures during training; sample(steps=None) uses all T
     quick_steps: int = 120       # --quick: about a minute; blobs, not digits yet
-
-
-# ---------------------------------------------------------------------- the forward process
-def beta_schedule(name, T):
-    """beta_1 .. beta_T (float64, shape (T,)): the lecture's linear schedule or the cosine one. The linear
-    one is scaled by 1000 / T so that a shorter chain still ends in noise (as in improved DDPM)."""
-    if name == "linear":
-        return np.clip(np.linspace(1e-4, 0.02, T, dtype=np.float64) * (1000 / T), 0, 0.999)
-    if name == "cosine":
-        # abar(t) = f(t) / f(0),  f(t) = cos^2((t / T + s) / (1 + s) * pi / 2),  s = 0.008
-        s = 0.008
-        f = np.cos((np.arange(T + 1) / T + s) / (1 + s) * math.pi / 2) ** 2
-        abar = f / f[0]
-        return np.clip(1 - abar[1:] / abar[:-1], 0, 0.999)
-    raise ValueError(f"unknown beta schedule {name!r}; valid: 'linear', 'cosine'")
-
-
-def _per_image(values, t):
-    """Table entries values[t] (float32) shaped (B, 1, 1, 1) to broadcast against images."""
-    return values[np.asarray(t)].astype(np.float32).reshape(-1, 1, 1, 1)
-
-
-class GaussianDiffusion:
-    """The fixed forward process and the update rules built from it, on NumPy arrays. Index t runs
-    0 .. T-1 here (the paper's 1 .. T); abar_{-1} = 1. clip_x0: clip predicted x_0 to the data range
-    [-1, 1] (pixels; latents have no such range)."""
-
-    def __init__(self, betas, clip_x0=True):
-        self.clip_x0 = clip_x0
-        self.betas = np.asarray(betas, dtype=np.float64)                    # (T,)
-        self.T = len(self.betas)
-        self.alphas = 1.0 - self.betas
-        self.abar = np.cumprod(self.alphas)                                 # abar_t = prod_{s<=t} alpha_s
-        self.abar_prev = np.append(1.0, self.abar[:-1])                     # abar_{t-1}
-        # beta~_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t
-        self.posterior_variance = (1 - self.abar_prev) / (1 - self.abar) * self.betas
-        # mu~_t = c0 x_0 + ct x_t
-        self.posterior_c0 = np.sqrt(self.abar_prev) * self.betas / (1 - self.abar)
-        self.posterior_ct = np.sqrt(self.alphas) * (1 - self.abar_prev) / (1 - self.abar)
-
-    def q_step(self, x_prev, t, eps):
-        """One forward step: x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) eps."""
-        return _per_image(np.sqrt(1 - self.betas), t) * x_prev + _per_image(np.sqrt(self.betas), t) * eps
-
-    def q_sample(self, x0, t, eps):
-        """Jump straight to step t: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps  (t of shape (B,))."""
-        return _per_image(np.sqrt(self.abar), t) * x0 + _per_image(np.sqrt(1 - self.abar), t) * eps
-
-    def q_posterior(self, x0, x_t, t):
-        """Mean and variance of q(x_{t-1} | x_t, x_0)."""
-        return (_per_image(self.posterior_c0, t) * x0 + _per_image(self.posterior_ct, t) * x_t,
-                _per_image(self.posterior_variance, t))
-
-    def predict_x0(self, x_t, t, eps):
-        """x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), clipped to [-1, 1] when clip_x0."""
-        x0 = (x_t - _per_image(np.sqrt(1 - self.abar), t) * eps) / _per_image(np.sqrt(self.abar), t)
-        return np.clip(x0, -1, 1) if self.clip_x0 else x0
-
-    def ancestral_step(self, x_t, t, eps, z):
-        """x_{t-1} = mu~_t(x_t, x0_hat) + sqrt(beta~_t) z   (no noise at the last step, t = 0)."""
-        mean, var = self.q_posterior(self.predict_x0(x_t, t, eps), x_t, t)
-        return mean + (np.sqrt(var) * z if t > 0 else 0)
-
-    def ddim_step(self, x_t, t, t_prev, eps, eta, z):
-        """x_{t'} = sqrt(abar_t') x0_hat + sqrt(1 - abar_t' - sigma^2) eps + sigma z   (t' = t_prev, -1 = the end)."""
-        x0 = self.predict_x0(x_t, t, eps)
-        eps = (x_t - math.sqrt(self.abar[t]) * x0) / math.sqrt(1 - self.abar[t])  # the eps that agrees with clipped x0
-        abar_prev = self.abar[t_prev] if t_prev >= 0 else 1.0
-        sigma = eta * math.sqrt((1 - abar_prev) / (1 - self.abar[t]) * (1 - self.abar[t] / abar_prev))
-        return (math.sqrt(abar_prev) * x0 + math.sqrt(max(1 - abar_prev - sigma ** 2, 0.0)) * eps
-                + sigma * z).astype(np.float32)
-
-    def timesteps(self, steps):
-        """`steps` timesteps spread evenly from T-1 down to 0 (one step: T-1 alone), in sampling order."""
-        if not 1 <= steps <= self.T:
-            raise ValueError(f"sampling steps must lie in 1..{self.T}, got {steps}")
-        return np.unique(np.linspace(self.T - 1, 0, steps).round().astype(int))[::-1]
 
 
 # ---------------------------------------------------------------------- the U-Net eps_theta(x_t, t, y)
@@ -227,7 +146,8 @@ class UNet(nn.Module):
 
 # ---------------------------------------------------------------------- the model
 class DiffusionModel(Model):
-    """What pixel and latent diffusion share: the loss, the guided eps, the samplers, EMA."""
+    """What pixel and latent diffusion share: eps_theta on NumPy, the null label, the loss, sampling
+    through tinygen/diffusion.py, EMA."""
     image_range = "signed"
 
     def setup_diffusion(self, net, shape, clip_x0=True):
@@ -236,15 +156,24 @@ class DiffusionModel(Model):
         self.net, self.shape = net, shape                                 # shape of one x: (C, H, W)
         self.ema = optim.EMA(self, decay=c.ema_decay)
 
+    def eps(self, x_t, t, y):
+        """eps_theta(x_t, t, y) on NumPy: x_t (B, *shape), t (B,), labels y (B,) or None (the null label)."""
+        return self.net(Tensor(x_t), t, y).numpy()
+
+    def null_condition(self, n):
+        """The null label, index num_classes: the U-Net's last label-embedding row."""
+        return np.full(n, self.config.num_classes)
+
+    def drop_condition(self, y, p, rng):
+        """Labels y (B,) with each replaced by the null label with probability p (classifier-free training)."""
+        return drop_condition(np.asarray(y), self.null_condition(len(y)), p, rng)
+
     def diffusion_loss(self, x0, labels):
         """L_simple = |eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t, y)|^2 (x0 a NumPy array)."""
-        c, B = self.config, len(x0)
-        t = self.rng.integers(0, c.T, B)
-        eps = self.rng.standard_normal(x0.shape, dtype=np.float32)
-        x_t = self.diffusion.q_sample(x0, t, eps)
-        y = None
-        if c.num_classes:  # classifier-free guidance: the null label with probability p_uncond
-            y = np.where(self.rng.random(B) < c.p_uncond, c.num_classes, np.asarray(labels))
+        c = self.config
+        x_t, t, eps = self.diffusion.diffuse(x0, self.rng)
+        # classifier-free guidance: the null label with probability p_uncond
+        y = self.drop_condition(labels, c.p_uncond, self.rng) if c.num_classes else None
         return F.mse_loss(self.net(Tensor(x_t), t, y), Tensor(eps))
 
     def training_step(self, batch, optimizers):
@@ -253,18 +182,6 @@ class DiffusionModel(Model):
         self.ema.decay = min(self.config.ema_decay, (1 + self.ema.num_updates) / (10 + self.ema.num_updates))
         self.ema.update()
         return logs
-
-    def guided_eps(self, x, t, y, guidance):
-        """eps_theta at (x, t), guided: eps(x, none) + s (eps(x, y) - eps(x, none)) in one batched pass."""
-        tt = np.full(len(x), t)
-        if y is None or guidance == 0:
-            return self.net(Tensor(x), tt, None).numpy()
-        if guidance == 1:
-            return self.net(Tensor(x), tt, y).numpy()
-        null = np.full(len(x), self.config.num_classes)
-        both = self.net(Tensor(np.concatenate([x, x])), np.concatenate([tt, tt]), np.concatenate([y, null])).numpy()
-        eps_y, eps_none = both[:len(x)], both[len(x):]
-        return eps_none + guidance * (eps_y - eps_none)
 
     def _labels(self, n, label):
         if label is None:
@@ -279,29 +196,21 @@ class DiffusionModel(Model):
     def sample_latents(self, n, label=None, guidance=1.0, steps=None, eta=0.0, classifier=None,
                        classifier_scale=0.0, frames=0):
         """Run the reverse process from x_T ~ N(0, I): ancestral over all T steps when steps is None,
-        else DDIM over `steps` steps. Returns x_0 (n, *shape), and with frames > 0 also that many
-        snapshots of the batch along the way (for a GIF)."""
+        else DDIM over `steps` steps, on eps_theta guided by the label (scale `guidance`) and, with a
+        noisy classifier, by its gradient (scale `classifier_scale`). Returns x_0 (n, *shape), and with
+        frames > 0 also that many snapshots of the batch along the way (for a GIF)."""
         d, y = self.diffusion, self._labels(n, label)
         if classifier is not None and hasattr(classifier, "check_matches"):
             classifier.check_matches(self)
-        guidance = 1.0 if guidance is None else guidance
-        ts = d.timesteps(steps) if steps else np.arange(d.T)[::-1]
-        keep = set(np.linspace(0, len(ts) - 1, frames).round().astype(int).tolist()) if frames else set()
-        x, snapshots = self.rng.standard_normal((n, *self.shape), dtype=np.float32), []   # x_T
-        for i, t in enumerate(ts):
-            eps = self.guided_eps(x, t, y, guidance)
-            if classifier is not None and classifier_scale:
-                # classifier guidance: eps' = eps - s sqrt(1 - abar_t) grad log p(y | x_t); in the ancestral step's
-                # mean (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t) this adds s beta_t / sqrt(alpha_t) grad ~ s Sigma grad
-                eps = eps - classifier_scale * math.sqrt(1 - d.abar[t]) * classifier.log_prob_grad(x, t, y)
-            z = self.rng.standard_normal(x.shape, dtype=np.float32)
-            if steps:
-                x = d.ddim_step(x, t, ts[i + 1] if i + 1 < len(ts) else -1, eps, eta, z)
-            else:
-                x = d.ancestral_step(x, t, eps, z).astype(np.float32)
-            if i in keep:
-                snapshots.append(x)
-        return (x, snapshots) if frames else x
+        eps_fn = self.eps
+        if y is not None:
+            eps_fn = classifier_free(eps_fn, self.null_condition(n), 1.0 if guidance is None else guidance)
+        if classifier is not None:
+            eps_fn = classifier_guidance(d, eps_fn, classifier.log_prob_grad, classifier_scale)
+        shape = (n, *self.shape)
+        if steps:
+            return d.ddim_sample(eps_fn, shape, self.rng, steps, eta, cond=y, frames=frames)
+        return d.ancestral_sample(eps_fn, shape, self.rng, cond=y, frames=frames)
 
     def to_images(self, x0):
         """Samples of the reverse process -> images (n, 1, 28, 28) in [0, 1] (here: pixels in [-1, 1])."""

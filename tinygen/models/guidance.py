@@ -6,11 +6,12 @@ diffusion model towards a class without retraining it:
 
     grad log p(x_t | y) = grad log p(x_t) + grad log p(y | x_t)
     guided mean         mu' = mu + s Sigma grad_x log p(y | x_t)          (ancestral sampling)
-    in eps form         eps' = eps - s sqrt(1 - abar_t) grad_x log p(y | x_t)   (DDIM; ddpm.py uses this form for both)
+    in eps form         eps' = eps - s sqrt(1 - abar_t) grad_x log p(y | x_t)   (DDIM; used for both samplers)
 
 with s > 1 sharpening p(y | x_t)^s: more class-typical samples, less diversity. The classifier sees
 x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps for random t, and t itself (the sinusoidal embedding),
-so its schedule (T, schedule) must be the diffusion model's.
+so its schedule (T, schedule) must be the diffusion model's. The guidance itself is
+tinygen.diffusion.classifier_guidance, which wraps any eps_theta with log_prob_grad below.
 
 Train:  python -m tinygen train noisy_classifier            (2 epochs: 413 CPU seconds measured)
 Use:    ddpm.sample(n, label=y, guidance=0, steps=50, classifier=clf, classifier_scale=s)
@@ -24,9 +25,10 @@ import numpy as np
 import autograd.functional as F
 from autograd import Tensor, enable_grad
 from .. import data, nn
+from ..diffusion import GaussianDiffusion, beta_schedule
 from . import register
 from .base import Config, Model, inference
-from .ddpm import GaussianDiffusion, ResBlock, beta_schedule
+from .ddpm import ResBlock
 
 
 @dataclass
@@ -78,8 +80,7 @@ class NoisyClassifier(Model):
 
     def loss(self, batch):
         x0, y = batch
-        t = self.rng.integers(0, self.config.T, len(y))
-        x_t = self.diffusion.q_sample(x0.numpy(), t, self.rng.standard_normal(x0.shape, dtype=np.float32))
+        x_t, t, _ = self.diffusion.diffuse(x0.numpy(), self.rng)          # x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps
         logits = self.net(Tensor(x_t), t)
         loss = F.cross_entropy(logits, y)
         return loss, {"acc": float((logits.numpy().argmax(1) == y).mean())}
@@ -114,13 +115,14 @@ class NoisyClassifier(Model):
         return [round(f * self.config.T) for f in (0, 0.25, 0.5, 0.75)]
 
     def log_prob_grad(self, x_t, t, y):
-        """grad_x log p(y | x_t, t) for x_t (B, 1, 28, 28) NumPy, labels y (B,): a NumPy array like x_t."""
+        """grad_x log p(y | x_t, t) for x_t (B, 1, 28, 28) NumPy at steps t (B,) (or one step for all),
+        labels y (B,): a NumPy array like x_t (the grad_log_p of tinygen.diffusion.classifier_guidance)."""
         was_training = self.training
         self.eval()
         try:
             with enable_grad():
                 x = Tensor(x_t, requires_grad=True)
-                log_p = F.log_softmax(self.net(x, np.full(len(x_t), t)), dim=1)        # (B, 10)
+                log_p = F.log_softmax(self.net(x, np.broadcast_to(t, (len(x_t),))), dim=1)   # (B, 10)
                 log_p[np.arange(len(y)), np.asarray(y)].sum().backward()
             return x.grad
         finally:

@@ -3,8 +3,9 @@
 The idea: most of an image's bits are imperceptible detail, and a diffusion model spends its compute
 on every pixel at every step. So first compress: a KL-regularised autoencoder (the VAE of vae.py made
 convolutional, with a light KL weight so that it keeps detail) maps a 28x28 image to a small latent
-z (4 x 7 x 7, 196 numbers for 784 pixels). Then run the diffusion of ddpm.py on z, and decode at the
-end. Each denoising step now runs on 7x7 maps instead of 28x28 ones.
+z (4 x 7 x 7, 196 numbers for 784 pixels). Then run the diffusion of ddpm.py on z (the process and
+samplers of tinygen/diffusion.py, with x0_hat left unclipped: latents have no fixed range), and decode
+at the end. Each denoising step now runs on 7x7 maps instead of 28x28 ones.
 
     stage 1 (autoencoder)  q(z|x) = N(mu(x), sigma^2(x)),  z = mu + sigma * eps
                            loss = -log p(x|z) + kl_weight KL(q(z|x) || N(0, I))   (vae.py's terms)

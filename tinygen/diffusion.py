@@ -1,0 +1,213 @@
+"""Gaussian diffusion for any tensor shape and any condition: beta schedules, the forward process,
+the ancestral (DDPM: Ho, Jain & Abbeel, 2020) and DDIM (Song, Meng & Ermon, 2021) samplers over a
+pluggable noise predictor, and guidance, classifier-free (Ho & Salimans, 2022) and by a classifier
+(Dhariwal & Nichol, 2021). ddpm.py, guidance.py and latent_diffusion.py are built on it.
+
+The idea: destroy x_0 by adding a little Gaussian noise at each of T steps until only noise is left;
+a network eps_theta(x_t, t, c) learns which noise was added; generation starts from pure noise and
+undoes the steps one by one. x can be anything with a batch axis first, (B, ...): images (B, C, H, W),
+latents, embedding vectors (B, D), token grids (B, T); every per-step coefficient is a (B,) vector
+broadcast as (B, 1, ..., 1) against x (per_sample).
+
+    forward step      q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I)
+    closed form       q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I),   abar_t = prod_{s<=t} (1 - beta_s)
+    simple loss       L = E_{x_0, t, eps} |eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t, c)|^2
+    posterior         q(x_{t-1} | x_t, x_0) = N(mu~_t, beta~_t I)
+    ancestral step    x_{t-1} = mu~_t(x_t, x0_hat) + sqrt(beta~_t) z
+    DDIM step         x_{t'} = sqrt(abar_t') x0_hat + sqrt(1 - abar_t' - sigma^2) eps_theta + sigma z,   t' < t
+
+Index t runs 0 .. T-1 in the code (the papers' 1 .. T), and abar_{-1} = 1 (t' = -1: the end, x_0).
+
+What a model supplies:
+    eps_fn(x_t, t, cond) -> eps     x_t (B, ...) NumPy; t (B,) integer steps; cond None or an array with B
+                                    rows (labels (B,), tokens (B, L), embeddings (B, D)); eps like x_t
+    null_condition(B)               the condition meaning "none" (a null label index, empty tokens, zeros)
+    drop_condition(cond, p, rng)    training with the null condition with probability p (drop_condition
+                                    below does it for any array condition)
+
+Guidance wraps an eps_fn into another eps_fn (classifier_free, classifier_guidance), so a sampler
+never knows which guidance, if any, it runs. The convention, everywhere:
+
+    guided eps = eps(x, null) + s (eps(x, c) - eps(x, null))     s = 1: plain conditional, s = 0: unconditional
+"""
+import math
+
+import numpy as np
+
+
+# ---------------------------------------------------------------------- schedules and broadcasting
+def beta_schedule(name, T):
+    """beta_1 .. beta_T (float64, shape (T,)): the lecture's linear schedule or the cosine one. The linear
+    one is scaled by 1000 / T so that a shorter chain still ends in noise (as in improved DDPM)."""
+    if name == "linear":
+        return np.clip(np.linspace(1e-4, 0.02, T, dtype=np.float64) * (1000 / T), 0, 0.999)
+    if name == "cosine":
+        # abar(t) = f(t) / f(0),  f(t) = cos^2((t / T + s) / (1 + s) * pi / 2),  s = 0.008  (Nichol & Dhariwal 2021)
+        s = 0.008
+        f = np.cos((np.arange(T + 1) / T + s) / (1 + s) * math.pi / 2) ** 2
+        abar = f / f[0]
+        # beta_t = 1 - abar_t / abar_{t-1}
+        return np.clip(1 - abar[1:] / abar[:-1], 0, 0.999)
+    raise ValueError(f"unknown beta schedule {name!r}; valid: 'linear', 'cosine'")
+
+
+def per_sample(values, x, dtype=np.float32):
+    """A per-sample vector (B,) (or a scalar) as (B, 1, ..., 1), to broadcast against x of shape (B, ...)."""
+    return np.asarray(values, dtype=dtype).reshape((-1,) + (1,) * (np.ndim(x) - 1))
+
+
+class GaussianDiffusion:
+    """The fixed forward process of a beta schedule and the update rules built from it, on NumPy arrays
+    of any shape (B, ...). clip_x0: clip predicted x_0 to the data range [-1, 1] (pixels; latents and
+    embeddings have no such range)."""
+
+    def __init__(self, betas, clip_x0=True):
+        self.clip_x0 = clip_x0
+        self.betas = np.asarray(betas, dtype=np.float64)                    # (T,)
+        if self.betas.ndim != 1 or not self.betas.size or not np.all((self.betas > 0) & (self.betas < 1)):
+            span = f" with values in [{self.betas.min():g}, {self.betas.max():g}]" if self.betas.size else ""
+            raise ValueError(f"GaussianDiffusion: betas must be a non-empty (T,) vector in (0, 1), got shape "
+                             f"{self.betas.shape}{span}")
+        self.T = len(self.betas)
+        self.alphas = 1.0 - self.betas
+        # abar_t = prod_{s<=t} alpha_s,  abar_{-1} = 1
+        self.abar = np.cumprod(self.alphas)
+        self.abar_prev = np.append(1.0, self.abar[:-1])
+        self.sqrt_abar, self.sqrt_one_minus_abar = np.sqrt(self.abar), np.sqrt(1 - self.abar)
+        # beta~_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t    (beta~ at the first step is 0: x_0 gets no noise)
+        self.posterior_variance = (1 - self.abar_prev) / (1 - self.abar) * self.betas
+        # mu~_t = c0 x_0 + ct x_t,  c0 = sqrt(abar_{t-1}) beta_t / (1 - abar_t),  ct = sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t)
+        self.posterior_c0 = np.sqrt(self.abar_prev) * self.betas / (1 - self.abar)
+        self.posterior_ct = np.sqrt(self.alphas) * (1 - self.abar_prev) / (1 - self.abar)
+
+    # ------------------------------------------------------------------ the forward process
+    def q_step(self, x_prev, t, eps):
+        """One forward step from x_{t-1} (B, ...) at steps t (B,)."""
+        # x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) eps
+        return per_sample(np.sqrt(1 - self.betas)[t], x_prev) * x_prev + per_sample(np.sqrt(self.betas)[t], eps) * eps
+
+    def q_sample(self, x0, t, eps):
+        """Jump straight from x_0 (B, ...) to step t (B,)."""
+        # x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps
+        return per_sample(self.sqrt_abar[t], x0) * x0 + per_sample(self.sqrt_one_minus_abar[t], eps) * eps
+
+    def diffuse(self, x0, rng):
+        """A training input: t ~ U{0..T-1} per sample, eps ~ N(0, I) like x0, and x_t = q_sample(x0, t, eps).
+        Returns (x_t, t, eps); the loss is then |eps - eps_theta(x_t, t, c)|^2."""
+        t = rng.integers(0, self.T, len(x0))                                 # (B,)
+        eps = rng.standard_normal(x0.shape, dtype=np.float32)                # (B, ...)
+        return self.q_sample(x0, t, eps), t, eps
+
+    def q_posterior(self, x0, x_t, t):
+        """Mean (B, ...) and variance (B, 1, ..., 1) of q(x_{t-1} | x_t, x_0)."""
+        # mu~_t = sqrt(abar_{t-1}) beta_t / (1 - abar_t) x_0 + sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) x_t
+        mean = per_sample(self.posterior_c0[t], x0) * x0 + per_sample(self.posterior_ct[t], x_t) * x_t
+        return mean, per_sample(self.posterior_variance[t], x_t)
+
+    # ------------------------------------------------------------------ from a noise prediction
+    def predict_x0(self, x_t, t, eps):
+        """The x_0 that a noise prediction implies (clipped to [-1, 1] when clip_x0)."""
+        # x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)
+        x0 = (x_t - per_sample(self.sqrt_one_minus_abar[t], x_t) * eps) / per_sample(self.sqrt_abar[t], x_t)
+        return np.clip(x0, -1, 1) if self.clip_x0 else x0
+
+    def eps_from_x0(self, x_t, t, x0):
+        """The noise that takes x_0 to x_t (the inverse of predict_x0)."""
+        # eps = (x_t - sqrt(abar_t) x_0) / sqrt(1 - abar_t)
+        return (x_t - per_sample(self.sqrt_abar[t], x_t) * x0) / per_sample(self.sqrt_one_minus_abar[t], x_t)
+
+    def ancestral_step(self, x_t, t, eps, z):
+        """x_t -> x_{t-1}, with z ~ N(0, I) like x_t (beta~ is 0 at the last step, t = 0: no noise)."""
+        mean, var = self.q_posterior(self.predict_x0(x_t, t, eps), x_t, t)
+        # x_{t-1} = mu~_t(x_t, x0_hat) + sqrt(beta~_t) z
+        return (mean + np.sqrt(var) * z).astype(np.float32)
+
+    def ddim_step(self, x_t, t, t_prev, eps, eta, z):
+        """x_t -> x_{t'} for t' = t_prev < t (-1: the end). eta = 0: deterministic; eta = 1 with t' = t - 1:
+        the ancestral step."""
+        x0 = self.predict_x0(x_t, t, eps)
+        eps = self.eps_from_x0(x_t, t, x0)                                   # the eps that agrees with a clipped x0
+        t_prev = np.asarray(t_prev)
+        abar, abar_prev = self.abar[t], np.where(t_prev >= 0, self.abar[t_prev], 1.0)
+        # sigma = eta sqrt((1 - abar_t') / (1 - abar_t)) sqrt(1 - abar_t / abar_t')
+        sigma = eta * np.sqrt((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev))
+        # x_{t'} = sqrt(abar_t') x0_hat + sqrt(1 - abar_t' - sigma^2) eps + sigma z
+        return (per_sample(np.sqrt(abar_prev), x0) * x0
+                + per_sample(np.sqrt(np.maximum(1 - abar_prev - sigma ** 2, 0.0)), eps) * eps
+                + per_sample(sigma, z) * z).astype(np.float32)
+
+    # ------------------------------------------------------------------ the samplers
+    def timesteps(self, steps):
+        """`steps` timesteps spread evenly from T-1 down to 0 (one step: T-1 alone), in sampling order."""
+        if not isinstance(steps, (int, np.integer)) or not 1 <= steps <= self.T:
+            raise ValueError(f"sampling steps must lie in 1..{self.T}, got {steps}")
+        return np.unique(np.linspace(self.T - 1, 0, steps).round().astype(int))[::-1]
+
+    def ancestral_sample(self, eps_fn, shape, rng, cond=None, frames=0):
+        """The reverse process over all T steps: x_T ~ N(0, I), then x_{t-1} = mu~_t + sqrt(beta~_t) z.
+        shape (B, ...) is that of x; returns x_0, and with frames > 0 also that many snapshots along the way."""
+        return self._reverse(eps_fn, shape, rng, np.arange(self.T)[::-1], cond, frames,
+                             lambda x, t, t_prev, eps, z: self.ancestral_step(x, t, eps, z))
+
+    def ddim_sample(self, eps_fn, shape, rng, steps, eta=0.0, cond=None, frames=0):
+        """DDIM over `steps` of the T steps (timesteps(steps)); eta scales the fresh noise (0: none)."""
+        return self._reverse(eps_fn, shape, rng, self.timesteps(steps), cond, frames,
+                             lambda x, t, t_prev, eps, z: self.ddim_step(x, t, t_prev, eps, eta, z))
+
+    def _reverse(self, eps_fn, shape, rng, ts, cond, frames, step):
+        """The loop both samplers share: ask eps_fn at each timestep of ts, move x by `step`."""
+        B = shape[0]
+        if cond is not None and len(cond) != B:
+            raise ValueError(f"the condition has {len(cond)} rows for a batch of {B} samples (shape {tuple(shape)})")
+        keep = set(np.linspace(0, len(ts) - 1, frames).round().astype(int).tolist()) if frames else set()
+        x, snapshots = rng.standard_normal(shape, dtype=np.float32), []     # x_T ~ N(0, I)
+        for i, t in enumerate(ts):
+            t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+            eps = eps_fn(x, np.full(B, t), cond)                             # like x
+            if eps.shape != x.shape:
+                raise ValueError(f"eps_fn returned shape {eps.shape} for x_t of shape {x.shape}")
+            z = rng.standard_normal(x.shape, dtype=np.float32)
+            x = step(x, np.full(B, t), np.full(B, t_prev), eps, z)
+            if i in keep:
+                snapshots.append(x)
+        return (x, snapshots) if frames else x
+
+
+# ---------------------------------------------------------------------- conditions and guidance
+def drop_condition(cond, null_cond, p, rng):
+    """Classifier-free training: each row of cond (B, ...) becomes the matching row of null_cond with
+    probability p. (A learned null embedding must be swapped in inside the network, for its gradient.)"""
+    drop = rng.random(len(cond)) < p                                        # (B,)
+    return np.where(per_sample(drop, cond, dtype=bool), null_cond, cond)
+
+
+def classifier_free(eps_fn, null_cond, scale):
+    """An eps_fn guided towards its condition; cond and null_cond go through eps_fn in one batch of 2B.
+    A cond of None (or scale 0) gives the unconditional eps(x, null)."""
+    def guided(x_t, t, cond):
+        if cond is None or scale == 0:
+            return eps_fn(x_t, t, null_cond)
+        if scale == 1:
+            return eps_fn(x_t, t, cond)
+        B = len(x_t)
+        both = eps_fn(np.concatenate([x_t, x_t]), np.concatenate([t, t]), np.concatenate([cond, null_cond]))
+        eps_c, eps_null = both[:B], both[B:]
+        # eps~ = eps(x_t, null) + s (eps(x_t, c) - eps(x_t, null))
+        return eps_null + scale * (eps_c - eps_null)
+    return guided
+
+
+def classifier_guidance(diffusion, eps_fn, grad_log_p, scale):
+    """An eps_fn steered by a classifier of noisy x_t: grad_log_p(x_t, t, cond) = grad_x log p(cond | x_t, t),
+    an array like x_t. With Bayes' rule, grad log p(x_t | y) = grad log p(x_t) + grad log p(y | x_t) and
+    eps = -sqrt(1 - abar_t) grad log p(x_t), so the guided noise is eps^ below (s > 1 sharpens p(y | x_t)^s)."""
+    if scale == 0:
+        return eps_fn
+
+    def guided(x_t, t, cond):
+        if cond is None:
+            raise ValueError("classifier guidance needs a condition: the labels to steer towards")
+        eps = eps_fn(x_t, t, cond)
+        # eps^ = eps - s sqrt(1 - abar_t) grad_{x_t} log p(y | x_t)
+        return eps - per_sample(scale * diffusion.sqrt_one_minus_abar[t], x_t) * grad_log_p(x_t, t, cond)
+    return guided
