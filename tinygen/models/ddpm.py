@@ -208,7 +208,7 @@ class DiffusionModel(Model):
         if classifier is not None:
             eps_fn = classifier_guidance(d, eps_fn, classifier.log_prob_grad, classifier_scale)
         shape = (n, *self.shape)
-        if steps:
+        if steps is not None:  # 0 is refused by timesteps, not read as "all T"
             return d.ddim_sample(eps_fn, shape, self.rng, steps, eta, cond=y, frames=frames)
         return d.ancestral_sample(eps_fn, shape, self.rng, cond=y, frames=frames)
 
