@@ -200,6 +200,11 @@ def test_ema_warmup():
     restored = optim.EMA(net, decay=0.5)
     restored.load_state_dict(ema.state_dict())
     assert restored.warmup and restored.decay == 0.99 and restored.current_decay() == 0.99
+    old = {k: v for k, v in ema.state_dict().items() if k != "warmup"}  # written before the option existed,
+    old["decay"] = 0.9                                                   # by a model that set decay_n itself
+    again = optim.EMA(net, decay=0.99, warmup=True)
+    again.load_state_dict(old)
+    assert again.decay == 0.99 and again.current_decay() == 0.99
 
 
 def test_ema_state_dict_round_trip():

@@ -393,8 +393,13 @@ class EMA:
                   if n in self.shadow and np.shape(v) != tuple(self.shadow[n].shape)]
         if wrong:
             raise ValueError(f"EMA.load_state_dict: entries that do not match the model: {wrong}")
-        self.decay, self.num_updates = float(state_dict["decay"]), int(state_dict["num_updates"])
-        self.warmup = bool(state_dict.get("warmup", self.warmup))  # a checkpoint older than the option keeps ours
+        self.num_updates = int(state_dict["num_updates"])
+        if "warmup" in state_dict:
+            self.decay, self.warmup = float(state_dict["decay"]), bool(state_dict["warmup"])
+        elif not self.warmup:
+            self.decay = float(state_dict["decay"])
+        # else: a checkpoint older than the option, of a model that warmed up by hand, holds the warm-up's
+        # last decay_n in "decay"; the recipe's decay given to this EMA is the one to keep
         for n, v in shadow.items():
             s = self.shadow[n]
             s[...] = backend.xp_of(s).asarray(np.asarray(backend.to_numpy(v), dtype=s.dtype))
