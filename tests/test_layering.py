@@ -20,12 +20,7 @@ MODEL_MAY_IMPORT = ("autograd", "tinygen.nn", "tinygen.optim", "tinygen.io", "ti
 
 # Known breaks of the rules, as (file, imported module or rule): files being rewritten elsewhere. Delete an
 # entry when its file keeps the rule; an entry that no longer matches anything fails the test.
-KNOWN_EXCEPTIONS = {
-    # the diffusion models still register themselves with the transitional @register decorator
-    ("tinygen/models/ddpm.py", "@register"),
-    ("tinygen/models/guidance.py", "@register"),
-    ("tinygen/models/latent_diffusion.py", "@register"),
-}
+KNOWN_EXCEPTIONS = set()  # (file, import) pairs that break a rule on purpose, each with its reason
 
 
 def module_name(path):

@@ -42,17 +42,6 @@ def registered_name(cls):
     return _NAMES.get(f"{cls.__module__}:{cls.__qualname__}")
 
 
-def register(name):
-    """Transitional: a class decorator that only checks that MODULES registers the class as `name`.
-    MODULES is the registry; this goes once no model file uses it."""
-    def check(cls):
-        if registered_name(cls) != name:
-            raise ValueError(f"@register({name!r}) on {cls.__module__}:{cls.__qualname__}: add "
-                             f"{name!r}: \"{cls.__module__}:{cls.__qualname__}\" to MODULES in tinygen/models/__init__.py")
-        return cls
-    return check
-
-
 def get_model_class(name):
     """The model class registered as `name` (a ValueError lists the valid names)."""
     if name not in MODULES:

@@ -36,10 +36,9 @@ import numpy as np
 
 import autograd.functional as F
 from autograd import Tensor
-from .. import nn, optim
+from .. import data, nn, optim
 from ..diffusion import GaussianDiffusion, beta_schedule, classifier_free, classifier_guidance, drop_condition
 from ..io import save_gif, save_image_grid
-from . import register
 from .base import Config, Model, inference
 
 
@@ -154,7 +153,7 @@ class DiffusionModel(Model):
         c = self.config
         self.diffusion = GaussianDiffusion(beta_schedule(c.schedule, c.T), clip_x0)
         self.net, self.shape = net, shape                                 # shape of one x: (C, H, W)
-        self.ema = optim.EMA(self, decay=c.ema_decay)
+        self.ema = optim.EMA(self, decay=c.ema_decay, warmup=True)  # short runs average over the steps they have
 
     def eps(self, x_t, t, y):
         """eps_theta(x_t, t, y) on NumPy: x_t (B, *shape), t (B,), labels y (B,) or None (the null label)."""
@@ -178,8 +177,6 @@ class DiffusionModel(Model):
 
     def training_step(self, batch, optimizers):
         logs = super().training_step(batch, optimizers)
-        # EMA with a warm-up, so short runs average over the steps they have: decay_n = min(d, (1 + n) / (10 + n))
-        self.ema.decay = min(self.config.ema_decay, (1 + self.ema.num_updates) / (10 + self.ema.num_updates))
         self.ema.update()
         return logs
 
@@ -188,10 +185,7 @@ class DiffusionModel(Model):
             return None
         if not self.config.num_classes:
             raise ValueError(f"{self.name} was trained unconditionally (num_classes=0): it takes no label")
-        y = np.broadcast_to(np.asarray(label), (n,)).astype(int)
-        if y.min() < 0 or y.max() >= self.config.num_classes:
-            raise ValueError(f"labels must lie in 0..{self.config.num_classes - 1}, got {sorted(set(y.tolist()))}")
-        return y
+        return data.check_labels(label, n, self.config.num_classes)
 
     def sample_latents(self, n, label=None, guidance=1.0, steps=None, eta=0.0, classifier=None,
                        classifier_scale=0.0, frames=0):
@@ -237,16 +231,16 @@ class DiffusionModel(Model):
     def visualize(self, images, labels, path):
         """Samples with the EMA weights: unconditional, or one row per digit when conditional."""
         with self.ema.average_parameters(self):
-            label = np.repeat(np.arange(10), 8) if self.conditional else None
+            label = np.repeat(np.arange(data.N_CLASSES), 8) if self.conditional else None
             x = self.sample(80 if self.conditional else 64, label=label, steps=self.config.sample_steps)
         save_image_grid(x, path, nrow=8, scale=2)
 
 
-@register("ddpm")
 class DDPM(DiffusionModel):
     """DDPM (Ho et al. 2020): eps-prediction U-Net, ancestral and DDIM sampling, classifier-free guidance."""
     Config = DDPMConfig
     sample_options = ("label", "guidance", "steps")
+    tiny_config = {"T": 5, "base_channels": 8, "channel_mult": (1, 2, 2), "batch_size": 8, "sample_steps": 2}
 
     def __init__(self, config=None):
         super().__init__(config)

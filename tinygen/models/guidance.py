@@ -23,10 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 import autograd.functional as F
-from autograd import Tensor, enable_grad
+from autograd import Tensor
 from .. import data, nn
 from ..diffusion import GaussianDiffusion, beta_schedule
-from . import register
 from .base import Config, Model, inference
 from .ddpm import ResBlock
 
@@ -46,7 +45,7 @@ class NoisyClassifierNet(nn.Module):
     """The down half of ddpm's U-Net, then global average pooling and a linear layer:
     (B, 1, 28, 28), t -> logits (B, 10)."""
 
-    def __init__(self, base=16, num_classes=10):
+    def __init__(self, base=16, num_classes=data.N_CLASSES):
         super().__init__()
         emb_dim = 4 * base
         self.time = nn.TimestepEmbedding(base, emb_dim)
@@ -66,11 +65,11 @@ class NoisyClassifierNet(nn.Module):
         return self.head(F.silu(self.norm(h)).mean(axis=(2, 3)))             # (B, 10)
 
 
-@register("noisy_classifier")
 class NoisyClassifier(Model):
     """Classifier of noisy images p(y | x_t, t), for classifier guidance of a diffusion model."""
     Config = NoisyClassifierConfig
     image_range = "signed"
+    tiny_config = {"T": 5, "base_channels": 8, "batch_size": 8}
 
     def __init__(self, config=None):
         super().__init__(config)
@@ -98,7 +97,7 @@ class NoisyClassifier(Model):
     @inference
     def predict(self, images, t=0, batch_size=1000):
         """Labels of images (uint8 or [0, 1]) after noising them to step t."""
-        x = data.to_signed(images) if np.asarray(images).dtype == np.uint8 else 2 * np.asarray(images, np.float32) - 1
+        x = data.to_signed(images)
         out = []
         for i in range(0, len(x), batch_size):
             xb = x[i:i + batch_size]
@@ -114,19 +113,14 @@ class NoisyClassifier(Model):
     def noise_levels(self):
         return [round(f * self.config.T) for f in (0, 0.25, 0.5, 0.75)]
 
+    @inference(grad=True)
     def log_prob_grad(self, x_t, t, y):
         """grad_x log p(y | x_t, t) for x_t (B, 1, 28, 28) NumPy at steps t (B,) (or one step for all),
         labels y (B,): a NumPy array like x_t (the grad_log_p of tinygen.diffusion.classifier_guidance)."""
-        was_training = self.training
-        self.eval()
-        try:
-            with enable_grad():
-                x = Tensor(x_t, requires_grad=True)
-                log_p = F.log_softmax(self.net(x, np.broadcast_to(t, (len(x_t),))), dim=1)   # (B, 10)
-                log_p[np.arange(len(y)), np.asarray(y)].sum().backward()
-            return x.grad
-        finally:
-            self.train(was_training)
+        x = Tensor(x_t, requires_grad=True)
+        log_p = F.log_softmax(self.net(x, np.broadcast_to(t, (len(x_t),))), dim=1)   # (B, 10)
+        log_p[np.arange(len(y)), np.asarray(y)].sum().backward()
+        return x.grad
 
     @inference
     def visualize(self, images, labels, path):

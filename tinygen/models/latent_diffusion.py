@@ -29,10 +29,9 @@ import numpy as np
 
 import autograd.functional as F
 from autograd import Tensor
-from .. import nn, optim
+from .. import data, nn, optim
 from ..io import save_image_grid
-from . import register
-from .base import inference
+from .base import inference, optimizer_step
 from .ddpm import DDPMConfig, DiffusionModel, UNet
 from .vae import bernoulli_log_likelihood, gaussian_kl, reparameterize
 
@@ -89,12 +88,12 @@ class KLAutoencoder(nn.Module):
         self.encoder, self.decoder = ConvEncoder(width, latent_channels), ConvDecoder(width, latent_channels)
 
 
-@register("latent_diffusion")
 class LatentDiffusion(DiffusionModel):
     """Latent diffusion (Rombach et al. 2022): a KL autoencoder to 4x7x7, DDPM on the latents, CFG."""
     Config = LatentDiffusionConfig
     image_range = "unit"  # the autoencoder's Bernoulli targets; latents are scaled to unit variance
     sample_options = ("label", "guidance", "steps")
+    tiny_config = {"T": 5, "ae_width": 4, "base_channels": 8, "batch_size": 8, "ae_steps": 0, "sample_steps": 2}
 
     def __init__(self, config=None):
         super().__init__(config)
@@ -142,32 +141,22 @@ class LatentDiffusion(DiffusionModel):
         stage = self.stage
         self.steps_done[0] += 1
         if stage == 1:
-            opt = optimizers["ae"]
-            opt.zero_grad()
             loss, logs = self.ae_loss(x)
-            loss.backward()
-            opt.step()
+            optimizer_step(loss, optimizers["ae"])
             return {"ae_loss": loss.item(), **logs}
         if self.steps_done[0] == self.config.ae_steps + 1:  # the first stage-2 step: measure std(z), start the EMA
             self.latent_std[0] = np.float32(self.encode(x.numpy()).std())
-            self.ema = optim.EMA(self, decay=self.config.ema_decay)
-        opt = optimizers["main"]
-        opt.zero_grad()
+            self.ema = optim.EMA(self, decay=self.config.ema_decay, warmup=True)
         loss = self.diffusion_loss(self.encode(x.numpy()), labels)
-        loss.backward()
-        logs = {}
-        if self.config.grad_clip:
-            logs["grad_norm"] = optim.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
-        opt.step()
-        self.ema.decay = min(self.config.ema_decay, (1 + self.ema.num_updates) / (10 + self.ema.num_updates))
+        norm = optimizer_step(loss, optimizers["main"], self.config.grad_clip)
         self.ema.update()
-        return {"loss": loss.item(), **logs}
+        return {"loss": loss.item(), **({"grad_norm": norm} if norm is not None else {})}
 
     # ------------------------------------------------------------------ evaluation and sampling
     @inference
     def evaluate(self, images, labels, n=1000):
         """Autoencoder reconstruction on the first n test images: BCE nats per image and mean |x - x_hat|."""
-        x = images[:n].astype(np.float32) / 255
+        x = data.to_float(images[:n])
         mu, _ = self.autoencoder.encoder(Tensor(x))
         logits = self.autoencoder.decoder(mu)
         bce = -bernoulli_log_likelihood(logits, Tensor(x)).numpy().mean()
@@ -181,7 +170,7 @@ class LatentDiffusion(DiffusionModel):
     def visualize(self, images, labels, path):
         """Stage 1: test images over their reconstructions. Stage 2: samples, one row per digit."""
         if self.stage == 1:
-            x = images[:32].astype(np.float32) / 255
+            x = data.to_float(images[:32])
             save_image_grid(np.concatenate([x, self.reconstruct(x)]), Path(path), nrow=8, scale=2)
         else:
             super().visualize(images, labels, path)
