@@ -15,6 +15,7 @@ MODULES = {
     "cgan": "tinygen.models.cgan",
     "pix2pix": "tinygen.models.pix2pix",
     "realnvp": "tinygen.models.realnvp",
+    "pixelcnn": "tinygen.models.pixelcnn",
     "ddpm": "tinygen.models.ddpm",
     "noisy_classifier": "tinygen.models.guidance",
     "latent_diffusion": "tinygen.models.latent_diffusion",
