@@ -37,6 +37,14 @@ def _optional_params(name, weight, bias, shape):
     return params, weight is not None, bias is not None
 
 
+def _affine(xhat, w, b):
+    """y = xhat w + b for the parameters that are given (a new array either way)."""
+    y = xhat * w if w is not None else xhat.copy()
+    if b is not None:
+        y += b
+    return y
+
+
 def _affine_grads(fn, g, xhat, axes):
     """Gradients of the affine part y = xhat * w + b of a normalisation:
     dL/dw = sum(g xhat),  dL/db = sum(g)  over every axis the parameters are broadcast along.
@@ -72,10 +80,7 @@ class LayerNorm(Function):
         xhat = xc * rstd
         self.save_for_backward(xhat, rstd, w)
         # y = xhat w + b
-        y = xhat * w if w is not None else xhat.copy()
-        if b is not None:
-            y += b
-        return y
+        return _affine(xhat, w, b)
 
     def backward(self, g):
         xhat, rstd, w = self.saved
@@ -122,10 +127,7 @@ class GroupNorm(Function):
         xhat = (xc * rstd).reshape(x.shape)
         self.save_for_backward(xhat, rstd, w)
         # y = xhat w_c + b_c
-        y = xhat * w if w is not None else xhat.copy()
-        if b is not None:
-            y += b
-        return y
+        return _affine(xhat, w, b)
 
     def backward(self, g):
         xhat, rstd, w = self.saved
@@ -184,10 +186,7 @@ class BatchNorm(Function):
         xhat = xc * rstd
         self.save_for_backward(xhat, rstd, w)
         # y = xhat w_c + b_c
-        y = xhat * w if w is not None else xhat.copy()
-        if b is not None:
-            y += b
-        return y
+        return _affine(xhat, w, b)
 
     def backward(self, g):
         xhat, rstd, w = self.saved
