@@ -28,6 +28,7 @@ MODULES = {
     "cgan": "tinygen.models.cgan:CGAN",
     "pix2pix": "tinygen.models.pix2pix:Pix2Pix",
     "realnvp": "tinygen.models.realnvp:RealNVP",
+    "pixelcnn": "tinygen.models.pixelcnn:PixelCNN",
     "ddpm": "tinygen.models.ddpm:DDPM",
     "noisy_classifier": "tinygen.models.guidance:NoisyClassifier",
     "latent_diffusion": "tinygen.models.latent_diffusion:LatentDiffusion",
