@@ -222,7 +222,8 @@ def _conv_input_grad(g, w, in_hw, stride, padding, dilation, groups):
     col2im wins there (3-4x on a stride-2 layer), as it does when C_out >= 3 C_in. Depthwise convs
     always take the transposed convolution, as one einsum on windows (the inserted zeros cost only
     reads there)."""
-    if w.shape[2:] == (1, 1) and stride == (1, 1) and padding == (0, 0) and not _depthwise(w, groups):
+    if w.shape[2:] == (1, 1) and stride == (1, 1) and padding == (0, 0) and tuple(in_hw) == tuple(g.shape[2:]) \
+            and not _depthwise(w, groups):
         # a 1x1 conv: dX = dY W^T, one GEMM on the NHWC matrix of dY
         gx = _nchw_to_matrix(g, groups) @ _weight_matrix(w, groups).transpose(0, 2, 1)
         return _matrix_to_nhwc(gx, g.shape[0], in_hw)

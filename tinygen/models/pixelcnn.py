@@ -54,9 +54,8 @@ import numpy as np
 import autograd.functional as F
 from autograd import Tensor
 from .. import data, nn
-from ..evaluate import bits_per_dim
 from ..io import save_image_grid
-from .base import Config, Model, inference
+from .base import Config, Model, bits_per_dim, inference
 
 ARCHS = ("plain", "gated")
 
