@@ -134,9 +134,9 @@ def _as_nchw(yn):
 
 
 # ---------------------------------------------------------------------- the three convolution products
-def _depthwise(w, groups):
+def _depthwise(w_shape, groups):
     """Every group has one input channel (depthwise, C_out = m C_in): einsum on windows, see below."""
-    return groups > 1 and w.shape[1] == 1
+    return groups > 1 and w_shape[1] == 1
 
 
 def _padded(x, padding, w, groups):
@@ -144,7 +144,7 @@ def _padded(x, padding, w, groups):
     keeps): group-major (groups, B, H, W, C/groups), except for depthwise convs, whose einsum reads
     plain NHWC (1, B, H, W, C)."""
     H, W = x.shape[2:]
-    layout = 1 if _depthwise(w, groups) else groups
+    layout = 1 if _depthwise(w.shape, groups) else groups
     return _place(x, (H + 2 * padding[0], W + 2 * padding[1]), padding, groups=layout)
 
 
@@ -223,11 +223,11 @@ def _conv_input_grad(g, w, in_hw, stride, padding, dilation, groups):
     always take the transposed convolution, as one einsum on windows (the inserted zeros cost only
     reads there)."""
     if w.shape[2:] == (1, 1) and stride == (1, 1) and padding == (0, 0) and tuple(in_hw) == tuple(g.shape[2:]) \
-            and not _depthwise(w, groups):
+            and not _depthwise(w.shape, groups):
         # a 1x1 conv: dX = dY W^T, one GEMM on the NHWC matrix of dY
         gx = _nchw_to_matrix(g, groups) @ _weight_matrix(w, groups).transpose(0, 2, 1)
         return _matrix_to_nhwc(gx, g.shape[0], in_hw)
-    if _depthwise(w, groups) or (stride == (1, 1) and w.shape[0] < 3 * w.shape[1] * groups):
+    if _depthwise(w.shape, groups) or (stride == (1, 1) and w.shape[0] < 3 * w.shape[1] * groups):
         return _spread_input_grad(g, w, in_hw, stride, padding, dilation, groups)
     return _col2im_input_grad(g, w, in_hw, stride, padding, dilation, groups)
 
@@ -241,7 +241,7 @@ def _spread_input_grad(g, w, in_hw, stride, padding, dilation, groups):
     kh, kw = w.shape[2:]
     (H, W), (sh, sw), (ph, pw), (dh, dw) = in_hw, stride, padding, dilation
     size, offset = (H + (kh - 1) * dh, W + (kw - 1) * dw), ((kh - 1) * dh - ph, (kw - 1) * dw - pw)
-    if _depthwise(w, groups):
+    if _depthwise(w.shape, groups):
         return _depthwise_input_grad(_place(g, size, offset, (sh, sw))[0], w, groups, (H, W), dilation)
     spread = _place(g, size, offset, (sh, sw), groups=groups)
     y = _tiled_product(spread, _adjoint_weight_matrix(w, groups), (kh, kw), (1, 1), dilation, (H, W))
@@ -328,7 +328,7 @@ def _depthwise_input_grad(spread, w, groups, in_hw, dilation):
 
 def _conv_forward(xg, w, stride, dilation, groups, out_hw):
     """conv2d's output as NHWC (B, Ho, Wo, C_out) from the padded group-major NHWC input xg."""
-    if _depthwise(w, groups):
+    if _depthwise(w.shape, groups):
         return _depthwise_forward(_windows(xg[0], w.shape[2:], stride, dilation, out_hw), w)
     y = _tiled_product(xg, _weight_matrix(w, groups), w.shape[2:], stride, dilation, out_hw)
     return _matrix_to_nhwc(y, xg.shape[1], out_hw)
@@ -337,13 +337,9 @@ def _conv_forward(xg, w, stride, dilation, groups, out_hw):
 def _conv_weight_grad(xg, g, w_shape, stride, dilation, groups):
     """dL/dW of conv2d from the padded input xg and the NCHW output gradient g."""
     out_hw = g.shape[2:]
-    if _depthwise_shape(w_shape, groups):
+    if _depthwise(w_shape, groups):
         return _depthwise_weight_grad(_windows(xg[0], w_shape[2:], stride, dilation, out_hw), g, w_shape)
     return _tiled_weight_grad(xg, _nchw_to_matrix(g, groups), w_shape, stride, dilation, out_hw)
-
-
-def _depthwise_shape(w_shape, groups):
-    return groups > 1 and w_shape[1] == 1
 
 
 def _add_bias(yn, b):
