@@ -29,6 +29,7 @@ MODULES = {
     "pix2pix": "tinygen.models.pix2pix:Pix2Pix",
     "realnvp": "tinygen.models.realnvp:RealNVP",
     "pixelcnn": "tinygen.models.pixelcnn:PixelCNN",
+    "vqvae": "tinygen.models.vqvae:VQVAE",
     "ddpm": "tinygen.models.ddpm:DDPM",
     "noisy_classifier": "tinygen.models.guidance:NoisyClassifier",
     "latent_diffusion": "tinygen.models.latent_diffusion:LatentDiffusion",

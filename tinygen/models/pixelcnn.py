@@ -142,11 +142,12 @@ class Head(nn.Module):
 
 
 class PlainNet(nn.Module):
-    """x (B, 1, H, W) -> logits (B, out, H, W): mask-A conv, mask-B residual blocks, 1 x 1 heads."""
+    """x (B, in, H, W) -> logits (B, out, H, W): mask-A conv, mask-B residual blocks, 1 x 1 heads
+    (in = 1 for images; CodePixelCNN feeds an embedding of code indices)."""
 
-    def __init__(self, c, out_channels):
+    def __init__(self, c, out_channels, in_channels=1):
         super().__init__()
-        self.inp = MaskedConv2d(1, c.channels, c.first_kernel, "A")
+        self.inp = MaskedConv2d(in_channels, c.channels, c.first_kernel, "A")
         self.blocks = nn.Sequential(*[ResidualBlock(c.channels) for _ in range(c.blocks)])
         self.head = Head(c.channels, c.head_channels, out_channels)
         self.reach = c.first_kernel // 2 + c.blocks   # rows above an output that can reach it
@@ -187,13 +188,13 @@ class GatedLayer(nn.Module):
 
 
 class GatedNet(nn.Module):
-    """x (B, 1, H, W) -> logits (B, out, H, W): a first gated layer (k x k, mask A), `blocks` 3 x 3 gated
+    """x (B, in, H, W) -> logits (B, out, H, W): a first gated layer (k x k, mask A), `blocks` 3 x 3 gated
     layers (mask B), the 1 x 1 heads on the horizontal stack."""
 
-    def __init__(self, c, out_channels):
+    def __init__(self, c, out_channels, in_channels=1):
         super().__init__()
         p = c.gated_channels
-        self.layers = nn.ModuleList([GatedLayer(1, p, c.first_kernel, first=True)]
+        self.layers = nn.ModuleList([GatedLayer(in_channels, p, c.first_kernel, first=True)]
                                     + [GatedLayer(p, p, 3, first=False) for _ in range(c.blocks)])
         self.head = Head(p, c.head_channels, out_channels)
         self.reach = c.first_kernel // 2 + c.blocks + 1   # rows above an output that can reach it (+1: the shift)
@@ -203,6 +204,37 @@ class GatedNet(nn.Module):
         for layer in self.layers:
             v, h = layer(v, h)
         return self.head(h)
+
+
+def network(c, out_channels, in_channels=1):
+    """The network of c.arch: (B, in_channels, H, W) -> logits (B, out_channels, H, W)."""
+    return {"plain": PlainNet, "gated": GatedNet}[c.arch](c, out_channels, in_channels)
+
+
+# ---------------------------------------------------------------------- autoregressive sampling
+def draw_categorical(logits, u):
+    """One category per row from softmax(logits) (n, L), by uniforms u (n, 1): the first k whose
+    cumulative probability exceeds u. int64 (n,)."""
+    # softmax, then its cdf: k = #{l : u > cdf_l}
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    cdf = np.cumsum(np.exp(z), axis=1) / np.exp(z).sum(axis=1, keepdims=True)   # (n, L)
+    return np.minimum((u > cdf).sum(axis=1), logits.shape[1] - 1)
+
+
+def fill_raster(x, start, reach, logits_of, draw):
+    """Sample positions start, start + 1, ... (raster order) of x (n, ..., H, W) in place, one per pass:
+    logits_of(rows (n, ..., r, W)) -> logits (n, C, r, W) as NumPy, draw(logits (n, C)) -> the values of
+    one position (n,). Output row i depends on input rows i - reach .. i only, so each pass sees those
+    rows alone: the rows above them are missing (zero padding instead), which changes rows < i of the
+    pass, not row i."""
+    H, W = x.shape[-2:]
+    # one forward pass per position: the autoregressive loop (position i needs positions < i sampled first)
+    for pos in range(start, H * W):
+        i, j = divmod(pos, W)
+        top = max(0, i - reach)
+        logits = logits_of(x[..., top:i + 1, :])                      # (n, C, rows, W)
+        x[..., i, j] = draw(logits[:, :, i - top, j]).reshape(x[..., i, j].shape)
+    return x
 
 
 # ---------------------------------------------------------------------- the model
@@ -224,7 +256,7 @@ class PixelCNN(Model):
             raise ValueError(f"PixelCNN: images have one channel, got shape {tuple(shape)}")
         self.shape = tuple(shape)
         out_channels = 1 if c.levels == 2 else c.levels   # a Bernoulli logit, or L softmax logits
-        self.net = (PlainNet if c.arch == "plain" else GatedNet)(c, out_channels)
+        self.net = network(c, out_channels)
 
     # ------------------------------------------------------------------ data
     def to_input(self, images, rng):
@@ -282,24 +314,13 @@ class PixelCNN(Model):
             # p = sigmoid(l) = exp(-log(1 + e^-l)), stable for any l (+inf gives 1, -inf gives 0)
             p = np.exp(-np.logaddexp(0.0, -logits.astype(np.float64)))
             return (u[:, 0] < p[:, 0]).astype(np.float32)
-        # k = the first level whose cumulative probability exceeds u (softmax, then its cdf)
-        z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-        cdf = np.cumsum(np.exp(z), axis=1) / np.exp(z).sum(axis=1, keepdims=True)   # (n, L)
-        k = np.minimum((u > cdf).sum(axis=1), L - 1)
-        return (k / (L - 1)).astype(np.float32)
+        return (draw_categorical(logits, u) / (L - 1)).astype(np.float32)
 
     def _fill(self, x, start):
         """Sample pixels start, start + 1, ... (raster order) of x (n, 1, H, W) in place, one per pass.
         Output row i depends on input rows i - reach .. i only, so each pass sees those rows alone: the
         rows above them are missing (zero padding instead), which changes rows < i of the pass, not row i."""
-        _, _, H, W = x.shape
-        # one forward pass per pixel: the autoregressive loop (pixel i needs pixels < i sampled first)
-        for pos in range(start, H * W):
-            i, j = divmod(pos, W)
-            top = max(0, i - self.net.reach)
-            logits = self(Tensor(x[:, :, top:i + 1])).numpy()         # (n, 1 or L, rows, W)
-            x[:, 0, i, j] = self._draw(logits[:, :, i - top, j])
-        return x
+        return fill_raster(x, start, self.net.reach, lambda rows: self(Tensor(rows)).numpy(), self._draw)
 
     @inference
     def sample(self, n):
@@ -328,6 +349,47 @@ class PixelCNN(Model):
         covered[:, :, self.shape[1] // 2:] = 0.5
         grid = np.concatenate([self.sample(16), x, covered, self.complete(x, self.shape[1] // 2)])
         save_image_grid(grid, path, nrow=8, scale=2)
+
+
+# ---------------------------------------------------------------------- a prior over code indices
+class CodePixelCNN(nn.Module):
+    """The same networks over a grid of K-way indices (the codes of a VQ-VAE, van den Oord et al. 2017):
+    each index is embedded (an Embedding(K, E), per position, so causality is the masks' alone), and
+    the heads output K logits per position:
+
+        p(k) = prod_i softmax(l_i(k_<i))_{k_i},   k_i in {0, ..., K-1}
+        NLL(k) = -sum_i log softmax(l_i)_{k_i}     nats per grid
+
+    c: a PixelCNNConfig (arch and widths; levels is not read). forward(indices (B, H, W)) ->
+    logits (B, K, H, W); nll(indices) -> (B,); sample(n, (H, W), rng) -> indices (n, H, W) int64."""
+
+    def __init__(self, c, num_codes, embed_dim=32):
+        super().__init__()
+        if c.arch not in ARCHS:
+            raise ValueError(f"CodePixelCNN: unknown arch {c.arch!r}; valid: {', '.join(ARCHS)}")
+        self.num_codes = num_codes
+        self.embed = nn.Embedding(num_codes, embed_dim)
+        self.net = network(c, num_codes, embed_dim)
+
+    def forward(self, indices):
+        idx = indices.data if isinstance(indices, Tensor) else np.asarray(indices)
+        if idx.ndim != 3 or idx.dtype.kind not in "iu" or (idx.size and not 0 <= idx.min() <= idx.max() < self.num_codes):
+            raise ValueError(f"CodePixelCNN: indices must be integers in 0..{self.num_codes - 1} of shape "
+                             f"(B, H, W), got dtype {idx.dtype} shape {idx.shape}")
+        e = self.embed(Tensor(idx.astype(np.int64)))                   # (B, H, W, E)
+        return self.net(e.transpose(0, 3, 1, 2))                       # (B, E, H, W) -> (B, K, H, W)
+
+    def nll(self, indices):
+        """-log p(k) (B,) in nats per grid, exact."""
+        # -log p(k) = -sum_i log softmax(l_i)_{k_i}
+        return F.cross_entropy(self(indices), np.asarray(indices), reduction="none").sum(axis=(1, 2))
+
+    def sample(self, n, shape, rng):
+        """n grids (n, H, W) int64 drawn position by position (uniforms from rng)."""
+        def draw(logits):
+            return draw_categorical(logits, rng.random((len(logits), 1)))
+        return fill_raster(np.zeros((n, *shape), np.int64), 0, self.net.reach,
+                           lambda rows: self(rows).numpy(), draw)
 
 
 # ---------------------------------------------------------------------- the receptive field

@@ -1,0 +1,251 @@
+"""VQ-VAE (van den Oord, Vinyals & Kavukcuoglu, 2017, "Neural Discrete Representation Learning").
+
+The autoencoder's code is a grid of DISCRETE symbols. The encoder maps a 28x28 image to a 7x7 grid of
+D-vectors z_e; each is replaced by its nearest vector of a learned codebook of K entries (tinygen.nn's
+VectorQuantizer), so an image becomes 49 integers k in {0, ..., K-1}; the decoder maps the code vectors
+back to an image. There is no KL term and no prior during this stage: the prior is fitted AFTER, as an
+autoregressive model over the code grid (a gated PixelCNN of pixelcnn.py whose "pixels" are codes), and
+new images are decoded from grids it samples.
+
+    k_i = argmin_j ||z_e,i(x) - e_j||^2,   z_q,i = e_{k_i}                 i = 1..49 positions of 7x7
+    z_q = z_e + sg(z_q - z_e)             straight-through: the decoder's gradient is copied to z_e
+    stage 1:  L = ||x - D(z_q)||^2 / Var(x) + ||sg(z_e) - z_q||^2 + beta ||z_e - sg(z_q)||^2,  beta = 0.25
+              (ema=True, the recipe: the codebook term is replaced by running means of the z_e assigned
+              to each code, Razavi et al. 2019; k-means initialisation and dead-code restarts on)
+    stage 2:  p(k) = prod_i p(k_i | k_<i) (a gated PixelCNN over the 7x7 grid, K-way softmax per code),
+              trained on the codes of the frozen encoder: L = -log p(k(x)) nats per grid
+    sample:   k ~ p(k) (49 passes), x = D(e_k)
+
+Reconstruction is scored as the test MSE per pixel (images in [0, 1]); Var(x) is MNIST's pixel
+variance, so the first term starts near 1, as in the reference implementations. The codebook's
+perplexity exp(H(code frequencies)) and the number of codes in use say how much of it the data uses.
+
+One `train` runs both stages (as latent_diffusion.py does): the first vq_steps steps train the
+autoencoder and codebook, the rest the prior on the frozen codes. One run, one checkpoint, one
+`sample` and `evaluate`: the prior is meaningless without its own codebook, and the training loop
+already supports a model with two optimisers and a stage counter. encode(x) -> indices (B, 7, 7) and
+decode(indices) -> images are the interface later token models (DALL-E) read.
+
+Train:    python -m tinygen train vqvae --no-progress
+          (--quick: 300 steps of stage 1, reconstructions; add --set vq_steps=200 to reach stage 2 too)
+Sample:   python -m tinygen sample vqvae --checkpoint runs/vqvae-mnist/last.npz
+Evaluate: python -m tinygen evaluate vqvae --checkpoint runs/vqvae-mnist/last.npz
+          (reconstruction MSE, perplexity, codes used, prior NLL in bits per grid; FID-judge, coverage)
+"""
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import autograd.functional as F
+from autograd import Tensor
+from .. import data, nn, optim
+from ..io import save_image_grid
+from .base import Config, Model, inference, optimizer_step
+from .pixelcnn import CodePixelCNN, PixelCNNConfig
+
+MNIST_VARIANCE = 0.0949   # Var(x) of MNIST training pixels in [0, 1] (std 0.3081)
+
+
+@dataclass
+class VQVAEConfig(Config):
+    epochs: int = 9               # 4,212 steps of batch 128: vq_steps, then 2,712 prior steps
+    batch_size: int = 128
+    lr: float = 1e-3              # both stages (constant: a cosine over the whole run would starve stage 2)
+    vq_steps: int = 1500          # stage 1: autoencoder + codebook; the steps after it train the prior
+    width: int = 64               # channels at 7x7 (32 at 14x14)
+    num_codes: int = 128          # K
+    code_dim: int = 32            # D
+    beta: float = 0.25            # commitment weight
+    ema: bool = True              # codebook by running means (False: by the codebook loss)
+    decay: float = 0.99
+    dead_after: int = 100         # steps unused before a code is restarted at a random encoder output
+    prior_arch: str = "gated"
+    prior_channels: int = 32      # p, the width of each stack
+    prior_blocks: int = 6         # gated 3 x 3 layers after the first
+    prior_kernel: int = 5         # the first (mask A) layer's kernel
+    prior_embed: int = 32         # embedding of each code index
+    prior_head: int = 128
+    quick_steps: int = 300
+
+
+# ---------------------------------------------------------------------- networks
+class ResBlock(nn.Module):
+    """h + 1x1(relu(3x3(relu(h)))): (B, C, H, W) kept."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels // 2, 3, padding=1)
+        self.proj = nn.Conv2d(channels // 2, channels, 1)
+
+    def forward(self, h):
+        return h + self.proj(F.relu(self.conv(F.relu(h))))
+
+
+class Encoder(nn.Module):
+    """x (B, 1, 28, 28) -> z_e (B, D, 7, 7)."""
+
+    def __init__(self, width, code_dim):
+        super().__init__()
+        w = width
+        self.net = nn.Sequential(
+            nn.Conv2d(1, w // 2, 4, stride=2, padding=1), nn.ReLU(),        # (B, w/2, 14, 14)
+            nn.Conv2d(w // 2, w, 4, stride=2, padding=1), nn.ReLU(),        # (B, w, 7, 7)
+            nn.Conv2d(w, w, 3, padding=1), ResBlock(w), ResBlock(w), nn.ReLU(),
+            nn.Conv2d(w, code_dim, 1))                                      # (B, D, 7, 7)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    """z_q (B, D, 7, 7) -> x_hat (B, 1, 28, 28) (unbounded; clipped to [0, 1] for pictures)."""
+
+    def __init__(self, width, code_dim):
+        super().__init__()
+        w = width
+        self.net = nn.Sequential(
+            nn.Conv2d(code_dim, w, 3, padding=1), ResBlock(w), ResBlock(w), nn.ReLU(),   # (B, w, 7, 7)
+            nn.ConvTranspose2d(w, w // 2, 4, stride=2, padding=1), nn.ReLU(),             # (B, w/2, 14, 14)
+            nn.ConvTranspose2d(w // 2, 1, 4, stride=2, padding=1))                        # (B, 1, 28, 28)
+
+    def forward(self, z):
+        return self.net(z)
+
+
+# ---------------------------------------------------------------------- the model
+class VQVAE(Model):
+    """VQ-VAE (van den Oord et al. 2017): a 7x7 grid of K codes, EMA codebook, gated PixelCNN prior."""
+    Config = VQVAEConfig
+    image_range = "unit"
+    tiny_config = {"width": 8, "num_codes": 8, "code_dim": 4, "prior_channels": 4, "prior_blocks": 1,
+                   "prior_kernel": 3, "prior_embed": 4, "prior_head": 8, "batch_size": 8, "vq_steps": 1}
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        c = self.config
+        if c.width < 2 or c.width % 4:
+            raise ValueError(f"VQVAE: width must be a positive multiple of 4, got {c.width}")
+        self.encoder = Encoder(c.width, c.code_dim)
+        self.quantizer = nn.VectorQuantizer(c.num_codes, c.code_dim, beta=c.beta, ema=c.ema, decay=c.decay,
+                                            dead_after=c.dead_after)
+        self.decoder = Decoder(c.width, c.code_dim)
+        prior = PixelCNNConfig(arch=c.prior_arch, first_kernel=c.prior_kernel, channels=c.prior_channels,
+                               gated_channels=c.prior_channels, blocks=c.prior_blocks, head_channels=c.prior_head)
+        self.prior = CodePixelCNN(prior, c.num_codes, c.prior_embed)
+        self.grid = (7, 7)
+        self.register_buffer("steps_done", np.zeros(1, np.float32))     # training steps so far (both stages)
+
+    def configure_optimizers(self):
+        vq = self.encoder.parameters() + self.decoder.parameters() + self.quantizer.parameters()
+        return {"vq": optim.Adam(vq, lr=self.config.lr), "main": optim.Adam(self.prior.parameters(), lr=self.config.lr)}
+
+    @property
+    def stage(self):
+        return 1 if self.steps_done[0] < self.config.vq_steps else 2
+
+    # ------------------------------------------------------------------ stage 1: the autoencoder
+    def vq_loss(self, x):
+        """x (B, 1, 28, 28) in [0, 1] -> (loss, logs): reconstruction / Var(x) + the quantiser's loss."""
+        q = self.quantizer(self.encoder(x))                          # z_q (B, D, 7, 7), straight-through
+        x_hat = self.decoder(q.z_q)                                  # (B, 1, 28, 28)
+        mse = F.mse_loss(x_hat, x)
+        # L = ||x - D(z_q)||^2 / Var(x) + ||sg(z_e) - z_q||^2 + beta ||z_e - sg(z_q)||^2
+        loss = mse / MNIST_VARIANCE + q.loss
+        return loss, {"mse": mse.item(), "commitment": q.commitment_loss.item(),
+                      "perplexity": q.perplexity, "codes_used": float(q.codes_used)}
+
+    # ------------------------------------------------------------------ the interface of the codes
+    @inference
+    def encode(self, x):
+        """Images x (B, 1, 28, 28) (uint8, or floats in [0, 1]; NumPy or Tensor) -> code indices
+        (B, 7, 7) int64, the nearest codebook entry at each position."""
+        x = x.numpy() if isinstance(x, Tensor) else np.asarray(x)
+        x = data.to_float(x) if x.dtype == np.uint8 else x.astype(np.float32)
+        if x.ndim != 4 or x.shape[1:] != (1, 28, 28):
+            raise ValueError(f"VQVAE.encode: images (B, 1, 28, 28) expected, got shape {x.shape}")
+        return self.quantizer.encode(self.encoder(Tensor(x)))
+
+    @inference
+    def decode(self, indices):
+        """Code indices (B, 7, 7) -> images D(e_k) (B, 1, 28, 28) in [0, 1] (NumPy float32)."""
+        idx = np.asarray(indices)
+        K = self.config.num_codes
+        if idx.ndim != 3 or idx.shape[1:] != self.grid or idx.dtype.kind not in "iu" or \
+                (idx.size and not 0 <= idx.min() <= idx.max() < K):
+            raise ValueError(f"VQVAE.decode: indices (B, 7, 7) of integers in 0..{K - 1} expected, got "
+                             f"dtype {idx.dtype} shape {idx.shape}")
+        x_hat = self.decoder(self.quantizer.decode_indices(idx.astype(np.int64)))
+        return np.clip(x_hat.numpy(), 0.0, 1.0)
+
+    def reconstruct(self, x):
+        """D(e_k(x)) for images x (B, 1, 28, 28)."""
+        return self.decode(self.encode(x))
+
+    # ------------------------------------------------------------------ the two-stage training step
+    def training_step(self, batch, optimizers):
+        x, _ = batch
+        stage = self.stage
+        self.steps_done[0] += 1
+        if stage == 1:
+            loss, logs = self.vq_loss(x)
+            norm = optimizer_step(loss, optimizers["vq"], self.config.grad_clip)
+            return {"vq_loss": loss.item(), **logs, **({} if norm is None else {"grad_norm": norm})}
+        codes = self.encode(x)                                       # (B, 7, 7): the frozen encoder's codes
+        # L = -log p(k(x)), nats per grid, averaged over the batch
+        loss = self.prior.nll(codes).mean()
+        norm = optimizer_step(loss, optimizers["main"], self.config.grad_clip)
+        return {"loss": loss.item(), "bits_per_grid": loss.item() / math.log(2),
+                **({} if norm is None else {"grad_norm": norm})}
+
+    # ------------------------------------------------------------------ evaluation
+    @inference
+    def evaluate(self, images, labels=None, batch_size=1000):
+        """On uint8 test images: reconstruction MSE per pixel, the codebook's perplexity and codes used
+        over all of them, and the prior's exact NLL of their codes in bits per 7x7 grid."""
+        sq, nll, counts = 0.0, 0.0, np.zeros(self.config.num_codes, np.int64)
+        for i in range(0, len(images), batch_size):
+            x = data.to_float(images[i:i + batch_size])
+            k = self.encode(x)                                       # (b, 7, 7)
+            sq += float(((self.decode(k) - x) ** 2).sum())
+            counts += np.bincount(k.ravel(), minlength=self.config.num_codes)
+            nll += float(self.prior.nll(k).numpy().sum())
+        n = len(images)
+        return {"test_recon_mse": sq / (n * 784), "test_perplexity": nn.perplexity(counts),
+                "test_codes_used": int((counts > 0).sum()), "test_prior_bits_per_grid": nll / n / math.log(2)}
+
+    def evaluate_nll(self, images):
+        """What `python -m tinygen evaluate` reads from likelihood models: the prior's NLL of the test
+        codes, with the reconstruction and codebook figures it goes with (evaluate above)."""
+        return self.evaluate(images)
+
+    # ------------------------------------------------------------------ sampling
+    @inference
+    def sample_codes(self, n, batch_size=1000):
+        """n code grids (n, 7, 7) int64 from the prior, batch_size at a time (49 passes each)."""
+        return np.concatenate([self.prior.sample(min(batch_size, n - i), self.grid, self.rng)
+                               for i in range(0, n, batch_size)]) if n else np.zeros((0, *self.grid), np.int64)
+
+    def sample(self, n):
+        """n images decoded from prior samples: (n, 1, 28, 28) in [0, 1] (NumPy float32)."""
+        return self.decode(self.sample_codes(n))
+
+    def visualize(self, images, labels, path):
+        """Stage 1: test images over their reconstructions. Stage 2: the same, then 32 samples."""
+        x = data.to_float(images[:32])
+        rows = [x, self.reconstruct(x)] + ([self.sample(32)] if self.stage == 2 else [])
+        save_image_grid(np.concatenate(rows), Path(path), nrow=8, scale=2)
+
+    def save_pictures(self, images, path_reconstructions, path_samples, path_codes=None):
+        """The README pictures: 16 test images over their reconstructions (rows in pairs), 64 decoded
+        prior samples, and (path_codes) how often each code is used on `images`, a K-bar histogram."""
+        x = data.to_float(images[:16])
+        pairs = np.stack([x[:8], self.reconstruct(x[:8]), x[8:], self.reconstruct(x[8:])])
+        save_image_grid(pairs.reshape(-1, 1, 28, 28), path_reconstructions, nrow=8, scale=2)
+        save_image_grid(self.sample(64), path_samples, nrow=8, scale=2)
+        if path_codes is not None:
+            counts = np.bincount(self.encode(images).ravel(), minlength=self.config.num_codes)
+            height = np.round(counts / max(counts.max(), 1) * 31).astype(int)            # (K,)
+            bars = (np.arange(32)[::-1, None] < height[None, :]).astype(np.float32)     # (32, K)
+            save_image_grid(bars[None, None], path_codes, nrow=1, scale=3)
