@@ -26,9 +26,9 @@ RUNS = {
     "pix2pix": ("pix2pix", "pix2pix-fashion"), "pix2pix_l1": ("pix2pix", "pix2pix-l1"),
     "realnvp": ("realnvp", "realnvp-e8"), "ddpm": ("ddpm", "ddpm-mnist-e12"),
     "latent_diffusion": ("latent_diffusion", "latent_diffusion-mnist"),
-    "vae2d": ("vae", "vae2d-mnist"),
+    "vae2d": ("vae", "vae2d-mnist"), "vqvae": ("vqvae", "vqvae-mnist"),
 }
-EXTRAS_ONLY = {"vae2d"}  # runs that only feed a lecture figure
+EXTRAS_ONLY = {"vae2d", "vqvae"}  # runs that only feed a lecture figure
 
 
 def extras(name, model, x, y, out):
@@ -43,6 +43,8 @@ def extras(name, model, x, y, out):
                         out / "vae_interpolation.png", nrow=10, scale=2)
     if name == "vae2d":
         model.latent_manifold(out / "vae_manifold.png")
+    if name == "vqvae":
+        model.save_pictures(x, out / "vqvae_reconstructions.png", out / "vqvae_samples.png", out / "vqvae_codes.png")
     if name == "ddpm":
         save_image_grid(model.sample(64, steps=50), out / "ddpm_unconditional.png", scale=2)
         model.save_trajectory(out / "ddpm_trajectory.gif", n=8, frames=20)

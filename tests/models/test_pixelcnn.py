@@ -9,7 +9,7 @@ import pytest
 from autograd import Tensor
 from tinygen import data, nn
 from tinygen.models import get_model_class
-from tinygen.models.pixelcnn import (MaskedConv2d, PixelCNN, causal_mask, quantize, receptive_field,
+from tinygen.models.pixelcnn import (CodePixelCNN, MaskedConv2d, PixelCNN, causal_mask, quantize, receptive_field,
                                      save_receptive_fields)
 from tinygen.train import TrainOptions, Trainer, build_model
 
@@ -257,3 +257,22 @@ def test_one_quick_training_run(tmp_path):
     model = build_model("pixelcnn", {"epochs": 1, "channels": 4, "blocks": 1, "head_channels": 4, "first_kernel": 3})
     summary = Trainer(model, TrainOptions(out=str(tmp_path), max_steps=3, progress=False, evaluate=False)).fit()
     assert summary["steps"] == 3 and (tmp_path / "samples_latest.png").exists() and (tmp_path / "last.npz").exists()
+
+
+# ---------------------------------------------------------------------- a prior over code indices
+@pytest.mark.parametrize("arch", ["plain", "gated"])
+def test_code_prior_is_a_distribution_over_grids_and_samples_follow_it(arch):
+    """K = 3 codes on a 2 x 2 grid: the 81 grids' probabilities sum to one, and sampled grids come with
+    those frequencies."""
+    nn.manual_seed(0)
+    K, shape, n = 3, (2, 2), 20000
+    prior = CodePixelCNN(PixelCNN.Config(arch=arch, **TINY), K, embed_dim=4)
+    for p in prior.parameters():                       # larger weights: conditionals far from uniform
+        p.data = p.data * 3
+    every = np.array(list(itertools.product(range(K), repeat=4))).reshape(-1, *shape)   # (81, 2, 2)
+    p = np.exp(-prior.nll(every).numpy().astype(np.float64))
+    assert p.sum() == pytest.approx(1.0, abs=1e-4)
+    s = prior.sample(n, shape, np.random.default_rng(0))
+    assert s.shape == (n, *shape) and s.dtype == np.int64
+    freq = np.bincount((s.reshape(n, 4) * K ** np.arange(3, -1, -1)).sum(axis=1), minlength=K ** 4) / n
+    assert np.all(np.abs(freq - p) < 5 * np.sqrt(p * (1 - p) / n) + 1e-3)

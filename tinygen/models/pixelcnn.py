@@ -46,6 +46,9 @@ et al. 2016); the target here is <= 88 nats.
     python -m tinygen evaluate pixelcnn --checkpoint runs/pixelcnn-mnist/last.npz --n 1000
         (the NLL on the whole test split; --n samples for FID-judge: 784 passes each, so fewer than 10,000)
     python -m tinygen train pixelcnn --set arch=gated          (or --set levels=4: 4 gray levels)
+
+CodePixelCNN (below) runs the same networks over a grid of K-way code indices instead of pixels: each
+index is embedded, and the heads give K logits per position. It is the prior of vqvae.py.
 """
 from dataclasses import dataclass
 
