@@ -78,3 +78,13 @@ def test_pictures_are_written(tmp_path):
     model = build()
     model.save_pictures(images(4), tmp_path / "pos.png", tmp_path / "roll.png")
     assert (tmp_path / "pos.png").stat().st_size > 0 and (tmp_path / "roll.png").stat().st_size > 0
+
+
+def test_flip_mirrors_some_images_left_right_and_keeps_the_others():
+    model = build(flip=True)
+    x = images(64)
+    batch, _ = model.prepare_batch(x, np.zeros(64, int))
+    expected = x.astype(np.float32) / 255
+    mirrored = np.all(np.isclose(batch.data, expected[..., ::-1]), axis=(1, 2, 3))
+    kept = np.all(np.isclose(batch.data, expected), axis=(1, 2, 3))
+    assert np.all(mirrored | kept) and 10 < mirrored.sum() < 54

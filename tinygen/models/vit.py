@@ -22,7 +22,7 @@ Recipe (Config): dim 64, 6 blocks of 4 heads, MLP ratio 2, AdamW (lr 1e-3, weigh
 cosine decay, batch 128, random shifts of up to 1 pixel, grad clip 1.
 
     python -m tinygen train vit --no-progress
-    python -m tinygen train vit --dataset fashion --no-progress
+    python -m tinygen train vit --dataset fashion --epochs 20 --set flip=true --no-progress
     python -m tinygen evaluate vit --checkpoint runs/vit-mnist/last.npz
 """
 from dataclasses import dataclass
@@ -53,6 +53,7 @@ class ViTConfig(Config):
     mlp_ratio: float = 2.0
     dropout: float = 0.0
     augment: int = 1           # random shifts of up to this many pixels (0 turns augmentation off)
+    flip: bool = False         # also mirror half the images left-right (for Fashion-MNIST, not for digits)
 
 
 class ViT(_Classifier):
@@ -81,6 +82,9 @@ class ViT(_Classifier):
         x, y = super().prepare_batch(images, labels)
         if self.config.augment:
             x = Tensor(random_shift(x.data, self.config.augment, self.rng))
+        if self.config.flip:
+            mirror = self.rng.random(x.shape[0]) < 0.5                # (B,): which images to mirror
+            x = Tensor(np.where(mirror[:, None, None, None], x.data[..., ::-1], x.data))
         return x, y
 
     def tokens(self, x):
