@@ -26,7 +26,7 @@ RUNS = {
     "pix2pix": ("pix2pix", "pix2pix-fashion"), "pix2pix_l1": ("pix2pix", "pix2pix-l1"),
     "realnvp": ("realnvp", "realnvp-e8"), "ddpm": ("ddpm", "ddpm-mnist-e12"),
     "latent_diffusion": ("latent_diffusion", "latent_diffusion-mnist"),
-    "vae2d": ("vae", "vae2d-mnist"), "vit": ("vit", "vit-fashion-flip20"),
+    "vae2d": ("vae", "vae2d-mnist"), "vit": ("vit", "vit-fashion"),
 }
 EXTRAS_ONLY = {"vae2d", "vit"}  # runs that only feed a lecture figure
 
