@@ -108,7 +108,7 @@ class ViT(_Classifier):
 
     def position_neighbour_fraction(self):
         """The share of patches whose most similar OTHER position embedding belongs to a grid neighbour
-        (the 8 patches around it): about 8 / 48 for unrelated embeddings, near 1 for a learned 2-D layout."""
+        (the 8 patches around it): at most 8 / 48 for unrelated embeddings, near 1 for a learned 2-D layout."""
         sim = self.position_similarity().reshape(-1, self.grid * self.grid)    # (N, N)
         np.fill_diagonal(sim, -np.inf)
         i, j = np.arange(len(sim)), sim.argmax(axis=1)
