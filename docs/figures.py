@@ -27,8 +27,9 @@ RUNS = {
     "realnvp": ("realnvp", "realnvp-e8"), "ddpm": ("ddpm", "ddpm-mnist-e12"),
     "latent_diffusion": ("latent_diffusion", "latent_diffusion-mnist"),
     "vae2d": ("vae", "vae2d-mnist"),
+    "dvae": ("dvae", "dvae-mnist"), "dvae_rolfe": ("dvae_rolfe", "dvae_rolfe-mnist"),
 }
-EXTRAS_ONLY = {"vae2d"}  # runs that only feed a lecture figure
+EXTRAS_ONLY = {"vae2d", "dvae", "dvae_rolfe"}  # runs that only feed a lecture figure
 
 
 def extras(name, model, x, y, out):
@@ -43,6 +44,8 @@ def extras(name, model, x, y, out):
                         out / "vae_interpolation.png", nrow=10, scale=2)
     if name == "vae2d":
         model.latent_manifold(out / "vae_manifold.png")
+    if name in ("dvae", "dvae_rolfe"):
+        model.save_pictures(x[:32], out / f"{name}_reconstructions.png", out / f"{name}_prior_samples.png")
     if name == "ddpm":
         save_image_grid(model.sample(64, steps=50), out / "ddpm_unconditional.png", scale=2)
         model.save_trajectory(out / "ddpm_trajectory.gif", n=8, frames=20)

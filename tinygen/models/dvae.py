@@ -32,6 +32,11 @@ latents, not the relaxation: E_{z ~ q(z|x)}[-log p(x | z)] estimated with `sampl
 per image (categorical tokens for (b), Bernoulli bits for (a)), plus the KL of q to the prior in
 closed form. Both are upper bounds on -log p(x) of the discrete-latent model.
 
+Recipes (Config defaults; CPU user time measured with one BLAS thread on a shared machine, README has
+the figures): dvae: K = 64, conv widths 32/64, Adam 1e-3 with a cosine decay, batch 128, 20 epochs
+(9,360 steps), 957 s, hard -ELBO 105.0 nats. dvae_rolfe: MLP 784-512-256-200 and back (vae.py's),
+100 epochs (46,800 steps), 769 s; with beta annealed to 20 its posterior collapses after epoch 30
+(best 124.1 nats there): try --set beta_end=6.0.
     python -m tinygen train dvae --no-progress          (categorical, the recipe below)
     python -m tinygen train dvae_rolfe --no-progress    (binary, spike-and-exponential)
     python -m tinygen evaluate dvae --checkpoint runs/dvae-mnist/last.npz
@@ -217,7 +222,9 @@ class RolfeDVAE(_DiscreteVAE):
 
     def draw_hard(self, logits):
         """z ~ Bernoulli(sigmoid(l)) (NumPy (B, D) -> float32 {0, 1})."""
-        return (self.rng.random(logits.shape, dtype=np.float32) < 1 / (1 + np.exp(-logits))).astype(np.float32)
+        u = self.rng.random(logits.shape)
+        # u < sigmoid(l)  <=>  log u - log(1 - u) < l   (no overflow for large |l|)
+        return (np.log(u) - np.log1p(-u) < logits).astype(np.float32)
 
     def decoder_logits(self, z):
         return self.decoder(Tensor(z) if isinstance(z, np.ndarray) else z)  # (B, 1, 28, 28)
