@@ -212,16 +212,16 @@ class ImageGPT(Model):
     # ------------------------------------------------------------------ evaluation
     @inference
     def _scan(self, images, batch_size=250):
-        """One pass over images (B, 1, 28, 28): (bits per pixel of each image (B,) under the model (ar; for
-        bert, of the masked-token loss with ALL tokens masked one at a time is too costly, so NaN), the
-        probe features: the block probe_layer's outputs averaged over positions (B, D))."""
-        bits, feats = [], []
+        """One pass over images (B, 1, 28, 28) -> (bits per pixel of each image (B,) (ar; NaN for bert, whose
+        loss is not a likelihood), probe features (B, depth, D): every block's outputs averaged over the
+        positions)."""
+        bits, feats, K = [], [], self.config.palette_size
         for i in range(0, len(images), batch_size):
             tokens = self.tokenize(images[i:i + batch_size])          # (b, N)
-            logits, (h,) = self(self.embed(self.inputs_of(tokens)), return_layers=(self.probe_layer,))
-            feats.append(h.numpy().mean(axis=1))                      # f(x) = (1/N) sum_i h_l(x)_i  (b, D)
+            logits, hidden = self(self.embed(self.inputs_of(tokens)), return_layers=tuple(range(self.config.depth)))
+            # f_l(x) = (1/N) sum_i h_l(x)_i   for every block l
+            feats.append(np.stack([h.numpy().mean(axis=1) for h in hidden], axis=1))   # (b, depth, D)
             if self.config.objective == "ar":
-                K = self.config.palette_size
                 # bits(x) = -sum_i log2 p(t_i | t_<i) / N
                 nats = F.cross_entropy(logits.reshape(-1, K), tokens.reshape(-1), reduction="none").numpy()
                 bits.append(nats.reshape(len(tokens), -1).mean(axis=1) / np.log(2))
@@ -230,35 +230,42 @@ class ImageGPT(Model):
         return np.concatenate(bits), np.concatenate(feats)
 
     def evaluate_nll(self, images, n=None):
-        """Test bits per pixel of the palette image (exact: -log2 p(t) / N), on images[:n]."""
+        """Test bits per pixel of the palette image (exact: -log2 p(t) / N), on images[:n] (ar only)."""
         if self.config.objective != "ar":
             return {}
         bits, _ = self._scan(np.asarray(images)[:n])
         return {"bits_per_pixel": float(bits.mean())}
 
-    def evaluate_representation(self, test_images, test_labels, n_train=None, n_test=None):
-        """The linear probe: softmax regression on frozen middle-block features, fitted on n_train
-        train-split images (a fixed random subset; default config.probe_train), accuracy on the test
-        images; and the same probe on the raw palette pixels (the decoded gray levels, N numbers)."""
+    def evaluate_representation(self, test_images, test_labels, n_train=None, n_test=None, blocks=None):
+        """The linear probe: softmax regression on frozen features (a block's outputs averaged over the
+        positions), fitted on n_train train-split images (a fixed random subset; default config.probe_train),
+        accuracy on the test images (test_images[:n_test]). probe_acc reads block probe_layer (0-based);
+        probe_acc_block{l} each of `blocks` (default: all); raw_pixel_probe_acc the same regression on the
+        raw palette pixels (the decoded gray levels, N numbers per image)."""
         n_train = self.config.probe_train if n_train is None else n_train
+        blocks = range(self.config.depth) if blocks is None else blocks
         train_x, train_y = data.load_dataset(self.dataset, "train")
         pick = np.sort(np.random.default_rng(0).permutation(len(train_x))[:n_train])
         train_x, train_y = train_x[pick], train_y[pick]
         test_x, test_y = np.asarray(test_images)[:n_test], np.asarray(test_labels)[:n_test]
-        _, f_train = self._scan(train_x)
+        _, f_train = self._scan(train_x)                              # (n_train, depth, D)
         bits, f_test = self._scan(test_x)
-        steps = self.config.probe_steps
+        probe = lambda l: softmax_regression(f_train[:, l], train_y, f_test[:, l], test_y, self.config.probe_steps)
         raw = lambda x: self.palette[self.tokenize(x)]                # (B, N) palette gray levels
-        return {"probe_acc": softmax_regression(f_train, train_y, f_test, test_y, steps),
-                "raw_pixel_probe_acc": softmax_regression(raw(train_x), train_y, raw(test_x), test_y, steps),
-                "probe_layer": self.probe_layer, "probe_train_images": int(n_train),
-                **({"bits_per_pixel": float(bits.mean())} if self.config.objective == "ar" else {})}
+        out = {"probe_acc": probe(self.probe_layer), "probe_layer": self.probe_layer,
+               **{f"probe_acc_block{l}": probe(l) for l in blocks if l != self.probe_layer},
+               "raw_pixel_probe_acc": softmax_regression(raw(train_x), train_y, raw(test_x), test_y,
+                                                         self.config.probe_steps),
+               "probe_train_images": int(n_train)}
+        if self.config.objective == "ar":
+            out["bits_per_pixel"] = float(bits.mean())
+        return out
 
     def evaluate(self, images, labels):
         """After each epoch: the probe and bits per pixel on the first monitor_test test images, the probe
         fitted on monitor_train train images (the CLI's evaluate takes the whole test split)."""
         c = self.config
-        r = self.evaluate_representation(images, labels, n_train=c.monitor_train, n_test=c.monitor_test)
+        r = self.evaluate_representation(images, labels, n_train=c.monitor_train, n_test=c.monitor_test, blocks=())
         out = {"monitor_probe_acc": r["probe_acc"], "monitor_raw_pixel_probe_acc": r["raw_pixel_probe_acc"]}
         if "bits_per_pixel" in r:
             out["monitor_bits_per_pixel"] = r["bits_per_pixel"]
