@@ -28,8 +28,9 @@ RUNS = {
     "latent_diffusion": ("latent_diffusion", "latent_diffusion-mnist"),
     "vae2d": ("vae", "vae2d-mnist"), "vit": ("vit", "vit-fashion"),
     "dvae": ("dvae", "dvae-mnist"), "dvae_rolfe": ("dvae_rolfe", "dvae_rolfe-mnist"),
+    "igpt": ("igpt", "igpt-mnist"),
 }
-EXTRAS_ONLY = {"vae2d", "vit", "dvae", "dvae_rolfe"}  # runs that only feed a lecture figure
+EXTRAS_ONLY = {"vae2d", "vit", "dvae", "dvae_rolfe", "igpt"}  # runs that only feed a lecture figure
 
 
 def extras(name, model, x, y, out):
@@ -51,6 +52,8 @@ def extras(name, model, x, y, out):
         model.save_trajectory(out / "ddpm_trajectory.gif", n=8, frames=20)
     if name == "vit":
         model.save_pictures(x[:16], out / "vit_positions.png", out / "vit_rollout.png")
+    if name == "igpt":
+        model.save_pictures(x[:8], out / "igpt_samples.png", out / "igpt_completions.png")
 
 
 def main():

@@ -35,6 +35,7 @@ MODULES = {
     "vit": "tinygen.models.vit:ViT",
     "dvae": "tinygen.models.dvae:DVAE",
     "dvae_rolfe": "tinygen.models.dvae:RolfeDVAE",
+    "igpt": "tinygen.models.igpt:ImageGPT",
 }
 
 _NAMES = {target: name for name, target in MODULES.items()}  # "module:Class" -> name
