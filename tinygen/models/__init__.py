@@ -33,6 +33,7 @@ MODULES = {
     "noisy_classifier": "tinygen.models.guidance:NoisyClassifier",
     "latent_diffusion": "tinygen.models.latent_diffusion:LatentDiffusion",
     "vit": "tinygen.models.vit:ViT",
+    "clip": "tinygen.models.clip:CLIP",
 }
 
 _NAMES = {target: name for name, target in MODULES.items()}  # "module:Class" -> name
