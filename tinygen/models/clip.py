@@ -273,6 +273,8 @@ class CLIP(Model):
         for name, (cuts, words) in text.CAPTION_BINS[data._canonical_name(self.dataset)].items():
             level = np.digitize(attributes[name], cuts)                 # (N,) 0 low, 1 middle, 2 high
             keep = level != 1
+            if not keep.any():  # no image in either end bin (possible for a handful of images)
+                continue
             low = self.encode_text([text.fill_template("a {label}", f"{words[0]} {p}") for p in phrases])   # (10, d_e)
             high = self.encode_text([text.fill_template("a {label}", f"{words[-1]} {p}") for p in phrases])
             y, e = labels[keep], image[keep]
