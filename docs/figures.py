@@ -27,6 +27,7 @@ RUNS = {
     "realnvp": ("realnvp", "realnvp-e8"), "ddpm": ("ddpm", "ddpm-mnist-e12"),
     "latent_diffusion": ("latent_diffusion", "latent_diffusion-mnist"),
     "vae2d": ("vae", "vae2d-mnist"),
+    "clip": ("clip", "clip-mnist"), "clip_fashion": ("clip", "clip-fashion"),   # image-caption similarities
 }
 EXTRAS_ONLY = {"vae2d"}  # runs that only feed a lecture figure
 
