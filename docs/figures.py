@@ -29,6 +29,7 @@ RUNS = {
     "vae2d": ("vae", "vae2d-mnist"), "vit": ("vit", "vit-fashion"),
     "dvae": ("dvae", "dvae-mnist"), "dvae_rolfe": ("dvae_rolfe", "dvae_rolfe-mnist"),
     "igpt": ("igpt", "igpt-mnist"),
+    "clip": ("clip", "clip-mnist"), "clip_fashion": ("clip", "clip-fashion"),   # image-caption similarities
 }
 EXTRAS_ONLY = {"vae2d", "vit", "dvae", "dvae_rolfe", "igpt"}  # runs that only feed a lecture figure
 

@@ -36,6 +36,7 @@ MODULES = {
     "dvae": "tinygen.models.dvae:DVAE",
     "dvae_rolfe": "tinygen.models.dvae:RolfeDVAE",
     "igpt": "tinygen.models.igpt:ImageGPT",
+    "clip": "tinygen.models.clip:CLIP",
 }
 
 _NAMES = {target: name for name, target in MODULES.items()}  # "module:Class" -> name
