@@ -37,6 +37,9 @@ Sampling draws one token at a time (N passes), with the keys and values of earli
 Recipe (Config): palette 16, dim 128, 4 blocks of 4 heads, MLP ratio 4, AdamW lr 1e-3 (weight
 decay 0.01) with a cosine decay, batch 32, grad clip 1; the palette is fitted on the first training
 batch (as VQ-VAE's codebook) from evenly spaced initial levels and kept as a buffer in checkpoints.
+Measured (1 epoch, 1,875 steps): 1,175 s CPU on one BLAS thread (0.63 s a step, shared 2-core machine);
+test 0.830 bits per pixel; linear probe 94.1% (block 2) against 92.2% on raw palette pixels (target 95%,
+not reached); evaluation 341 s CPU with --n 1000. --quick: 75 s CPU.
 
     python -m tinygen train igpt --no-progress
     python -m tinygen evaluate igpt --checkpoint runs/igpt-mnist/last.npz --n 1000
