@@ -26,9 +26,12 @@ RUNS = {
     "pix2pix": ("pix2pix", "pix2pix-fashion"), "pix2pix_l1": ("pix2pix", "pix2pix-l1"),
     "realnvp": ("realnvp", "realnvp-e8"), "ddpm": ("ddpm", "ddpm-mnist-e12"),
     "latent_diffusion": ("latent_diffusion", "latent_diffusion-mnist"),
-    "vae2d": ("vae", "vae2d-mnist"), "vit": ("vit", "vit-fashion"), "vqvae": ("vqvae", "vqvae-mnist"),
+    "vae2d": ("vae", "vae2d-mnist"), "vit": ("vit", "vit-fashion"),
+    "dvae": ("dvae", "dvae-mnist"), "dvae_rolfe": ("dvae_rolfe", "dvae_rolfe-mnist"),
+    "igpt": ("igpt", "igpt-mnist"), "vqvae": ("vqvae", "vqvae-mnist"),
+    "clip": ("clip", "clip-mnist"), "clip_fashion": ("clip", "clip-fashion"),   # image-caption similarities
 }
-EXTRAS_ONLY = {"vae2d", "vit", "vqvae"}  # runs that only feed a lecture figure
+EXTRAS_ONLY = {"vae2d", "vit", "dvae", "dvae_rolfe", "igpt", "vqvae"}  # runs that only feed a lecture figure
 
 
 def extras(name, model, x, y, out):
@@ -43,6 +46,8 @@ def extras(name, model, x, y, out):
                         out / "vae_interpolation.png", nrow=10, scale=2)
     if name == "vae2d":
         model.latent_manifold(out / "vae_manifold.png")
+    if name in ("dvae", "dvae_rolfe"):
+        model.save_pictures(x[:32], out / f"{name}_reconstructions.png", out / f"{name}_prior_samples.png")
     if name == "vqvae":
         model.save_pictures(x, out / "vqvae_reconstructions.png", out / "vqvae_samples.png", out / "vqvae_codes.png")
     if name == "ddpm":
@@ -50,6 +55,8 @@ def extras(name, model, x, y, out):
         model.save_trajectory(out / "ddpm_trajectory.gif", n=8, frames=20)
     if name == "vit":
         model.save_pictures(x[:16], out / "vit_positions.png", out / "vit_rollout.png")
+    if name == "igpt":
+        model.save_pictures(x[:8], out / "igpt_samples.png", out / "igpt_completions.png")
 
 
 def main():

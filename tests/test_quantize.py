@@ -147,6 +147,21 @@ def test_lloyd_iterations_never_increase_the_error():
     assert error(start) > errors[0] >= errors[1] >= errors[2]
 
 
+def test_kmeans_from_given_starting_centroids():
+    """start (k, D) replaces the random rows: iters=0 returns it; on 1-D data that is mostly one value (as
+    gray levels of digits, mostly black) evenly spaced starts find every mass, random rows do not."""
+    x = np.concatenate([np.zeros(900), np.full(50, 0.5), np.ones(50)]).astype(np.float32)[:, None]
+    start = np.linspace(0, 1, 3, dtype=np.float32)[:, None]
+    np.testing.assert_array_equal(nn.kmeans(x, 3, iters=0, start=start)[0], start)
+    c, counts = nn.kmeans(x, 3, iters=5, start=start)
+    np.testing.assert_allclose(c[:, 0], [0, 0.5, 1], atol=1e-6)
+    np.testing.assert_array_equal(counts, [900, 50, 50])
+    random_start, _ = nn.kmeans(x, 3, iters=5, rng=np.random.default_rng(0))
+    assert (random_start[:, 0] == 0).sum() >= 2                      # two centroids stuck on the black mass
+    with pytest.raises(ValueError, match=r"kmeans: start must have shape \(k, D\) = \(3, 1\)"):
+        nn.kmeans(x, 3, start=np.zeros((2, 1), np.float32))
+
+
 def test_kmeans_init_reduces_the_quantisation_error_once():
     _, points = _clusters()
     z = Tensor(points)                                                # (B, D)

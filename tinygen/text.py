@@ -31,7 +31,7 @@ import numpy as np
 from .data import CLASS_NAMES, _canonical_name, to_float
 
 __all__ = ["image_attributes", "captions", "CAPTION_BINS", "POSITION_THRESHOLD",
-           "CAPTION_DROPOUT", "label_phrases", "PROMPT_TEMPLATES", "prompts", "caption_vocabulary",
+           "CAPTION_DROPOUT", "label_phrases", "PROMPT_TEMPLATES", "fill_template", "prompts", "caption_vocabulary",
            "split_words", "Tokenizer"]
 
 
@@ -207,12 +207,18 @@ def captions(images, labels, dataset: str, rng: np.random.Generator | None = Non
 PROMPT_TEMPLATES = ("a photo of a {label}", "a picture of a {label}", "a drawing of a {label}")
 
 
-def prompts(dataset: str, template: str = PROMPT_TEMPLATES[0]) -> list[str]:
-    """The template filled with each label's phrase, labels 0..9, with "a" made "an" before a vowel as
-    the captions write it: prompts("fashion")[9] == "a photo of an ankle boot"."""
+def fill_template(template: str, phrase: str) -> str:
+    """The template filled with a noun phrase, "a" made "an" before a vowel as the captions write it:
+    fill_template("a photo of a {label}", "upright digit one") == "a photo of an upright digit one"."""
     if "{label}" not in template:
         raise ValueError(f"prompt template {template!r} has no '{{label}}' to fill")
-    return [re.sub(r"\ba (?=[aeiou])", "an ", template.format(label=phrase)) for phrase in label_phrases(dataset)]
+    return re.sub(r"\ba (?=[aeiou])", "an ", template.format(label=phrase))
+
+
+def prompts(dataset: str, template: str = PROMPT_TEMPLATES[0]) -> list[str]:
+    """The template filled with each label's phrase, labels 0..9 (fill_template):
+    prompts("fashion")[9] == "a photo of an ankle boot"."""
+    return [fill_template(template, phrase) for phrase in label_phrases(dataset)]
 
 
 # ----------------------------------------------------------------------- tokenizer

@@ -34,6 +34,10 @@ MODULES = {
     "noisy_classifier": "tinygen.models.guidance:NoisyClassifier",
     "latent_diffusion": "tinygen.models.latent_diffusion:LatentDiffusion",
     "vit": "tinygen.models.vit:ViT",
+    "dvae": "tinygen.models.dvae:DVAE",
+    "dvae_rolfe": "tinygen.models.dvae:RolfeDVAE",
+    "igpt": "tinygen.models.igpt:ImageGPT",
+    "clip": "tinygen.models.clip:CLIP",
 }
 
 _NAMES = {target: name for name, target in MODULES.items()}  # "module:Class" -> name

@@ -94,9 +94,13 @@ class ViT(_Classifier):
         cls = self.cls_token.expand(B, 1, self.config.dim)            # (B, 1, D)
         return self.pos_embed(F.concat([cls, patches], axis=1))       # (B, N + 1, D)
 
+    def features(self, x):
+        """y = LN(z_L^0) of eq. 4: the final [CLS] token, the image's feature. (B, 1, H, W) -> (B, D)
+        (CLIP's image encoder is this ViT, its head the projection to the joint space)."""
+        return self.encoder(self.tokens(x))[:, 0]                     # (B, D), final LN applied
+
     def logits(self, x):
-        y = self.encoder(self.tokens(x))                              # (B, N + 1, D), final LN applied
-        return self.head(y[:, 0])                                     # (B, 10): from [CLS] alone
+        return self.head(self.features(x))                            # (B, 10): from [CLS] alone
 
     # ---------------------------------------------------------------- the lecture's two pictures
     def position_similarity(self):

@@ -68,18 +68,24 @@ def squared_distances(z, e):
     return d
 
 
-def kmeans(x, k, iters=10, rng=None):
+def kmeans(x, k, iters=10, rng=None, start=None):
     """Lloyd's k-means on the rows of x (N, D), vectorised: returns (centroids (k, D), counts (k,)).
 
-    Centroids start at k distinct random rows (with repetition when N < k); then, iters times,
+    Centroids start at k distinct random rows (with repetition when N < k), or at the rows of start (k, D) when given
+    (data with many repeated rows, such as the gray levels of digits, mostly 0, would start several
+    centroids on one value; evenly spaced levels do not); then, iters times,
         assign each row to its nearest centroid:   a_j = argmin_i ||x_j - c_i||^2
         move each centroid to its rows' mean:       c_i = mean{x_j : a_j = i}   (an empty cluster stays put)
     counts are the cluster sizes of the last assignment. rng: a NumPy Generator (default: tinygen.nn's)."""
     rng = rng if rng is not None else init.get_rng()
     xp = backend.xp_of(x)
     N, D = x.shape
-    start = xp.asarray(rng.choice(N, size=k, replace=N < k))
-    c = x[start].copy()                                             # (k, D)
+    if start is not None:
+        if tuple(start.shape) != (k, D):
+            raise ValueError(f"kmeans: start must have shape (k, D) = {(k, D)}, got {tuple(start.shape)}")
+        c = xp.asarray(start, dtype=x.dtype).copy()                 # (k, D)
+    else:
+        c = x[xp.asarray(rng.choice(N, size=k, replace=N < k))].copy()   # (k, D)
     counts = xp.zeros(k, dtype=np.int64)
     for _ in range(iters):
         # a_j = argmin_i ||x_j - c_i||^2

@@ -1,0 +1,197 @@
+"""Discrete VAEs: the spike-and-exponential smoothing (inverse CDF, its gradient), the Gumbel-softmax
+relaxation, the KLs in closed form, the hard-latent -ELBO computed exactly on a tiny model, the token
+API's shapes and errors, and training lowering the loss."""
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+import autograd.functional as F
+from autograd import Tensor
+from tinygen import data
+from tinygen.models import build_model
+from tinygen.models.dvae import (bernoulli_kl, categorical_kl_uniform, geometric_schedule, sample_tokens,
+                                 spike_exp_cdf, spike_exp_inverse_cdf)
+from tinygen.models.vae import bernoulli_log_likelihood
+from tinygen.train import TrainOptions, Trainer
+
+GUMBEL = {"num_tokens": 8, "channels": 4, "batch_size": 16}
+ROLFE = {"hidden": 32, "latent_dim": 6, "batch_size": 16}
+
+
+def binary_images(n, seed=0):
+    return (np.random.default_rng(seed).random((n, 1, 28, 28)) < 0.3).astype(np.float32)
+
+
+# ---------------------------------------------------------------------- spike-and-exponential
+@pytest.mark.parametrize("beta", [1.0, 5.0, 20.0])
+def test_inverse_cdf_lies_in_the_unit_interval_and_inverts_the_cdf(beta):
+    rng = np.random.default_rng(0)
+    q = rng.uniform(0.01, 0.99, 2000).astype(np.float64)
+    rho = rng.random(2000)
+    zeta = spike_exp_inverse_cdf(rho, Tensor(q, dtype="float64"), beta).numpy()
+    assert (zeta >= 0).all() and (zeta <= 1 + 1e-9).all()
+    on_spike = rho < 1 - q
+    assert (zeta[on_spike] == 0).all()                                 # the atom of mass 1 - q at 0
+    np.testing.assert_allclose(spike_exp_cdf(zeta[~on_spike], q[~on_spike], beta), rho[~on_spike], atol=1e-9)
+    # the sampled marginal: P(zeta = 0) = 1 - q on average, and the exponential's mean for the rest
+    q0 = 0.4
+    z = spike_exp_inverse_cdf(rng.random(200_000), Tensor(np.full(200_000, q0), dtype="float64"), beta).numpy()
+    assert abs((z == 0).mean() - (1 - q0)) < 0.01
+    # E[zeta | z = 1] = 1 / (1 - e^-beta) - 1 / beta
+    assert abs(z[z > 0].mean() - (1 / (1 - math.exp(-beta)) - 1 / beta)) < 0.01
+
+
+def test_inverse_cdf_gradient_in_q_matches_finite_differences():
+    rng = np.random.default_rng(1)
+    q0 = rng.uniform(0.2, 0.9, 50)
+    rho = rng.random(50)
+    beta = 4.0
+    q = Tensor(q0, requires_grad=True, dtype="float64")
+    spike_exp_inverse_cdf(rho, q, beta).sum().backward()
+    h = 1e-6
+    numeric = (spike_exp_inverse_cdf(rho, Tensor(q0 + h, dtype="float64"), beta).numpy()
+               - spike_exp_inverse_cdf(rho, Tensor(q0 - h, dtype="float64"), beta).numpy()) / (2 * h)
+    away = np.abs(rho - (1 - q0)) > 1e-3                                # not at the kink between spike and tail
+    assert np.isfinite(q.grad).all()
+    np.testing.assert_allclose(q.grad[away], numeric[away], rtol=1e-5, atol=1e-7)
+    assert (q.grad[rho > 1 - q0] > 0).all()     # more mass on z = 1: the same rho lies further along the tail
+
+
+def test_bernoulli_kl_is_its_definition():
+    rng = np.random.default_rng(2)
+    lq, lp = rng.normal(size=(3, 5)), rng.normal(size=(3, 5))
+    q, p = 1 / (1 + np.exp(-lq)), 1 / (1 + np.exp(-lp))
+    expected = (q * np.log(q / p) + (1 - q) * np.log((1 - q) / (1 - p))).sum(axis=1)
+    np.testing.assert_allclose(bernoulli_kl(Tensor(lq, dtype="float64"), Tensor(lp, dtype="float64")).numpy(), expected, rtol=1e-10)
+
+
+# ---------------------------------------------------------------------- Gumbel-softmax, categorical KL
+def test_gumbel_softmax_rows_sum_to_one_and_hard_samples_are_one_hot():
+    rng = np.random.default_rng(3)
+    logits = Tensor(rng.normal(size=(4, 6, 3, 3)).astype(np.float32))
+    for tau in (1.0, 1 / 16):
+        y = F.gumbel_softmax(logits, tau, dim=1, rng=rng).numpy()
+        np.testing.assert_allclose(y.sum(axis=1), 1, atol=1e-5)
+        assert (y >= 0).all()
+    hard = F.gumbel_softmax(logits, 0.5, hard=True, dim=1, rng=rng).numpy()
+    assert set(np.unique(hard)) == {0.0, 1.0} and (hard.sum(axis=1) == 1).all()
+
+
+def test_hard_tokens_follow_the_softmax():
+    logits = np.log(np.array([0.1, 0.6, 0.3], np.float32))[None, :, None, None] * np.ones((1, 3, 100, 100), np.float32)
+    tokens = sample_tokens(logits, np.random.default_rng(4))            # (1, 100, 100)
+    assert tokens.shape == (1, 100, 100)
+    np.testing.assert_allclose(np.bincount(tokens.ravel(), minlength=3) / tokens.size, [0.1, 0.6, 0.3], atol=0.01)
+
+
+def test_kl_to_uniform_is_log_k_minus_the_entropy():
+    rng = np.random.default_rng(5)
+    logits = rng.normal(scale=2, size=(2, 5, 3, 3))
+    q = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    entropy = -(q * np.log(q)).sum(axis=1)                             # (2, 3, 3)
+    expected = (math.log(5) - entropy).reshape(2, -1).sum(axis=1)
+    np.testing.assert_allclose(categorical_kl_uniform(Tensor(logits, dtype="float64")).numpy(), expected, rtol=1e-10)
+    assert categorical_kl_uniform(Tensor(np.zeros((1, 5, 3, 3)))).numpy()[0] == pytest.approx(0, abs=1e-12)
+
+
+def test_schedules():
+    assert geometric_schedule(0, 1, 1 / 16, 100) == 1
+    assert geometric_schedule(50, 1, 1 / 16, 100) == pytest.approx(0.25)
+    assert geometric_schedule(500, 1, 1 / 16, 100) == pytest.approx(1 / 16)
+    model = build_model("dvae", {**GUMBEL, "kl_warmup_steps": 4, "anneal_steps": 4})
+    model.steps_done[0] = 2
+    assert model.kl_weight() == 0.5 and model.tau() == pytest.approx(0.25)
+
+
+# ---------------------------------------------------------------------- the hard-latent -ELBO
+def test_hard_elbo_of_the_categorical_dvae_is_exact_on_a_tiny_grid(monkeypatch):
+    """K = 2 and a posterior whose 45 outer cells are pinned (logits +-30 at the encoder's argmax) and whose
+    top-left 2 x 2 cells are free: E_q[-log p(x|z)] is a sum over 16 token maps, which the Monte Carlo
+    estimate of hard_terms must approach; the KL is the closed form of those logits."""
+    model = build_model("dvae", {**GUMBEL, "num_tokens": 2})
+    x = binary_images(2)
+    full = model.posterior_logits(Tensor(x)).numpy()                   # (2, 2, 7, 7)
+    pinned = np.where(full == full.max(axis=1, keepdims=True), 30.0, -30.0)
+    pinned[:, :, :2, :2] = np.random.default_rng(6).normal(size=(2, 2, 2, 2))
+    monkeypatch.setattr(model, "posterior_logits", lambda t: Tensor(pinned))
+    log_q = pinned[:, :, :2, :2] - np.logaddexp(pinned[:, :1, :2, :2], pinned[:, 1:, :2, :2])  # (2, 2, 2, 2)
+    exact = np.zeros(2)
+    for bits in itertools.product((0, 1), repeat=4):
+        tokens = pinned.argmax(axis=1)                                  # (2, 7, 7)
+        tokens[:, :2, :2] = np.array(bits).reshape(2, 2)
+        log_px = bernoulli_log_likelihood(model.decoder_logits(tokens), Tensor(x)).numpy()
+        chosen = np.take_along_axis(log_q, tokens[:, None, :2, :2], axis=1)   # (2, 1, 2, 2)
+        exact -= np.exp(chosen.reshape(2, -1).sum(axis=1)) * log_px
+    model.rng = np.random.default_rng(0)
+    recon, kl = model.hard_terms(x, samples=3000)
+    np.testing.assert_allclose(recon, exact, rtol=0.01)
+    q = np.exp(log_q)
+    free_kl = (q * log_q).sum(axis=1).reshape(2, -1).sum(axis=1) + 4 * math.log(2)   # log K - H, 4 cells
+    np.testing.assert_allclose(kl, free_kl + 45 * math.log(2), rtol=1e-6)   # pinned cells: H = 0, KL = log 2
+
+
+def test_hard_elbo_of_the_binary_dvae_is_exact_on_a_tiny_latent():
+    model = build_model("dvae_rolfe", {**ROLFE, "latent_dim": 3})
+    x = binary_images(2, seed=1)
+    logits = model.posterior_logits(Tensor(x)).numpy()                 # (2, 3)
+    q = 1 / (1 + np.exp(-logits))
+    exact = np.zeros(2)
+    for bits in itertools.product((0, 1), repeat=3):
+        z = np.array(bits, np.float32)[None].repeat(2, 0)
+        log_px = bernoulli_log_likelihood(model.decoder_logits(z), Tensor(x)).numpy()
+        exact -= np.prod(np.where(z == 1, q, 1 - q), axis=1) * log_px
+    model.rng = np.random.default_rng(0)
+    recon, kl = model.hard_terms(x, samples=4000)
+    np.testing.assert_allclose(recon, exact, rtol=0.01)
+    p = 1 / (1 + np.exp(-model.prior.data))
+    np.testing.assert_allclose(kl, (q * np.log(q / p) + (1 - q) * np.log((1 - q) / (1 - p))).sum(axis=1), rtol=1e-5)
+    result = model.evaluate_nll(np.zeros((5, 1, 28, 28), np.uint8), samples=2)
+    assert result["neg_elbo_hard_nats"] == pytest.approx(result["recon_hard_nats"] + result["kl_nats"])
+
+
+# ---------------------------------------------------------------------- the token API, training
+def test_encode_decode_shapes_and_errors():
+    model = build_model("dvae", GUMBEL)
+    images = (binary_images(3) * 255).astype(np.uint8)
+    tokens = model.encode(images)
+    assert tokens.shape == (3, 7, 7) and tokens.dtype == np.int64
+    assert tokens.min() >= 0 and tokens.max() < 8
+    out = model.decode(tokens)
+    assert out.shape == (3, 1, 28, 28) and out.min() >= 0 and out.max() <= 1
+    np.testing.assert_array_equal(model.encode(images), tokens)       # deterministic
+    with pytest.raises(ValueError, match=r"dvae.decode.*\[0, 8\)"):
+        model.decode(np.full((1, 7, 7), 8))
+    with pytest.raises(ValueError, match="dvae.decode.*integers"):
+        model.decode(np.zeros((1, 7, 7), np.float32))
+    with pytest.raises(ValueError, match="dvae.encode.*shape"):
+        model.encode(np.zeros((2, 28, 28)))
+    samples = model.sample(5)
+    assert samples.shape == (5, 1, 28, 28) and model.training
+    rolfe = build_model("dvae_rolfe", ROLFE)
+    bits = rolfe.encode(images)
+    assert bits.shape == (3, 6) and set(np.unique(bits)) <= {0, 1}
+    assert rolfe.decode(bits).shape == (3, 1, 28, 28) and rolfe.sample(4).shape == (4, 1, 28, 28)
+
+
+@pytest.mark.parametrize("name,config", [("dvae", GUMBEL), ("dvae_rolfe", ROLFE)])
+def test_loss_decreases_on_a_fixed_batch(name, config):
+    model = build_model(name, {**config, "kl_warmup_steps": 1, "lr": 1e-2})
+    opts = model.configure_optimizers()
+    x, _ = data.load_dataset("mnist", "test")
+    batch = model.prepare_batch(x[:32], np.zeros(32, int))
+    logs = [model.training_step(batch, opts) for _ in range(25)]
+    assert logs[0]["loss"] == pytest.approx(logs[0]["recon"] + logs[0]["kl_weight"] * logs[0]["kl"], rel=1e-5)
+    assert np.mean([l["loss"] for l in logs[-5:]]) < 0.8 * logs[0]["loss"]
+    assert model.steps_done[0] == 25
+
+
+def test_training_loop_and_pictures(tmp_path):
+    model = build_model("dvae", GUMBEL)
+    summary = Trainer(model, TrainOptions(out=str(tmp_path), max_steps=3, progress=False)).fit()
+    assert summary["steps"] == 3 and np.isfinite(summary["test_neg_elbo"])
+    assert summary["test_neg_elbo"] == pytest.approx(summary["test_recon"] + summary["test_kl"])
+    x, _ = data.load_dataset("mnist", "test")
+    model.save_pictures(x[:32], tmp_path / "rec.png", tmp_path / "prior.png")
+    assert (tmp_path / "rec.png").stat().st_size > 0 and (tmp_path / "prior.png").stat().st_size > 0
