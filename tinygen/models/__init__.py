@@ -33,6 +33,7 @@ MODULES = {
     "noisy_classifier": "tinygen.models.guidance:NoisyClassifier",
     "latent_diffusion": "tinygen.models.latent_diffusion:LatentDiffusion",
     "vit": "tinygen.models.vit:ViT",
+    "dit": "tinygen.models.dit:DiT",
 }
 
 _NAMES = {target: name for name, target in MODULES.items()}  # "module:Class" -> name
