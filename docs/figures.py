@@ -26,9 +26,9 @@ RUNS = {
     "pix2pix": ("pix2pix", "pix2pix-fashion"), "pix2pix_l1": ("pix2pix", "pix2pix-l1"),
     "realnvp": ("realnvp", "realnvp-e8"), "ddpm": ("ddpm", "ddpm-mnist-e12"),
     "latent_diffusion": ("latent_diffusion", "latent_diffusion-mnist"),
-    "vae2d": ("vae", "vae2d-mnist"),
+    "vae2d": ("vae", "vae2d-mnist"), "vit": ("vit", "vit-fashion"),
 }
-EXTRAS_ONLY = {"vae2d"}  # runs that only feed a lecture figure
+EXTRAS_ONLY = {"vae2d", "vit"}  # runs that only feed a lecture figure
 
 
 def extras(name, model, x, y, out):
@@ -46,6 +46,8 @@ def extras(name, model, x, y, out):
     if name == "ddpm":
         save_image_grid(model.sample(64, steps=50), out / "ddpm_unconditional.png", scale=2)
         model.save_trajectory(out / "ddpm_trajectory.gif", n=8, frames=20)
+    if name == "vit":
+        model.save_pictures(x[:16], out / "vit_positions.png", out / "vit_rollout.png")
 
 
 def main():

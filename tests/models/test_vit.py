@@ -78,3 +78,25 @@ def test_pictures_are_written(tmp_path):
     model = build()
     model.save_pictures(images(4), tmp_path / "pos.png", tmp_path / "roll.png")
     assert (tmp_path / "pos.png").stat().st_size > 0 and (tmp_path / "roll.png").stat().st_size > 0
+
+
+def test_flip_mirrors_some_images_left_right_and_keeps_the_others():
+    model = build(flip=True)
+    x = images(64)
+    batch, _ = model.prepare_batch(x, np.zeros(64, int))
+    expected = x.astype(np.float32) / 255
+    mirrored = np.all(np.isclose(batch.data, expected[..., ::-1]), axis=(1, 2, 3))
+    kept = np.all(np.isclose(batch.data, expected), axis=(1, 2, 3))
+    assert np.all(mirrored | kept) and 10 < mirrored.sum() < 54
+
+
+def test_position_neighbour_fraction_reads_a_2d_layout():
+    model = build(dim=50)
+    g = model.grid
+    where = np.stack(np.divmod(np.arange(g * g), g), axis=1)                      # (49, 2): (row, col)
+    dist2 = ((where[:, None] - where[None]) ** 2).sum(-1)                         # (49, 49)
+    layout = np.pad(np.exp(-dist2 / 2.0), ((0, 0), (0, 1)))                       # a bump at each patch
+    model.pos_embed.weight.data[1:] = layout.astype(np.float32)
+    assert model.position_neighbour_fraction() == 1.0
+    model.pos_embed.weight.data[1:] = np.random.default_rng(0).standard_normal((g * g, 50)).astype(np.float32)
+    assert model.position_neighbour_fraction() < 0.5

@@ -22,7 +22,7 @@ Recipe (Config): dim 64, 6 blocks of 4 heads, MLP ratio 2, AdamW (lr 1e-3, weigh
 cosine decay, batch 128, random shifts of up to 1 pixel, grad clip 1.
 
     python -m tinygen train vit --no-progress
-    python -m tinygen train vit --dataset fashion --no-progress
+    python -m tinygen train vit --dataset fashion --epochs 20 --set flip=true --no-progress
     python -m tinygen evaluate vit --checkpoint runs/vit-mnist/last.npz
 """
 from dataclasses import dataclass
@@ -53,6 +53,7 @@ class ViTConfig(Config):
     mlp_ratio: float = 2.0
     dropout: float = 0.0
     augment: int = 1           # random shifts of up to this many pixels (0 turns augmentation off)
+    flip: bool = False         # also mirror half the images left-right (for Fashion-MNIST, not for digits)
 
 
 class ViT(_Classifier):
@@ -81,6 +82,9 @@ class ViT(_Classifier):
         x, y = super().prepare_batch(images, labels)
         if self.config.augment:
             x = Tensor(random_shift(x.data, self.config.augment, self.rng))
+        if self.config.flip:
+            mirror = self.rng.random(x.shape[0]) < 0.5                # (B,): which images to mirror
+            x = Tensor(np.where(mirror[:, None, None, None], x.data[..., ::-1], x.data))
         return x, y
 
     def tokens(self, x):
@@ -102,6 +106,14 @@ class ViT(_Classifier):
         e = e / np.linalg.norm(e, axis=1, keepdims=True)
         return (e @ e.T).reshape(-1, self.grid, self.grid)            # (N, 7, 7)
 
+    def position_neighbour_fraction(self):
+        """The share of patches whose most similar OTHER position embedding belongs to a grid neighbour
+        (the 8 patches around it): at most 8 / 48 for unrelated embeddings, near 1 for a learned 2-D layout."""
+        sim = self.position_similarity().reshape(-1, self.grid * self.grid)    # (N, N)
+        np.fill_diagonal(sim, -np.inf)
+        i, j = np.arange(len(sim)), sim.argmax(axis=1)
+        return float(np.mean(np.maximum(abs(i // self.grid - j // self.grid), abs(i % self.grid - j % self.grid)) == 1))
+
     @inference
     def attention_rollout(self, images):
         """Attention rollout from [CLS] (see the module docstring): (B, grid, grid) maps, each summing to
@@ -121,8 +133,9 @@ class ViT(_Classifier):
     def save_pictures(self, images, path_positions, path_rollout):
         """The two pictures: position-embedding similarity (one 7x7 map per patch, in the patch grid) and
         test images beside their attention-rollout maps (brighter: more attention from [CLS])."""
-        sim = self.position_similarity()
-        save_image_grid((sim[:, None] + 1) / 2, path_positions, nrow=self.grid, scale=4)
+        sim = self.position_similarity()                             # each map stretched to its own range
+        lo, hi = sim.min(axis=(1, 2), keepdims=True), sim.max(axis=(1, 2), keepdims=True)
+        save_image_grid(((sim - lo) / (hi - lo))[:, None], path_positions, nrow=self.grid, scale=6)
         maps = self.attention_rollout(images)
         maps = maps / maps.max(axis=(1, 2), keepdims=True)
         p = self.config.patch_size
