@@ -26,9 +26,9 @@ RUNS = {
     "pix2pix": ("pix2pix", "pix2pix-fashion"), "pix2pix_l1": ("pix2pix", "pix2pix-l1"),
     "realnvp": ("realnvp", "realnvp-e8"), "ddpm": ("ddpm", "ddpm-mnist-e12"),
     "latent_diffusion": ("latent_diffusion", "latent_diffusion-mnist"),
-    "vae2d": ("vae", "vae2d-mnist"), "vit": ("vit", "vit-fashion"),
+    "vae2d": ("vae", "vae2d-mnist"), "vit": ("vit", "vit-fashion"), "dit": ("dit", "dit-mnist"),
 }
-EXTRAS_ONLY = {"vae2d", "vit"}  # runs that only feed a lecture figure
+EXTRAS_ONLY = {"vae2d", "vit", "dit"}  # runs that only feed a lecture figure
 
 
 def extras(name, model, x, y, out):
@@ -48,6 +48,8 @@ def extras(name, model, x, y, out):
         model.save_trajectory(out / "ddpm_trajectory.gif", n=8, frames=20)
     if name == "vit":
         model.save_pictures(x[:16], out / "vit_positions.png", out / "vit_rollout.png")
+    if name == "dit":
+        model.save_pictures(out / "dit.png", guidance=2.0, steps=50)
 
 
 def main():
