@@ -30,8 +30,9 @@ RUNS = {
     "dvae": ("dvae", "dvae-mnist"), "dvae_rolfe": ("dvae_rolfe", "dvae_rolfe-mnist"),
     "igpt": ("igpt", "igpt-mnist"), "vqvae": ("vqvae", "vqvae-mnist"),
     "clip": ("clip", "clip-mnist"), "clip_fashion": ("clip", "clip-fashion"),   # image-caption similarities
+    "dit": ("dit", "dit-mnist"),
 }
-EXTRAS_ONLY = {"vae2d", "vit", "dvae", "dvae_rolfe", "igpt", "vqvae"}  # runs that only feed a lecture figure
+EXTRAS_ONLY = {"vae2d", "vit", "dvae", "dvae_rolfe", "igpt", "vqvae", "dit"}  # runs that only feed a lecture figure
 
 
 def extras(name, model, x, y, out):
@@ -57,6 +58,8 @@ def extras(name, model, x, y, out):
         model.save_pictures(x[:16], out / "vit_positions.png", out / "vit_rollout.png")
     if name == "igpt":
         model.save_pictures(x[:8], out / "igpt_samples.png", out / "igpt_completions.png")
+    if name == "dit":
+        model.save_pictures(out / "dit.png", guidance=2.0, steps=50)
 
 
 def main():

@@ -1,7 +1,8 @@
 """Gaussian diffusion for any tensor shape and any condition: beta schedules, the forward process,
 the ancestral (DDPM: Ho, Jain & Abbeel, 2020) and DDIM (Song, Meng & Ermon, 2021) samplers over a
 pluggable noise predictor, and guidance, classifier-free (Ho & Salimans, 2022) and by a classifier
-(Dhariwal & Nichol, 2021). ddpm.py, guidance.py and latent_diffusion.py are built on it.
+(Dhariwal & Nichol, 2021), and the learned variance with the hybrid loss of improved DDPM (Nichol &
+Dhariwal, 2021). ddpm.py, guidance.py, latent_diffusion.py and dit.py are built on it.
 
 The idea: destroy x_0 by adding a little Gaussian noise at each of T steps until only noise is left;
 a network eps_theta(x_t, t, c) learns which noise was added; generation starts from pure noise and
@@ -15,6 +16,20 @@ broadcast as (B, 1, ..., 1) against x (per_sample).
     posterior         q(x_{t-1} | x_t, x_0) = N(mu~_t, beta~_t I)
     ancestral step    x_{t-1} = mu~_t(x_t, x0_hat) + sqrt(beta~_t) z
     DDIM step         x_{t'} = sqrt(abar_t') x0_hat + sqrt(1 - abar_t' - sigma^2) eps_theta + sigma z,   t' < t
+
+Learned variance (improved DDPM, section 3.1): the network also outputs v per element, in [-1, 1] (not
+enforced), and the reverse step's variance interpolates between the two fixed choices in the log domain;
+v then gets its gradient from the variational bound alone, while the mean keeps the simple loss:
+
+    Sigma_theta(x_t, t) = exp(f log beta_t + (1 - f) log beta~_t),   f = (v + 1) / 2
+    L_t    = KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t))                  t > 0  (bits per dim)
+    L_0    = -log p_theta(x_0 | x_1)   discretised Gaussian on 256 levels in [-1, 1] (pixels), or the
+             continuous Gaussian density (latents, which have no levels): decoder="discretized" / "gaussian"
+    L_hybrid = L_simple + lambda T L_t,   lambda = 0.001,  t ~ U{0..T-1}  (T L_t estimates L_vlb = sum_t L_t),
+             the mean mu_theta inside L_t built from stop-gradient(eps_theta): L_vlb trains v only
+
+(the KL in bits per dim, as the reference code has it; with T = 1000, lambda T L_t = L_t).
+Samplers with learned_variance=True take an eps_fn that returns [eps, v] concatenated on axis 1.
 
 Index t runs 0 .. T-1 in the code (the papers' 1 .. T), and abar_{-1} = 1 (t' = -1: the end, x_0).
 
@@ -33,6 +48,8 @@ never knows which guidance, if any, it runs. The convention, everywhere:
 import math
 
 import numpy as np
+
+from autograd import Tensor
 
 
 # ---------------------------------------------------------------------- schedules and broadcasting
@@ -79,6 +96,10 @@ class GaussianDiffusion:
         # mu~_t = c0 x_0 + ct x_t,  c0 = sqrt(abar_{t-1}) beta_t / (1 - abar_t),  ct = sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t)
         self.posterior_c0 = np.sqrt(self.abar_prev) * self.betas / (1 - self.abar)
         self.posterior_ct = np.sqrt(self.alphas) * (1 - self.abar_prev) / (1 - self.abar)
+        # log beta~_t with beta~_0 (= 0) replaced by beta~_1: the lower end of the learned variance (improved DDPM)
+        self.posterior_log_variance = np.log(np.append(self.posterior_variance[1:2], self.posterior_variance[1:])) \
+            if self.T > 1 else np.log(self.betas)
+        self.log_betas = np.log(self.betas)
 
     # ------------------------------------------------------------------ the forward process
     def q_step(self, x_prev, t, eps):
@@ -136,6 +157,56 @@ class GaussianDiffusion:
                 + per_sample(np.sqrt(np.maximum(1 - abar_prev - sigma ** 2, 0.0)), eps) * eps
                 + per_sample(sigma, z) * z).astype(np.float32)
 
+    # ------------------------------------------------------------------ learned variance (improved DDPM)
+    def learned_log_variance(self, v, t):
+        """log Sigma_theta for the network's v (B, ...) (a NumPy array or a Tensor) at steps t (B,)."""
+        f = (v + 1) * 0.5
+        # log Sigma = f log beta_t + (1 - f) log beta~_t
+        return f * per_sample(self.log_betas[t], v) + (1 - f) * per_sample(self.posterior_log_variance[t], v)
+
+    def learned_ancestral_step(self, x_t, t, eps, v, z):
+        """x_t -> x_{t-1} with the learned variance: x_{t-1} = mu~_t(x_t, x0_hat) + exp(log Sigma / 2) z,
+        no noise at the last step (t = 0). v = -1 gives ancestral_step (Sigma = beta~), v = 1 Sigma = beta."""
+        mean, _ = self.q_posterior(self.predict_x0(x_t, t, eps), x_t, t)
+        std = np.exp(0.5 * self.learned_log_variance(v, t)) * per_sample(t > 0, x_t)
+        # x_{t-1} = mu~_t + Sigma^1/2 z
+        return (mean + std * z).astype(np.float32)
+
+    def vlb_terms(self, x0, x_t, t, eps, v, decoder="discretized"):
+        """The bound's term at each sample's step, bits per dim, (B,): L_t = KL(q(x_{t-1}|x_t,x_0) ||
+        p(x_{t-1}|x_t)) for t > 0, L_0 = -log p(x_0|x_1) for t = 0. x0, x_t, eps NumPy (B, ...): eps the
+        network's noise prediction, taken as a constant (the stop-gradient on the mean); v (B, ...) a
+        Tensor (the gradient flows to it) or an array. x0_hat is not clipped here, as in the reference code."""
+        if decoder not in ("discretized", "gaussian"):
+            raise ValueError(f"vlb_terms: unknown decoder {decoder!r}; valid: 'discretized', 'gaussian'")
+        eps = eps.data if isinstance(eps, Tensor) else eps                    # stop-gradient
+        true_mean, _ = self.q_posterior(x0, x_t, t)                          # mu~_t(x_t, x_0)
+        true_logvar = per_sample(self.posterior_log_variance[t], x_t)
+        # x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)   (unclipped)
+        x0_hat = (x_t - per_sample(self.sqrt_one_minus_abar[t], x_t) * eps) / per_sample(self.sqrt_abar[t], x_t)
+        mean = per_sample(self.posterior_c0[t], x0) * x0_hat + per_sample(self.posterior_ct[t], x_t) * x_t
+        logvar = self.learned_log_variance(v, t)                              # (B, ...)
+        kl = normal_kl(true_mean, true_logvar, mean, logvar)
+        if decoder == "discretized":
+            nll = -discretized_gaussian_log_likelihood(x0, mean, 0.5 * logvar)
+        else:
+            nll = -gaussian_log_likelihood(x0, mean, logvar)
+        first = per_sample(t == 0, x_t)                                       # 1 where t = 0
+        terms = kl * (1 - first) + nll * first                                # (B, ...)
+        axes = tuple(range(1, np.ndim(x_t)))
+        # mean over the dimensions, in bits: / ln 2
+        return terms.mean(axis=axes) * (1 / math.log(2))                      # (B,)
+
+    def hybrid_loss(self, x0, x_t, t, noise, eps, v, vlb_weight=0.001, decoder="discretized"):
+        """L_hybrid = |noise - eps_theta|^2 + lambda T L_t (module docstring), averaged over the batch;
+        eps and v Tensors (B, ...) from the network, noise (B, ...) what q_sample added. Returns
+        (loss, L_simple, L_t) with the last two as floats for the logs."""
+        # L_simple = mean |noise - eps_theta|^2
+        simple = ((eps - noise) ** 2).mean()
+        vlb = self.vlb_terms(x0, x_t, t, eps, v, decoder).mean()
+        # L_hybrid = L_simple + lambda T L_t
+        return simple + vlb * (vlb_weight * self.T), float(simple.item()), float(vlb.item())
+
     # ------------------------------------------------------------------ the samplers
     def timesteps(self, steps):
         """`steps` timesteps spread evenly from T-1 down to 0 (one step: T-1 alone), in sampling order."""
@@ -143,18 +214,26 @@ class GaussianDiffusion:
             raise ValueError(f"sampling steps must lie in 1..{self.T}, got {steps}")
         return np.unique(np.linspace(self.T - 1, 0, steps).round().astype(int))[::-1]
 
-    def ancestral_sample(self, eps_fn, shape, rng, cond=None, frames=0):
-        """The reverse process over all T steps: x_T ~ N(0, I), then x_{t-1} = mu~_t + sqrt(beta~_t) z.
-        shape (B, ...) is that of x; returns x_0, and with frames > 0 also that many snapshots along the way."""
-        return self._reverse(eps_fn, shape, rng, np.arange(self.T)[::-1], cond, frames,
-                             lambda x, t, t_prev, eps, z: self.ancestral_step(x, t, eps, z))
+    def ancestral_sample(self, eps_fn, shape, rng, cond=None, frames=0, learned_variance=False):
+        """The reverse process over all T steps: x_T ~ N(0, I), then x_{t-1} = mu~_t + sqrt(beta~_t) z
+        (learned_variance: + Sigma_theta^1/2 z, eps_fn returning [eps, v] on axis 1). shape (B, ...) is that
+        of x; returns x_0, and with frames > 0 also that many snapshots along the way."""
+        def step(x, t, t_prev, out, z):
+            if learned_variance:
+                eps, v = split_learned(out, x)
+                return self.learned_ancestral_step(x, t, eps, v, z)
+            return self.ancestral_step(x, t, out, z)
+        return self._reverse(eps_fn, shape, rng, np.arange(self.T)[::-1], cond, frames, step, learned_variance)
 
-    def ddim_sample(self, eps_fn, shape, rng, steps, eta=0.0, cond=None, frames=0):
-        """DDIM over `steps` of the T steps (timesteps(steps)); eta scales the fresh noise (0: none)."""
-        return self._reverse(eps_fn, shape, rng, self.timesteps(steps), cond, frames,
-                             lambda x, t, t_prev, eps, z: self.ddim_step(x, t, t_prev, eps, eta, z))
+    def ddim_sample(self, eps_fn, shape, rng, steps, eta=0.0, cond=None, frames=0, learned_variance=False):
+        """DDIM over `steps` of the T steps (timesteps(steps)); eta scales the fresh noise (0: none).
+        learned_variance: eps_fn returns [eps, v] on axis 1 and DDIM uses eps alone (its sigma is its own)."""
+        def step(x, t, t_prev, out, z):
+            eps = split_learned(out, x)[0] if learned_variance else out
+            return self.ddim_step(x, t, t_prev, eps, eta, z)
+        return self._reverse(eps_fn, shape, rng, self.timesteps(steps), cond, frames, step, learned_variance)
 
-    def _reverse(self, eps_fn, shape, rng, ts, cond, frames, step):
+    def _reverse(self, eps_fn, shape, rng, ts, cond, frames, step, learned_variance=False):
         """The loop both samplers share: ask eps_fn at each timestep of ts, move x by `step`."""
         B = shape[0]
         if cond is not None and len(cond) != B:
@@ -163,14 +242,76 @@ class GaussianDiffusion:
         x, snapshots = rng.standard_normal(shape, dtype=np.float32), []     # x_T ~ N(0, I)
         for i, t in enumerate(ts):
             t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-            eps = eps_fn(x, np.full(B, t), cond)                             # like x
-            if eps.shape != x.shape:
-                raise ValueError(f"eps_fn returned shape {eps.shape} for x_t of shape {x.shape}")
+            eps = eps_fn(x, np.full(B, t), cond)                             # like x ([eps, v]: 2C channels)
+            want = (B, 2 * x.shape[1], *x.shape[2:]) if learned_variance else x.shape
+            if eps.shape != want:
+                raise ValueError(f"eps_fn returned shape {eps.shape} for x_t of shape {x.shape}; expected {want}"
+                                 + (" ([eps, v] on axis 1: learned variance)" if learned_variance else ""))
             z = rng.standard_normal(x.shape, dtype=np.float32)
             x = step(x, np.full(B, t), np.full(B, t_prev), eps, z)
             if i in keep:
                 snapshots.append(x)
         return (x, snapshots) if frames else x
+
+
+def split_learned(out, x):
+    """[eps, v] concatenated on axis 1, (B, 2C, ...), -> eps and v, each like x (B, C, ...)."""
+    C = x.shape[1]
+    if out.shape[1] != 2 * C:
+        raise ValueError(f"split_learned: output of shape {tuple(out.shape)} is not [eps, v] for x of shape "
+                         f"{tuple(x.shape)} (expected {2 * C} channels on axis 1)")
+    return out[:, :C], out[:, C:]
+
+
+# ---------------------------------------------------------------------- densities for the bound
+def _exp(a):
+    return a.exp() if isinstance(a, Tensor) else np.exp(a)
+
+
+def _log(a):
+    return a.log() if isinstance(a, Tensor) else np.log(a)
+
+
+def _tanh(a):
+    return a.tanh() if isinstance(a, Tensor) else np.tanh(a)
+
+
+def normal_kl(mean1, logvar1, mean2, logvar2):
+    """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) per element, in nats; NumPy arrays or Tensors that
+    broadcast (any of them may carry a gradient)."""
+    # KL = 1/2 (-1 + logvar2 - logvar1 + exp(logvar1 - logvar2) + (mean1 - mean2)^2 exp(-logvar2))
+    return 0.5 * (-1.0 + logvar2 - logvar1 + _exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * _exp(-logvar2))
+
+
+def gaussian_log_likelihood(x, mean, logvar):
+    """log N(x; mean, e^logvar) per element, in nats (a density: for continuous data such as latents)."""
+    # log N = -1/2 (log 2 pi + logvar + (x - mean)^2 exp(-logvar))
+    return -0.5 * (math.log(2 * math.pi) + logvar + (x - mean) ** 2 * _exp(-logvar))
+
+
+def _approx_standard_normal_cdf(a):
+    # Phi(a) ~ 1/2 (1 + tanh(sqrt(2 / pi) (a + 0.044715 a^3)))
+    return 0.5 * (1.0 + _tanh(math.sqrt(2.0 / math.pi) * (a + 0.044715 * a ** 3)))
+
+
+def _clip_low(a, lo):
+    return a.clip(lo, None) if isinstance(a, Tensor) else np.maximum(a, lo)
+
+
+def discretized_gaussian_log_likelihood(x, mean, log_scale):
+    """log P(x) per element of data x in [-1, 1] on 256 levels (bins of width 2/255) under N(mean, e^(2
+    log_scale)), the outer bins reaching to -inf and +inf (Ho et al. 2020, eq. 13); x a NumPy array."""
+    x = np.asarray(x)
+    centered = x - mean
+    inv_std = _exp(-log_scale)
+    # P = Phi((x + 1/255 - mu) / sigma) - Phi((x - 1/255 - mu) / sigma)
+    cdf_plus = _approx_standard_normal_cdf((centered + 1.0 / 255) * inv_std)
+    cdf_min = _approx_standard_normal_cdf((centered - 1.0 / 255) * inv_std)
+    log_cdf_plus = _log(_clip_low(cdf_plus, 1e-12))                       # the lowest bin: Phi(upper edge)
+    log_one_minus_cdf_min = _log(_clip_low(1.0 - cdf_min, 1e-12))         # the highest bin: 1 - Phi(lower edge)
+    log_delta = _log(_clip_low(cdf_plus - cdf_min, 1e-12))
+    low, high = (x < -0.999).astype(np.float32), (x > 0.999).astype(np.float32)
+    return log_cdf_plus * low + log_one_minus_cdf_min * high + log_delta * (1 - low - high)
 
 
 # ---------------------------------------------------------------------- conditions and guidance
@@ -181,9 +322,10 @@ def drop_condition(cond, null_cond, p, rng):
     return np.where(per_sample(drop, cond, dtype=bool), null_cond, cond)
 
 
-def classifier_free(eps_fn, null_cond, scale):
+def classifier_free(eps_fn, null_cond, scale, guided_channels=None):
     """An eps_fn guided towards its condition; cond and null_cond go through eps_fn in one batch of 2B.
-    A cond of None (or scale 0) gives the unconditional eps(x, null)."""
+    A cond of None (or scale 0) gives the unconditional eps(x, null). guided_channels = C: the output is
+    [eps, v] (learned variance) and only its first C channels (eps) are guided; v is the conditional one."""
     def guided(x_t, t, cond):
         if cond is None or scale == 0:
             return eps_fn(x_t, t, null_cond)
@@ -192,6 +334,10 @@ def classifier_free(eps_fn, null_cond, scale):
         B = len(x_t)
         both = eps_fn(np.concatenate([x_t, x_t]), np.concatenate([t, t]), np.concatenate([cond, null_cond]))
         eps_c, eps_null = both[:B], both[B:]
+        if guided_channels is not None:
+            C = guided_channels
+            # eps~ = eps(x_t, null) + s (eps(x_t, c) - eps(x_t, null));  v = v(x_t, c)
+            return np.concatenate([eps_null[:, :C] + scale * (eps_c[:, :C] - eps_null[:, :C]), eps_c[:, C:]], axis=1)
         # eps~ = eps(x_t, null) + s (eps(x_t, c) - eps(x_t, null))
         return eps_null + scale * (eps_c - eps_null)
     return guided

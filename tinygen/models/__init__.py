@@ -38,6 +38,7 @@ MODULES = {
     "dvae_rolfe": "tinygen.models.dvae:RolfeDVAE",
     "igpt": "tinygen.models.igpt:ImageGPT",
     "clip": "tinygen.models.clip:CLIP",
+    "dit": "tinygen.models.dit:DiT",
 }
 
 _NAMES = {target: name for name, target in MODULES.items()}  # "module:Class" -> name

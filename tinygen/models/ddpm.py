@@ -148,6 +148,7 @@ class DiffusionModel(Model):
     """What pixel and latent diffusion share: eps_theta on NumPy, the null label, the loss, sampling
     through tinygen/diffusion.py, EMA."""
     image_range = "signed"
+    learned_variance = False  # True: eps() returns [eps, v] on axis 1 (improved DDPM; dit.py)
 
     def setup_diffusion(self, net, shape, clip_x0=True):
         c = self.config
@@ -196,15 +197,19 @@ class DiffusionModel(Model):
         d, y = self.diffusion, self._labels(n, label)
         if classifier is not None and hasattr(classifier, "check_matches"):
             classifier.check_matches(self)
-        eps_fn = self.eps
+        if classifier is not None and self.learned_variance:
+            raise ValueError(f"{self.name}: classifier guidance is not offered for a learned-variance model "
+                             f"(its output is [eps, v]); use classifier-free guidance (guidance=...)")
+        eps_fn, lv = self.eps, self.learned_variance
         if y is not None:
-            eps_fn = classifier_free(eps_fn, self.null_condition(n), 1.0 if guidance is None else guidance)
+            eps_fn = classifier_free(eps_fn, self.null_condition(n), 1.0 if guidance is None else guidance,
+                                     guided_channels=self.shape[0] if lv else None)
         if classifier is not None:
             eps_fn = classifier_guidance(d, eps_fn, classifier.log_prob_grad, classifier_scale)
         shape = (n, *self.shape)
         if steps is not None:  # 0 is refused by timesteps, not read as "all T"
-            return d.ddim_sample(eps_fn, shape, self.rng, steps, eta, cond=y, frames=frames)
-        return d.ancestral_sample(eps_fn, shape, self.rng, cond=y, frames=frames)
+            return d.ddim_sample(eps_fn, shape, self.rng, steps, eta, cond=y, frames=frames, learned_variance=lv)
+        return d.ancestral_sample(eps_fn, shape, self.rng, cond=y, frames=frames, learned_variance=lv)
 
     def to_images(self, x0):
         """Samples of the reverse process -> images (n, 1, 28, 28) in [0, 1] (here: pixels in [-1, 1])."""

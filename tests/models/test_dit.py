@@ -1,0 +1,103 @@
+"""DiT (tinygen/models/dit.py) on tiny configs."""
+import numpy as np
+import pytest
+
+from autograd import Tensor
+from tinygen import nn
+from tinygen.models import build_model, save_model
+from tinygen.models.dit import DiTBlock, DiTNet, forward_gflops, save_scaling_plot
+
+TINY = {"T": 5, "autoencoder": "", "ae_width": 4, "dim": 16, "depth": 1, "num_heads": 2, "batch_size": 8,
+        "sample_steps": 2}
+
+
+def test_a_fresh_block_is_the_identity_and_still_learns():
+    nn.manual_seed(0)
+    block = DiTBlock(16, 2)
+    x = Tensor(np.random.default_rng(0).standard_normal((3, 5, 16)).astype(np.float32), requires_grad=True)
+    c = Tensor(np.random.default_rng(1).standard_normal((3, 16)).astype(np.float32))
+    y = block(x, c)
+    assert np.array_equal(y.numpy(), x.numpy())
+    (y * y).sum().backward()
+    assert np.any(block.ada.weight.grad)          # the zero gates receive a gradient: adaLN-Zero trains
+    nn.init.normal_(block.ada.weight, std=0.1)
+    assert not np.allclose(block(x, c).numpy(), x.numpy())
+
+
+def test_fresh_net_predicts_zero_and_pads_odd_grids():
+    nn.manual_seed(0)
+    net = DiTNet(4, 7, 2, 16, 2, 2, num_classes=10)
+    assert (net.padded, net.grid) == (8, 4)
+    out = net(Tensor(np.ones((2, 4, 7, 7), np.float32)), np.array([1, 3]), np.array([0, 10]))
+    assert out.shape == (2, 8, 7, 7) and not np.any(out.numpy())
+    with pytest.raises(ValueError, match="expected x_t"):
+        net(Tensor(np.ones((2, 1, 7, 7), np.float32)), np.array([1, 3]))
+    with pytest.raises(ValueError, match="divisible by 4"):
+        DiTNet(4, 7, 2, 18, 1, 2)
+
+
+def test_output_depends_on_label_and_time_once_trained_weights_move():
+    nn.manual_seed(0)
+    net = DiTNet(1, 8, 4, 16, 1, 2, num_classes=10)
+    for p in net.parameters():
+        if not np.any(p.data):
+            nn.init.normal_(p, std=0.1)
+    x = Tensor(np.ones((2, 1, 8, 8), np.float32))
+    a = net(x, np.array([1, 1]), np.array([2, 2])).numpy()
+    assert not np.allclose(a, net(x, np.array([1, 1]), np.array([3, 3])).numpy())
+    assert not np.allclose(a, net(x, np.array([4, 4]), np.array([2, 2])).numpy())
+
+
+def test_tiny_model_trains_and_samples_latent_and_pixels():
+    for extra in ({}, {"input": "pixels", "patch_size": 4}):
+        m = build_model("dit", {**TINY, **extra})
+        m.rng = np.random.default_rng(0)
+        opt = m.configure_optimizers()
+        x = np.random.default_rng(0).integers(0, 256, (8, 1, 28, 28)).astype(np.uint8)
+        batch = m.prepare_batch(x, np.arange(8) % 10)
+        logs = m.training_step(batch, opt)
+        assert {"loss", "mse", "vlb_bits"} <= set(logs) and np.isfinite(logs["loss"])
+        for steps in (2, None):
+            s = m.sample(3, label=[1, 2, 3], guidance=2.0, steps=steps)
+            assert s.shape == (3, 1, 28, 28) and s.min() >= 0 and s.max() <= 1
+        assert set(m.evaluate(x, np.arange(8) % 10)) == {"test_mse", "test_vlb_bits"}
+
+
+def test_learn_sigma_off_uses_the_simple_loss():
+    m = build_model("dit", {**TINY, "learn_sigma": False})
+    assert not m.learned_variance and m.net.out_channels == 4
+    loss, logs = m.loss(m.prepare_batch(np.zeros((8, 1, 28, 28), np.uint8), np.arange(8)))
+    assert logs == {} and np.isfinite(loss.item())
+
+
+def test_the_autoencoder_comes_from_a_latent_diffusion_checkpoint(tmp_path):
+    ld = build_model("latent_diffusion", {"T": 5, "ae_width": 4, "base_channels": 8, "ae_steps": 0})
+    path = tmp_path / "ld.npz"
+    save_model(ld, path)
+    m = build_model("dit", {**TINY, "autoencoder": str(path)})
+    m.training_step(m.prepare_batch(np.zeros((8, 1, 28, 28), np.uint8), np.arange(8)), m.configure_optimizers())
+    w = m.autoencoder.encoder.net[0].weight.data
+    assert np.array_equal(w, ld.autoencoder.encoder.net[0].weight.data)
+    assert m.latent_std[0] > 0
+    bad = build_model("dit", {**TINY, "autoencoder": str(path), "latent_channels": 3})
+    with pytest.raises(ValueError, match="latent_channels"):
+        bad.load_autoencoder(path)
+    with pytest.raises(FileNotFoundError, match="no autoencoder"):
+        m.load_autoencoder(tmp_path / "missing.npz")
+    with pytest.raises(ValueError, match="unknown input"):
+        build_model("dit", {**TINY, "input": "voxels"})
+
+
+def test_gflops_count_and_plot(tmp_path):
+    m = build_model("dit", TINY)
+    c = m.config
+    # by hand: 16 tokens, D = 16, MLP 64, depth 1, 4 channels, patch 2, learned sigma
+    N, D, H = 16, 16, 64
+    block = 4 * N * D * D + 2 * N * N * D + 2 * N * D * H + 6 * D * D
+    want = 2 * (N * 16 * D + block + 2 * D * D + N * D * 32 + 256 * D + D * D) / 1e9
+    assert forward_gflops(c) == pytest.approx(want)
+    wide = build_model("dit", {**TINY, "dim": 32}).config
+    assert 3 < forward_gflops(wide) / forward_gflops(c) < 4.5
+    save_scaling_plot([{"name": "a", "gflops": 0.01, "fid_judge": 200.0},
+                       {"name": "b", "gflops": 0.04, "fid_judge": 150.0}], tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 100
