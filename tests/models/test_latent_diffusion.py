@@ -46,6 +46,18 @@ def test_sampling_shapes_and_checkpoint(mnist, tmp_path):
     assert (tmp_path / "samples_latest.png").exists()
 
 
+def test_a_checkpoint_saved_in_stage_one_loads_the_trained_autoencoder(tmp_path):
+    model = build_model("latent_diffusion", TINY)
+    Trainer(model, TrainOptions(out=str(tmp_path), max_steps=5, progress=False)).fit()
+    assert model.stage == 1
+    loaded, _ = load_model(tmp_path / "last.npz", "latent_diffusion")
+    fresh = build_model("latent_diffusion", TINY)
+    for (n, p), (_, q) in zip(loaded.autoencoder.named_parameters(), model.autoencoder.named_parameters()):
+        np.testing.assert_array_equal(p.data, q.data)
+    assert any(not np.array_equal(p.data, q.data)
+               for (_, p), (_, q) in zip(loaded.autoencoder.named_parameters(), fresh.autoencoder.named_parameters()))
+
+
 def test_trajectory_gif_decodes_latents_and_pixel_classifier_is_refused(tmp_path):
     model = build_model("latent_diffusion", TINY)
     model.save_trajectory(tmp_path / "t.gif", n=2, frames=2, steps=2)

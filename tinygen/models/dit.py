@@ -214,8 +214,8 @@ class DiT(DiffusionModel):
 
     # ------------------------------------------------------------------ the autoencoder (latent input)
     def load_autoencoder(self, path):
-        """Copy the autoencoder of a latent_diffusion checkpoint into this model (its raw weights: a run
-        stopped in stage 1 has an EMA that never moved)."""
+        """Copy the autoencoder of a latent_diffusion checkpoint into this model (its raw weights: the
+        autoencoder is frozen after stage 1, so they are the ones its diffusion model was trained on)."""
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"DiT: no autoencoder checkpoint at {path}; train one with `python -m tinygen "

@@ -143,6 +143,9 @@ class LatentDiffusion(DiffusionModel):
         if stage == 1:
             loss, logs = self.ae_loss(x)
             optimizer_step(loss, optimizers["ae"])
+            # the EMA (what load_model puts in) follows the weights until stage 2 starts it: a checkpoint
+            # saved in stage 1 then loads the trained autoencoder, not the initial one
+            self.ema = optim.EMA(self, decay=self.config.ema_decay, warmup=True)
             return {"ae_loss": loss.item(), **logs}
         if self.steps_done[0] == self.config.ae_steps + 1:  # the first stage-2 step: measure std(z), start the EMA
             self.latent_std[0] = np.float32(self.encode(x.numpy()).std())
