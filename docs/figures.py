@@ -34,6 +34,7 @@ RUNS = {
     "igpt": ("igpt", "igpt-mnist"), "vqvae": ("vqvae", "vqvae-mnist"),
     "clip": ("clip", "clip-mnist"), "clip_fashion": ("clip", "clip-fashion"),   # image-caption similarities
     "dit": ("dit", "dit-mnist"), "dit_scaling": ("dit", "dit-mnist"),
+    "pixelcnn_receptive_field": ("pixelcnn", None),   # fresh networks: no run needed
 }
 # DiT sizes trained for the same number of steps (the recipe's 5,622): dim / depth -> run folder
 DIT_SCALING = {"64/4": "dit-scale-d64-L4", "128/6": "dit-mnist", "192/6": "dit-scale-d192-L6"}
@@ -100,6 +101,11 @@ def main():
     for name in args.only or RUNS:
         if name == "dit_scaling":
             dit_scaling(args.runs, out)
+            continue
+        if name == "pixelcnn_receptive_field":  # plain (the blind spot) beside gated, freshly initialised
+            from tinygen.models.pixelcnn import save_receptive_fields
+            save_receptive_fields(out / "pixelcnn_receptive_field.png")
+            print(f"{name}: done")
             continue
         model_name, run = RUNS[name]
         checkpoint = Path(args.runs) / run / "last.npz"
