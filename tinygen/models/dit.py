@@ -311,7 +311,9 @@ def save_scaling_plot(rows, path, width=360, height=240):
     d.line(pts, fill="steelblue", width=2)
     for (px, py), r in zip(pts, rows):
         d.ellipse([px - 4, py - 4, px + 4, py + 4], fill="steelblue")
-        d.text((px + 6, py - 14), f"{r['name']}: {r['fid_judge']:.0f}", fill="black")
+        label = f"{r['name']}: {r['fid_judge']:.0f}"
+        tx = px + 6 if px + 6 + 7 * len(label) < width else px - 6 - 7 * len(label)   # keep it inside
+        d.text((tx, py - 14), label, fill="black")
     for k in (0.0, 0.5, 1.0):
         v = fy[0] + k * (fy[1] - fy[0])
         d.text((5, xy(0, v)[1] - 6), f"{v:.0f}", fill="black")
