@@ -38,7 +38,7 @@ RUNS = {
 }
 # DiT sizes trained for the same number of steps (the recipe's 5,622): dim / depth -> run folder
 DIT_SCALING = {"64/4": "dit-scale-d64-L4", "128/6": "dit-mnist", "192/6": "dit-scale-d192-L6"}
-EXTRAS_ONLY = {"vae2d", "vit", "dvae", "dvae_rolfe", "igpt", "vqvae", "dit", "dit_scaling"}  # runs that only feed a lecture figure
+EXTRAS_ONLY = {"vae2d", "vit", "dvae", "dvae_rolfe", "igpt", "vqvae", "dit"}  # runs that only feed a lecture figure
 
 
 def extras(name, model, x, y, out):
