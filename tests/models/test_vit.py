@@ -100,3 +100,20 @@ def test_position_neighbour_fraction_reads_a_2d_layout():
     assert model.position_neighbour_fraction() == 1.0
     model.pos_embed.weight.data[1:] = np.random.default_rng(0).standard_normal((g * g, 50)).astype(np.float32)
     assert model.position_neighbour_fraction() < 0.5
+
+
+def test_position_mirror_fraction_reads_a_mirrored_layout():
+    model = build(dim=50)
+    g = model.grid
+    row, col = np.divmod(np.arange(g * g), g)
+    # each embedding a bump at its column folded onto the left half: patch (r, c) and (r, g-1-c) nearly equal
+    fold = np.minimum(col, g - 1 - col)
+    where = np.stack([row, fold], axis=1).astype(np.float64)
+    dist2 = ((where[:, None] - where[None]) ** 2).sum(-1)
+    layout = np.exp(-dist2 / 2.0) + 1e-3 * np.eye(g * g)                         # (49, 49), mirror ties broken
+    model.pos_embed.weight.data[1:] = np.pad(layout, ((0, 0), (0, 1))).astype(np.float32)
+    assert model.position_mirror_fraction() == 1.0
+    g2 = np.stack([row, col], axis=1).astype(np.float64)                          # the plain 2-D layout
+    model.pos_embed.weight.data[1:] = np.pad(np.exp(-((g2[:, None] - g2[None]) ** 2).sum(-1) / 2.0),
+                                             ((0, 0), (0, 1))).astype(np.float32)
+    assert model.position_mirror_fraction() < 0.2

@@ -261,18 +261,21 @@ class DVAEConfig(_DiscreteConfig):
     kl_warmup_steps: int = 2000
     num_tokens: int = 64       # K
     channels: int = 32         # conv widths: channels at 14 x 14, 2 channels at 7 x 7
+    res_blocks: int = 0        # residual blocks (nn.ResBlock) at 7 x 7 in the encoder and in the decoder
     tau_start: float = 1.0     # Gumbel-softmax temperature, annealed geometrically to tau_end
     tau_end: float = 1 / 16
 
 
 class TokenEncoder(nn.Module):
-    """x (B, 1, 28, 28) -> logits (B, K, 7, 7): two stride-2 convs, a 3x3 conv, a 1x1 to K."""
+    """x (B, 1, 28, 28) -> logits (B, K, 7, 7): two stride-2 convs, a 3x3 conv, `res_blocks` residual
+    blocks, a 1x1 to K."""
 
-    def __init__(self, K, c):
+    def __init__(self, K, c, res_blocks=0):
         super().__init__()
         self.net = nn.Sequential(nn.Conv2d(1, c, 4, 2, 1), nn.ReLU(),       # (B, c, 14, 14)
                                  nn.Conv2d(c, 2 * c, 4, 2, 1), nn.ReLU(),   # (B, 2c, 7, 7)
-                                 nn.Conv2d(2 * c, 2 * c, 3, 1, 1), nn.ReLU(),
+                                 nn.Conv2d(2 * c, 2 * c, 3, 1, 1),
+                                 *[nn.ResBlock(2 * c) for _ in range(res_blocks)], nn.ReLU(),
                                  nn.Conv2d(2 * c, K, 1))                    # (B, K, 7, 7)
 
     def forward(self, x):
@@ -285,11 +288,12 @@ class TokenDecoder(nn.Module):
     position is added to it, so that a token may mean one thing in a corner and another in the centre
     (a cell the image does not need can then spend no KL: every token there decodes to background)."""
 
-    def __init__(self, K, c, grid=7):
+    def __init__(self, K, c, grid=7, res_blocks=0):
         super().__init__()
         self.embed = nn.Conv2d(K, 2 * c, 1)
         self.position = nn.Parameter(np.zeros((1, 2 * c, grid, grid), np.float32))
-        self.net = nn.Sequential(nn.ReLU(), nn.Conv2d(2 * c, 2 * c, 3, 1, 1), nn.ReLU(),
+        self.net = nn.Sequential(nn.ReLU(), nn.Conv2d(2 * c, 2 * c, 3, 1, 1),
+                                 *[nn.ResBlock(2 * c) for _ in range(res_blocks)], nn.ReLU(),
                                  nn.ConvTranspose2d(2 * c, c, 4, 2, 1), nn.ReLU(),  # (B, c, 14, 14)
                                  nn.ConvTranspose2d(c, 1, 4, 2, 1))         # (B, 1, 28, 28)
 
@@ -306,8 +310,8 @@ class DVAE(_DiscreteVAE):
     def __init__(self, config=None):
         super().__init__(config)
         c = self.config
-        self.encoder = TokenEncoder(c.num_tokens, c.channels)
-        self.decoder = TokenDecoder(c.num_tokens, c.channels)
+        self.encoder = TokenEncoder(c.num_tokens, c.channels, c.res_blocks)
+        self.decoder = TokenDecoder(c.num_tokens, c.channels, res_blocks=c.res_blocks)
 
     def tau(self):
         c = self.config

@@ -19,7 +19,8 @@ neighbours in the grid). `attention_rollout` (Abnar & Zuidema 2020) follows the 
     the map of an image = R[CLS, patches]  reshaped to the 7 x 7 grid.
 
 Recipe (Config): dim 64, 6 blocks of 4 heads, MLP ratio 2, AdamW (lr 1e-3, weight decay 0.05) with a
-cosine decay, batch 128, random shifts of up to 1 pixel, grad clip 1.
+cosine decay, batch 128, random shifts of up to 1 pixel, grad clip 1: 10 epochs, 98.87% on MNIST. On
+Fashion-MNIST the same 10 epochs give 87.21%; 20 epochs with left-right flips give 89.30% (README).
 
     python -m tinygen train vit --no-progress
     python -m tinygen train vit --dataset fashion --epochs 20 --set flip=true --no-progress
@@ -117,6 +118,17 @@ class ViT(_Classifier):
         np.fill_diagonal(sim, -np.inf)
         i, j = np.arange(len(sim)), sim.argmax(axis=1)
         return float(np.mean(np.maximum(abs(i // self.grid - j // self.grid), abs(i % self.grid - j % self.grid)) == 1))
+
+    def position_mirror_fraction(self):
+        """The share of patches whose most similar OTHER position embedding is the patch at the mirrored
+        column of the same row (centre column left out): near 1 when training mirrored the images."""
+        sim = self.position_similarity().reshape(-1, self.grid * self.grid)    # (N, N)
+        np.fill_diagonal(sim, -np.inf)
+        i, j = np.arange(len(sim)), sim.argmax(axis=1)
+        row, col = i // self.grid, i % self.grid
+        off_centre = 2 * col != self.grid - 1
+        mirror = (j // self.grid == row) & (j % self.grid == self.grid - 1 - col)
+        return float(np.mean(mirror[off_centre]))
 
     @inference
     def attention_rollout(self, images):

@@ -75,18 +75,6 @@ class VQVAEConfig(Config):
 
 
 # ---------------------------------------------------------------------- networks
-class ResBlock(nn.Module):
-    """h + 1x1(relu(3x3(relu(h)))): (B, C, H, W) kept."""
-
-    def __init__(self, channels):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels // 2, 3, padding=1)
-        self.proj = nn.Conv2d(channels // 2, channels, 1)
-
-    def forward(self, h):
-        return h + self.proj(F.relu(self.conv(F.relu(h))))
-
-
 class Encoder(nn.Module):
     """x (B, 1, 28, 28) -> z_e (B, D, 7, 7)."""
 
@@ -96,7 +84,7 @@ class Encoder(nn.Module):
         self.net = nn.Sequential(
             nn.Conv2d(1, w // 2, 4, stride=2, padding=1), nn.ReLU(),        # (B, w/2, 14, 14)
             nn.Conv2d(w // 2, w, 4, stride=2, padding=1), nn.ReLU(),        # (B, w, 7, 7)
-            nn.Conv2d(w, w, 3, padding=1), ResBlock(w), ResBlock(w), nn.ReLU(),
+            nn.Conv2d(w, w, 3, padding=1), nn.ResBlock(w), nn.ResBlock(w), nn.ReLU(),
             nn.Conv2d(w, code_dim, 1))                                      # (B, D, 7, 7)
 
     def forward(self, x):
@@ -110,7 +98,7 @@ class Decoder(nn.Module):
         super().__init__()
         w = width
         self.net = nn.Sequential(
-            nn.Conv2d(code_dim, w, 3, padding=1), ResBlock(w), ResBlock(w), nn.ReLU(),   # (B, w, 7, 7)
+            nn.Conv2d(code_dim, w, 3, padding=1), nn.ResBlock(w), nn.ResBlock(w), nn.ReLU(),   # (B, w, 7, 7)
             nn.ConvTranspose2d(w, w // 2, 4, stride=2, padding=1), nn.ReLU(),             # (B, w/2, 14, 14)
             nn.ConvTranspose2d(w // 2, 1, 4, stride=2, padding=1))                        # (B, 1, 28, 28)
 

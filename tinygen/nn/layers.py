@@ -256,6 +256,20 @@ class Dropout(Module):
         return f"p={self.p}"
 
 
+# ---------------------------------------------------------------------- residual block
+class ResBlock(Module):
+    """The bottleneck residual block of VQ-VAE and DALL·E's dVAE: h + 1x1(relu(3x3(relu(h)))).
+    (B, C, H, W) kept; the 3x3 conv narrows to C // 2 channels, the 1x1 widens back to C."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.conv = Conv2d(channels, channels // 2, 3, padding=1)
+        self.proj = Conv2d(channels // 2, channels, 1)
+
+    def forward(self, h):
+        return h + self.proj(F.relu(self.conv(F.relu(h))))
+
+
 # ---------------------------------------------------------------------- shape and activations
 class Flatten(Module):
     """Merge axes start_dim..end_dim: (B, C, H, W) -> (B, C*H*W) by default."""
