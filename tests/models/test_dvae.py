@@ -9,10 +9,11 @@ import pytest
 
 import autograd.functional as F
 from autograd import Tensor
+from autograd.gradcheck import gradcheck
 from tinygen import data
 from tinygen.models import build_model
-from tinygen.models.dvae import (bernoulli_kl, categorical_kl_uniform, geometric_schedule, sample_tokens,
-                                 spike_exp_cdf, spike_exp_inverse_cdf)
+from tinygen.models.dvae import (RBMPrior, bernoulli_kl, categorical_kl_uniform, geometric_schedule, rbm_kl,
+                                 sample_tokens, spike_exp_cdf, spike_exp_inverse_cdf)
 from tinygen.models.vae import bernoulli_log_likelihood
 from tinygen.train import TrainOptions, Trainer
 
@@ -68,6 +69,68 @@ def test_bernoulli_kl_is_its_definition():
 
 
 # ---------------------------------------------------------------------- Gumbel-softmax, categorical KL
+# ---------------------------------------------------------------------- the RBM prior
+def random_rbm(D=8, k=3, seed=1):
+    rbm = RBMPrior(D, k)
+    rng = np.random.default_rng(seed)
+    for p in (rbm.a, rbm.b, rbm.W):
+        p.data[...] = rng.standard_normal(p.shape).astype(np.float32)
+    every = np.array(list(itertools.product([0, 1], repeat=D)), np.float64)   # all 2^D states z
+    a, b, W = (p.data.astype(np.float64) for p in (rbm.a, rbm.b, rbm.W))
+    neg_energy = every[:, :k] @ a + every[:, k:] @ b + ((every[:, :k] @ W) * every[:, k:]).sum(1)
+    return rbm, every, neg_energy
+
+
+def test_rbm_partition_function_and_log_prob_are_exact():
+    rbm, every, neg_energy = random_rbm()
+    log_z = np.logaddexp.reduce(neg_energy)                                   # brute force over 2^8 states
+    assert float(rbm.log_partition().numpy()) == pytest.approx(log_z, rel=1e-5)
+    np.testing.assert_allclose(rbm.log_prob(every), neg_energy - log_z, atol=1e-4)
+
+
+def test_rbm_kl_of_a_factorial_posterior_is_its_definition():
+    rbm, every, neg_energy = random_rbm()
+    logits = np.random.default_rng(2).standard_normal((3, 8))
+    q = 1 / (1 + np.exp(-logits))
+    log_q = (every[None] * np.log(q[:, None]) + (1 - every[None]) * np.log(1 - q[:, None])).sum(-1)  # (3, 256)
+    log_p = neg_energy - np.logaddexp.reduce(neg_energy)
+    expected = (np.exp(log_q) * (log_q - log_p)).sum(1)                        # sum_z q(z) log(q(z) / p(z))
+    np.testing.assert_allclose(rbm.kl(Tensor(logits.astype(np.float32))).numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_rbm_kl_gradients_in_the_posterior_and_the_rbm():
+    rbm, _, _ = random_rbm(D=6, k=2)
+    logits = np.random.default_rng(3).standard_normal((4, 6))
+    a, b, W = (p.data.astype(np.float64) for p in (rbm.a, rbm.b, rbm.W))
+    kl = lambda l, a_, b_, W_: rbm_kl(l, a_, b_, W_, rbm.states)              # noqa: E731
+    assert gradcheck(kl, logits, a, b, W)
+    assert gradcheck(kl, logits.T.copy().T, a, np.repeat(b, 2)[::2], np.asfortranarray(W))   # non-contiguous
+
+
+def test_rbm_samples_follow_the_prior():
+    rbm, every, neg_energy = random_rbm()
+    z = rbm.sample(100_000, np.random.default_rng(0))
+    index = lambda bits: (bits * 2 ** np.arange(8)).sum(1).astype(int)       # noqa: E731
+    empirical = np.bincount(index(z), minlength=256) / len(z)
+    exact = np.zeros(256)
+    exact[index(every)] = np.exp(neg_energy - np.logaddexp.reduce(neg_energy))
+    assert np.abs(empirical - exact).max() < 0.01 and 0.5 * (np.abs(empirical - exact)).sum() < 0.03
+
+
+def test_rolfe_with_the_rbm_prior_trains_samples_and_refuses_a_bad_split():
+    model = build_model("dvae_rolfe", {**ROLFE, "prior": "rbm", "rbm_small": 2, "kl_warmup_steps": 1, "lr": 1e-2})
+    opts = model.configure_optimizers()
+    x, _ = data.load_dataset("mnist", "test")
+    batch = model.prepare_batch(x[:32], np.zeros(32, int))
+    logs = [model.training_step(batch, opts) for _ in range(25)]
+    assert np.mean([l["loss"] for l in logs[-5:]]) < 0.8 * logs[0]["loss"]
+    assert model.sample(4).shape == (4, 1, 28, 28)
+    with pytest.raises(ValueError, match="small side"):
+        build_model("dvae_rolfe", {**ROLFE, "prior": "rbm", "rbm_small": 6})
+    with pytest.raises(ValueError, match="unknown prior"):
+        build_model("dvae_rolfe", {**ROLFE, "prior": "gaussian"})
+
+
 def test_gumbel_softmax_rows_sum_to_one_and_hard_samples_are_one_hot():
     rng = np.random.default_rng(3)
     logits = Tensor(rng.normal(size=(4, 6, 3, 3)).astype(np.float32))

@@ -6,7 +6,8 @@ smoothed by a continuous zeta_j: zeta = 0 when z = 0 (the spike), and zeta ~ r(z
 exponential on [0, 1] sharpened towards 1 by beta, when z = 1. The marginal of zeta has an inverse
 CDF that is differentiable in q, so zeta is a reparameterised sample; the decoder reads zeta while
 training and the hard z when the bound is evaluated. The prior is a factorial Bernoulli with learned
-logits (Rolfe's RBM prior needs its partition function Z for the ELBO; not implemented here).
+logits, or (prior="rbm") Rolfe's RBM prior: its partition function Z, which the ELBO needs, is exact
+here because one side of the RBM is kept small (RBMPrior: 2^k states summed, the other side in closed form).
 
     q(z_j = 1 | x) = q_j = sigmoid(l_j(x)),   p(z_j = 1) = p_j = sigmoid(b_j)
     r(zeta | z = 0) = delta(zeta),  r(zeta | z = 1) = beta e^{beta (zeta - 1)} / (e^beta - 1),  zeta in [0, 1]
@@ -84,6 +85,89 @@ def bernoulli_kl(q_logits, p_logits):
     log_p, log_1p = -F.softplus(-p_logits), -F.softplus(p_logits)
     # KL = q (log q - log p) + (1 - q) (log(1 - q) - log(1 - p))
     return (q * (log_q - log_p) + (1 - q) * (log_1q - log_1p)).sum(axis=-1)
+
+
+def bernoulli_neg_entropy(logits):
+    """sum_j q_j log q_j + (1 - q_j) log(1 - q_j) for q = sigmoid(logits), per row (B,)."""
+    q = F.sigmoid(logits)
+    # log q = -softplus(-l),  log(1 - q) = -softplus(l)
+    return -(q * F.softplus(-logits) + (1 - q) * F.softplus(logits)).sum(axis=-1)
+
+
+def state_bits(index, k):
+    """The k bits of each state number (..., ) -> (..., k) float32: bit i of n is (n >> i) & 1."""
+    return ((np.asarray(index)[..., None] >> np.arange(k)) & 1).astype(np.float32)
+
+
+def rbm_state_log_weights(a, b, W, states):
+    """log of the unnormalised marginal of each state z_a (rows of `states`, (S, k)):
+    a . z_a + sum_j softplus(b_j + (z_a W)_j), (S,)."""
+    s = Tensor(states).astype(a.dtype)                                      # (S, k) 0/1, as a's dtype
+    return s @ a + F.softplus(s @ W + b).sum(axis=1)
+
+
+def rbm_kl(logits, a, b, W, states):
+    """KL(q || p) of a factorial q = sigmoid(logits) (B, D) to the RBM (a, b, W), per row (B,):
+    E_q[log q] - E_q[-E(z)] + log Z, with E_q[z_a^T W z_b] = q_a^T W q_b (q factorises)."""
+    k = a.shape[0]
+    q = F.sigmoid(logits)
+    q_a, q_b = q[:, :k], q[:, k:]
+    energy = q_a @ a + q_b @ b + ((q_a @ W) * q_b).sum(axis=1)              # E_q[-E(z)], (B,)
+    log_z = F.logsumexp(rbm_state_log_weights(a, b, W, states), axis=0)
+    return bernoulli_neg_entropy(logits) - energy + log_z
+
+
+class RBMPrior(nn.Module):
+    """An RBM prior over D bits split into a small side z_a (k bits) and the rest z_b (D - k bits):
+
+        p(z) = exp(-E(z)) / Z,    -E(z) = a . z_a + b . z_b + z_a^T W z_b          W (k, D - k)
+
+    Summing z_b out in closed form leaves a sum over the 2^k states of z_a alone, so with k small the
+    partition function is exact (no AIS, no persistent chains) and differentiable:
+
+        log Z = logsumexp over z_a in {0, 1}^k of [a . z_a + sum_j softplus(b_j + (z_a W)_j)]
+
+    The same sum says what the prior is: a mixture of 2^k factorial Bernoullis over z_b, one per state
+    of z_a, which is also how `sample` draws from it exactly (z_a from its marginal, then z_b | z_a)."""
+
+    def __init__(self, latent_dim, small):
+        super().__init__()
+        if not 1 <= small < latent_dim or small > 16:
+            raise ValueError(f"RBMPrior: the small side must hold 1..min(16, latent_dim - 1) bits, got {small} "
+                             f"of latent_dim {latent_dim}")
+        self.k = small
+        self.a = nn.Parameter(np.zeros(small, np.float32))                   # biases of z_a
+        self.b = nn.Parameter(np.zeros(latent_dim - small, np.float32))      # biases of z_b
+        self.W = nn.Parameter(np.zeros((small, latent_dim - small), np.float32))   # couplings
+        nn.init.normal_(self.W, std=0.01)
+        self.register_buffer("states", state_bits(np.arange(2 ** small), small), persistent=False)  # (2^k, k)
+
+    def state_log_weights(self):
+        return rbm_state_log_weights(self.a, self.b, self.W, self.states)  # (2^k,)
+
+    def log_partition(self):
+        return F.logsumexp(self.state_log_weights(), axis=0)                # log Z, a scalar
+
+    def kl(self, logits):
+        """KL(q || p) for the factorial posterior q = sigmoid(logits) (B, D), per row (B,)."""
+        return rbm_kl(logits, self.a, self.b, self.W, self.states)
+
+    def log_prob(self, z):
+        """log p(z) of bits z (B, D) NumPy, exactly (NumPy (B,))."""
+        z = np.asarray(z, np.float64)
+        a, b, W = (p.numpy().astype(np.float64) for p in (self.a, self.b, self.W))
+        z_a, z_b = z[:, :self.k], z[:, self.k:]
+        return z_a @ a + z_b @ b + ((z_a @ W) * z_b).sum(1) - float(self.log_partition().numpy())
+
+    def sample(self, n, rng):
+        """n exact draws z (n, D) float32: z_a ~ its marginal over the 2^k states, then z_b ~ p(z_b | z_a),
+        a factorial Bernoulli with logits b + z_a W."""
+        w = self.state_log_weights().numpy().astype(np.float64)
+        p = np.exp(w - w.max())
+        z_a = state_bits(rng.choice(len(p), size=n, p=p / p.sum()), self.k)   # (n, k)
+        logits = z_a @ self.W.numpy() + self.b.numpy()                       # (n, D - k)
+        z_b = rng.random(logits.shape) < 1 / (1 + np.exp(-logits))
+        return np.concatenate([z_a, z_b], axis=1).astype(np.float32)
 
 
 # ---------------------------------------------------------------------- (b) categorical pieces
@@ -193,10 +277,13 @@ class RolfeConfig(_DiscreteConfig):
     hidden: int = 512          # MLP widths hidden, hidden // 2 (vae.py's encoder and decoder)
     beta_start: float = 2.0    # the smoothing's sharpness, annealed geometrically to beta_end
     beta_end: float = 6.0      # 20 collapses the posterior after ~30 epochs (README)
+    prior: str = "factorial"   # "factorial": independent Bernoulli bits; "rbm": RBMPrior (exact log Z)
+    rbm_small: int = 12        # rbm: the bits on the RBM's small side (its 2^k states are summed exactly)
 
 
 class RolfeDVAE(_DiscreteVAE):
-    """Rolfe's discrete VAE: binary latents smoothed by spike-and-exponential, factorial Bernoulli prior."""
+    """Rolfe's discrete VAE: binary latents smoothed by spike-and-exponential; a factorial Bernoulli prior,
+    or an RBM prior with an exact partition function (prior="rbm")."""
     Config = RolfeConfig
     tiny_config = {"hidden": 16, "latent_dim": 8, "batch_size": 8}
 
@@ -205,7 +292,12 @@ class RolfeDVAE(_DiscreteVAE):
         c = self.config
         self.encoder = Encoder(784, c.latent_dim, c.hidden)                 # -> logits l(x) of q(z = 1 | x)
         self.decoder = Decoder(c.latent_dim, c.hidden)                      # zeta or z -> Bernoulli logits
-        self.prior = nn.Parameter(np.zeros(c.latent_dim, np.float32))       # logits b of p(z = 1)
+        if c.prior not in ("factorial", "rbm"):
+            raise ValueError(f"dvae_rolfe: unknown prior {c.prior!r}; valid: 'factorial', 'rbm'")
+        if c.prior == "rbm":
+            self.rbm = RBMPrior(c.latent_dim, c.rbm_small)                  # p(z) an RBM
+        else:
+            self.prior = nn.Parameter(np.zeros(c.latent_dim, np.float32))   # logits b of p(z = 1)
 
     def beta(self):
         c = self.config
@@ -218,6 +310,8 @@ class RolfeDVAE(_DiscreteVAE):
         return self.encoder(x.reshape(len(x), 784))                         # (B, D)
 
     def prior_kl(self, logits):
+        if self.config.prior == "rbm":
+            return self.rbm.kl(logits)                                      # (B,)
         return bernoulli_kl(logits, self.prior.expand(*logits.shape))       # (B,)
 
     def draw_hard(self, logits):
@@ -248,7 +342,9 @@ class RolfeDVAE(_DiscreteVAE):
 
     @inference
     def sample(self, n):
-        """Decode z ~ the factorial Bernoulli prior: (n, 1, 28, 28) Bernoulli means in [0, 1]."""
+        """Decode z ~ the prior (factorial, or the RBM's exact draws): (n, 1, 28, 28) Bernoulli means in [0, 1]."""
+        if self.config.prior == "rbm":
+            return self.decode(self.rbm.sample(n, self.rng))
         p = 1 / (1 + np.exp(-self.prior.data))
         return self.decode(self.rng.random((n, self.config.latent_dim)) < p)
 
