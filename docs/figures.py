@@ -31,14 +31,17 @@ RUNS = {
     "latent_diffusion": ("latent_diffusion", "latent_diffusion-mnist"),
     "vae2d": ("vae", "vae2d-mnist"), "vit": ("vit", "vit-fashion"),
     "dvae": ("dvae", "dvae-mnist"), "dvae_rolfe": ("dvae_rolfe", "dvae_rolfe-mnist"),
+    "dvae_rolfe_rbm": ("dvae_rolfe", "dvae_rolfe-rbm"),
     "igpt": ("igpt", "igpt-mnist"), "vqvae": ("vqvae", "vqvae-mnist"),
     "clip": ("clip", "clip-mnist"), "clip_fashion": ("clip", "clip-fashion"),   # image-caption similarities
     "dit": ("dit", "dit-mnist"), "dit_scaling": ("dit", "dit-mnist"),
+    "pixelcnn": ("pixelcnn", "pixelcnn-mnist"),       # samples, test images with the lower half covered, completions
     "pixelcnn_receptive_field": ("pixelcnn", None),   # fresh networks: no run needed
 }
 # DiT sizes trained for the same number of steps (the recipe's 5,622): dim / depth -> run folder
 DIT_SCALING = {"64/4": "dit-scale-d64-L4", "128/6": "dit-mnist", "192/6": "dit-scale-d192-L6"}
-EXTRAS_ONLY = {"vae2d", "vit", "dvae", "dvae_rolfe", "igpt", "vqvae", "dit"}  # runs that only feed a lecture figure
+# runs that only feed a lecture figure
+EXTRAS_ONLY = {"vae2d", "vit", "dvae", "dvae_rolfe", "dvae_rolfe_rbm", "igpt", "vqvae", "dit"}
 
 
 def extras(name, model, x, y, out):
@@ -53,7 +56,7 @@ def extras(name, model, x, y, out):
                         out / "vae_interpolation.png", nrow=10, scale=2)
     if name == "vae2d":
         model.latent_manifold(out / "vae_manifold.png")
-    if name in ("dvae", "dvae_rolfe"):
+    if name in ("dvae", "dvae_rolfe", "dvae_rolfe_rbm"):
         model.save_pictures(x[:32], out / f"{name}_reconstructions.png", out / f"{name}_prior_samples.png")
     if name == "vqvae":
         model.save_pictures(x, out / "vqvae_reconstructions.png", out / "vqvae_samples.png", out / "vqvae_codes.png")
