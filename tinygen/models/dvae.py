@@ -354,12 +354,12 @@ class RolfeDVAE(_DiscreteVAE):
 # ---------------------------------------------------------------------- (b) the categorical dVAE
 @dataclass
 class DVAEConfig(_DiscreteConfig):
-    epochs: int = 20
-    anneal_steps: int = 6000   # of the recipe's 9,380 steps
+    epochs: int = 30
+    anneal_steps: int = 6000   # of the recipe's 14,070 steps
     kl_warmup_steps: int = 2000
     num_tokens: int = 64       # K
     channels: int = 32         # conv widths: channels at 14 x 14, 2 channels at 7 x 7
-    res_blocks: int = 0        # residual blocks (nn.ResBlock) at 7 x 7 in the encoder and in the decoder
+    res_blocks: int = 4        # residual blocks (nn.ResBlock) at 7 x 7 in the encoder and in the decoder
     tau_start: float = 1.0     # Gumbel-softmax temperature, annealed geometrically to tau_end
     tau_end: float = 1 / 16
 
