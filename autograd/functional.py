@@ -12,7 +12,7 @@ mean in PyTorch (NumPy's per-axis padding is F.pad_width(x, pad_width)). The ops
     ops/reduce.py         sum, mean, var, max, min, logsumexp
     ops/shape.py          reshape, transpose, expand, getitem, concat, stack, split, pad, pad_width
     ops/linalg.py         matmul, linear, einsum
-    ops/conv.py           conv2d, conv_transpose2d (the fast path in conv_fast.py), and the textbook
+    ops/conv.py           conv2d, conv_transpose2d, masked_conv2d (the fast path in conv_fast.py), and the textbook
                           conv2d_plain, conv_transpose2d_plain
     ops/pooling.py        max_pool2d, avg_pool2d, upsample_nearest, interpolate
     ops/nn.py             softmax, log_softmax, dropout, embedding, one_hot, gumbel_softmax

@@ -30,7 +30,7 @@ from .. import backend
 from ..function import Function, ShapeError
 from . import conv_fast
 
-__all__ = ["conv2d", "conv_transpose2d", "conv2d_plain", "conv_transpose2d_plain"]
+__all__ = ["conv2d", "conv_transpose2d", "masked_conv2d", "conv2d_plain", "conv_transpose2d_plain"]
 
 
 # ---------------------------------------------------------------------- the textbook version
@@ -251,6 +251,21 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     among the input sizes that conv2d maps to the same output size)."""
     inputs, attrs = _conv_transpose2d_args(x, weight, bias, stride, padding, output_padding, groups, dilation)
     return conv_fast.ConvTranspose2d.apply(*inputs, **attrs)
+
+
+def masked_conv2d(x, weight, mask, bias=None, padding=0):
+    """conv2d(x, weight * mask, bias, padding=padding) for a fixed 0/1 mask (kh, kw) of kernel taps (a
+    NumPy array; a PixelCNN's causal mask), stride 1: the same values and gradients (0 on the masked
+    taps of the weight), computed on the kept taps alone, so a 3x3 mask keeping 5 taps costs 5/9 of
+    the conv's multiplications. The plain way to read it: conv2d(x, weight * Tensor(mask), ...)."""
+    import numpy
+    mask = numpy.asarray(backend.to_numpy(mask))
+    if mask.shape != tuple(weight.shape[2:]) or not numpy.isin(mask, (0, 1)).all() or not mask.any():
+        raise ShapeError(f"masked_conv2d: the mask must be 0/1 of the kernel's shape {tuple(weight.shape[2:])} "
+                         f"with at least one 1, got {mask.shape} {numpy.unique(mask)[:4]}")
+    inputs, attrs = _conv2d_args(x, weight, bias, 1, padding, 1, 1)
+    del attrs["stride"], attrs["dilation"], attrs["groups"]
+    return conv_fast.MaskedConv2d.apply(*inputs, mask=mask.astype(numpy.float32), **attrs)
 
 
 def conv2d_plain(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):

@@ -101,6 +101,58 @@ def test_plain_conv_transpose2d_values_and_gradcheck(case, seed):
     gradcheck(lambda x, w, b: F.conv_transpose2d_plain(x, w, b, **kw), x, w, b)
 
 
+# ---------------------------------------------------------------------- masked_conv2d (kept taps only)
+@st.composite
+def masked_cases(draw):
+    """A kernel of 1..4 x 1..4 taps with a random 0/1 mask (at least one tap kept; rows may hold
+    several stretches of kept taps), and an input large enough for the padding."""
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    bits = draw(st.lists(st.booleans(), min_size=kh * kw, max_size=kh * kw).filter(any))
+    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    H = max(1, kh - 2 * padding[0]) + draw(st.integers(0, 3))
+    W = max(1, kw - 2 * padding[1]) + draw(st.integers(0, 3))
+    c_in, c_out, B = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 2))
+    return (B, c_in, H, W), (c_out, c_in, kh, kw), np.array(bits, float).reshape(kh, kw), padding
+
+
+@TILES
+@SETTINGS
+@given(masked_cases(), layouts, st.integers(0, 10_000))
+def test_masked_conv2d_equals_plain_conv_of_the_masked_weight(tile_bytes, case, layout, seed):
+    x_shape, w_shape, mask, padding = case
+    rng = np.random.default_rng(seed)
+    x, w, b = array(rng, x_shape, layout), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
+    with tiles_of(tile_bytes):
+        fast = _values_and_grads(lambda x, w, b: F.masked_conv2d(x, w, mask, b, padding=padding), x, w, b, seed)
+    plain = _values_and_grads(lambda x, w, b: F.conv2d_plain(x, w * Tensor(mask, dtype="float64"), b,
+                                                             padding=padding), x, w, b, seed)
+    _assert_same(fast, plain)
+    assert (fast[2][:, :, mask == 0] == 0).all()   # no gradient reaches a masked tap
+
+
+@settings(max_examples=10, deadline=None)
+@given(masked_cases(), st.integers(0, 10_000))
+def test_masked_conv2d_gradcheck(case, seed):
+    x_shape, w_shape, mask, padding = case
+    rng = np.random.default_rng(seed)
+    x, w, b = array(rng, x_shape, "sliced"), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
+    assert gradcheck(lambda x, w, b: F.masked_conv2d(x, w, mask, b, padding=padding), x, w, b)
+
+
+def test_masked_conv2d_refuses_a_bad_mask():
+    x, w = Tensor(np.zeros((1, 2, 5, 5))), Tensor(np.zeros((3, 2, 3, 3)))
+    for bad in (np.ones((3, 2)), np.zeros((3, 3)), np.full((3, 3), 0.5)):
+        with pytest.raises(ValueError, match=r"masked_conv2d: the mask must be 0/1 of the kernel's shape \(3, 3\)"):
+            F.masked_conv2d(x, w, bad)
+    with pytest.raises(ValueError, match="conv2d"):
+        F.masked_conv2d(Tensor(np.zeros((1, 4, 5, 5))), w, np.ones((3, 3)))   # channels do not match
+
+
+def test_tap_runs_of_the_causal_masks():
+    index, runs = conv_fast._tap_runs(np.array([[1, 1, 1], [1, 0, 1], [0, 0, 0]]))
+    assert index.tolist() == [0, 1, 2, 3, 5] and runs == [(0, 0, 3, 0), (1, 0, 1, 3), (1, 2, 3, 4)]
+
+
 def test_tiles_cover_the_batch_once():
     assert conv_fast._tiles(5, 1) == [(0, 5)]
     assert conv_fast._tiles(3, 1 << 40) == [(0, 1), (1, 2), (2, 3)]  # an image larger than a tile: one per tile

@@ -282,6 +282,10 @@ class RolfeConfig(_DiscreteConfig):
     beta_end: float = 6.0      # 20 collapses the posterior after ~30 epochs (README)
     prior: str = "factorial"   # "factorial": independent Bernoulli bits; "rbm": RBMPrior (exact log Z)
     rbm_small: int = 12        # rbm: the bits on the RBM's small side (its 2^k states are summed exactly)
+    net: str = "mlp"           # "mlp": vae.py's MLPs, latent_dim bits; "conv": the categorical dVAE's conv nets
+    cell_bits: int = 4         # conv: bits per cell of a 7 x 7 grid, D = 49 cell_bits (latent_dim unused)
+    channels: int = 32         # conv: widths channels at 14 x 14, 2 channels at 7 x 7
+    res_blocks: int = 4        # conv: residual blocks at 7 x 7 on each side
 
 
 class RolfeDVAE(_DiscreteVAE):
@@ -293,14 +297,26 @@ class RolfeDVAE(_DiscreteVAE):
     def __init__(self, config=None):
         super().__init__(config)
         c = self.config
-        self.encoder = Encoder(784, c.latent_dim, c.hidden)                 # -> logits l(x) of q(z = 1 | x)
-        self.decoder = Decoder(c.latent_dim, c.hidden)                      # zeta or z -> Bernoulli logits
+        if c.net == "mlp":
+            self.D = c.latent_dim
+            self.encoder = Encoder(784, self.D, c.hidden)                   # -> logits l(x) of q(z = 1 | x)
+            self.decoder = Decoder(self.D, c.hidden)                        # zeta or z -> Bernoulli logits
+        elif c.net == "conv":
+            if not (isinstance(c.cell_bits, int) and c.cell_bits >= 1):
+                raise ValueError(f"dvae_rolfe: cell_bits must be an integer >= 1, got {c.cell_bits!r}")
+            # the categorical dVAE's nets (below), with cell_bits Bernoulli logits per cell instead of K
+            # token logits: the bits of a cell are its "token", the 1x1 embedding reads zeta or z
+            self.D = 49 * c.cell_bits
+            self.encoder = TokenEncoder(c.cell_bits, c.channels, c.res_blocks)     # -> (B, cell_bits, 7, 7)
+            self.decoder = TokenDecoder(c.cell_bits, c.channels, res_blocks=c.res_blocks)
+        else:
+            raise ValueError(f"dvae_rolfe: unknown net {c.net!r}; valid: 'mlp', 'conv'")
         if c.prior not in ("factorial", "rbm"):
             raise ValueError(f"dvae_rolfe: unknown prior {c.prior!r}; valid: 'factorial', 'rbm'")
         if c.prior == "rbm":
-            self.rbm = RBMPrior(c.latent_dim, c.rbm_small)                  # p(z) an RBM
+            self.rbm = RBMPrior(self.D, c.rbm_small)                        # p(z) an RBM
         else:
-            self.prior = nn.Parameter(np.zeros(c.latent_dim, np.float32))   # logits b of p(z = 1)
+            self.prior = nn.Parameter(np.zeros(self.D, np.float32))         # logits b of p(z = 1)
 
     def beta(self):
         c = self.config
@@ -310,6 +326,8 @@ class RolfeDVAE(_DiscreteVAE):
         return {"beta": self.beta()}
 
     def posterior_logits(self, x):
+        if self.config.net == "conv":
+            return self.encoder(x).reshape(len(x), self.D)                  # (B, cell_bits, 7, 7) -> (B, D)
         return self.encoder(x.reshape(len(x), 784))                         # (B, D)
 
     def prior_kl(self, logits):
@@ -324,7 +342,10 @@ class RolfeDVAE(_DiscreteVAE):
         return (np.log(u) - np.log1p(-u) < logits).astype(np.float32)
 
     def decoder_logits(self, z):
-        return self.decoder(Tensor(z) if isinstance(z, np.ndarray) else z)  # (B, 1, 28, 28)
+        z = Tensor(z) if isinstance(z, np.ndarray) else z                   # (B, D)
+        if self.config.net == "conv":
+            z = z.reshape(len(z), self.config.cell_bits, 7, 7)              # (B, cell_bits, 7, 7)
+        return self.decoder(z)                                              # (B, 1, 28, 28)
 
     def relaxed_terms(self, x):
         logits = self.posterior_logits(x)                                   # (B, D)
@@ -349,7 +370,7 @@ class RolfeDVAE(_DiscreteVAE):
         if self.config.prior == "rbm":
             return self.decode(self.rbm.sample(n, self.rng))
         p = 1 / (1 + np.exp(-self.prior.data))
-        return self.decode(self.rng.random((n, self.config.latent_dim)) < p)
+        return self.decode(self.rng.random((n, self.D)) < p)
 
 
 # ---------------------------------------------------------------------- (b) the categorical dVAE

@@ -101,7 +101,8 @@ def causal_mask(kernel_size, mask_type):
 
 class MaskedConv2d(nn.Conv2d):
     """A 'same' convolution whose weight is multiplied by a fixed causal mask (a buffer) at every
-    forward, so the masked taps stay zero whatever the optimiser does to the weight."""
+    forward, so the masked taps stay zero whatever the optimiser does to the weight:
+    y = conv2d(x, W * mask). F.masked_conv2d computes exactly that, multiplying the kept taps alone."""
 
     def __init__(self, in_channels, out_channels, kernel_size, mask_type):
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
@@ -114,8 +115,8 @@ class MaskedConv2d(nn.Conv2d):
         self.register_buffer("mask", causal_mask((kh, kw), mask_type)[None, None], persistent=False)  # (1, 1, kh, kw)
 
     def forward(self, x):  # (B, C_in, H, W) -> (B, C_out, H, W)
-        w = self.weight * Tensor(self.mask, dtype=self.weight.dtype)
-        return F.conv2d(x, w, self.bias, padding=self.padding)
+        # y = conv2d(x, W * mask)
+        return F.masked_conv2d(x, self.weight, self.mask[0, 0], self.bias, padding=self.padding)
 
 
 # ---------------------------------------------------------------------- the plain PixelCNN
