@@ -19,6 +19,7 @@ from tinygen.train import TrainOptions, Trainer
 
 GUMBEL = {"num_tokens": 8, "channels": 4, "batch_size": 16}
 ROLFE = {"hidden": 32, "latent_dim": 6, "batch_size": 16}
+ROLFE_CONV = {"net": "conv", "cell_bits": 2, "channels": 4, "res_blocks": 1, "batch_size": 16}
 
 
 def binary_images(n, seed=0):
@@ -238,7 +239,25 @@ def test_encode_decode_shapes_and_errors():
     assert rolfe.decode(bits).shape == (3, 1, 28, 28) and rolfe.sample(4).shape == (4, 1, 28, 28)
 
 
-@pytest.mark.parametrize("name,config", [("dvae", GUMBEL), ("dvae_rolfe", ROLFE)])
+def test_conv_rolfe_keeps_the_bits_of_a_cell_at_that_cell():
+    """net=conv: D = 49 cell_bits, bit c of cell (h, w) is z[:, c * 49 + h * 7 + w]; flipping the bits of
+    one cell changes the decoded image near that cell (the decoder's reach) and not in the far corner."""
+    model = build_model("dvae_rolfe", {**ROLFE_CONV, "res_blocks": 0})
+    bits = model.encode((binary_images(2) * 255).astype(np.uint8))
+    assert bits.shape == (2, 98) and set(np.unique(bits)) <= {0, 1}
+    z = np.zeros((1, 98), np.float32)
+    flipped = z.copy()
+    flipped[0, [0 * 49 + 0, 1 * 49 + 0]] = 1                          # both bits of cell (0, 0)
+    change = np.abs(model.decode(flipped) - model.decode(z))[0, 0]     # (28, 28)
+    assert change[:8, :8].max() > 0 and change[16:, 16:].max() == 0
+    with pytest.raises(ValueError, match="unknown net"):
+        build_model("dvae_rolfe", {**ROLFE, "net": "transformer"})
+    with pytest.raises(ValueError, match="cell_bits"):
+        build_model("dvae_rolfe", {**ROLFE_CONV, "cell_bits": 0})
+
+
+@pytest.mark.parametrize("name,config", [("dvae", GUMBEL), ("dvae_rolfe", ROLFE), ("dvae_rolfe", ROLFE_CONV),
+                                         ("dvae_rolfe", {**ROLFE_CONV, "prior": "rbm", "rbm_small": 4})])
 def test_loss_decreases_on_a_fixed_batch(name, config):
     model = build_model(name, {**config, "kl_warmup_steps": 1, "lr": 1e-2})
     opts = model.configure_optimizers()
