@@ -258,14 +258,14 @@ def masked_conv2d(x, weight, mask, bias=None, padding=0):
     NumPy array; a PixelCNN's causal mask), stride 1: the same values and gradients (0 on the masked
     taps of the weight), computed on the kept taps alone, so a 3x3 mask keeping 5 taps costs 5/9 of
     the conv's multiplications. The plain way to read it: conv2d(x, weight * Tensor(mask), ...)."""
-    import numpy
-    mask = numpy.asarray(backend.to_numpy(mask))
-    if mask.shape != tuple(weight.shape[2:]) or not numpy.isin(mask, (0, 1)).all() or not mask.any():
+    mask = backend.to_numpy(mask)   # a host array: only which taps are kept is read from it
+    values = set(mask.reshape(-1).tolist())
+    if tuple(mask.shape) != tuple(weight.shape[2:]) or not values <= {0, 1} or 1 not in values:
         raise ShapeError(f"masked_conv2d: the mask must be 0/1 of the kernel's shape {tuple(weight.shape[2:])} "
-                         f"with at least one 1, got {mask.shape} {numpy.unique(mask)[:4]}")
+                         f"with at least one 1, got shape {tuple(mask.shape)} with values {sorted(values)[:4]}")
     inputs, attrs = _conv2d_args(x, weight, bias, 1, padding, 1, 1)
     del attrs["stride"], attrs["dilation"], attrs["groups"]
-    return conv_fast.MaskedConv2d.apply(*inputs, mask=mask.astype(numpy.float32), **attrs)
+    return conv_fast.MaskedConv2d.apply(*inputs, mask=mask, **attrs)
 
 
 def conv2d_plain(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):

@@ -80,20 +80,25 @@ def _tiles(batch, bytes_per_image):
 
 
 def _tap_runs(mask):
-    """The kept taps of a 0/1 kernel mask (kh, kw) (NumPy): (index, runs). index: the flat tap numbers
-    i kw + j of the kept taps in raster order (T of them); runs: (i, j0, j1, t0) for every stretch of
-    kept taps j0 <= j < j1 in kernel row i, whose taps are t0, t0 + 1, ... of the T. A stretch of n
-    taps is one contiguous run of n C floats in a window row of NHWC memory, so im2col copies it in
-    one piece (a causal mask keeps at most one stretch per row)."""
-    import numpy
-    keep = numpy.asarray(mask) != 0
-    runs, t = [], 0
-    for i, row in enumerate(keep):
-        edges = numpy.flatnonzero(numpy.diff(numpy.concatenate([[0], row.astype(int), [0]])))
-        for j0, j1 in zip(edges[::2], edges[1::2]):
-            runs.append((i, int(j0), int(j1), t))
-            t += int(j1 - j0)
-    return numpy.flatnonzero(keep.reshape(-1)), runs
+    """The kept taps of a 0/1 kernel mask (kh, kw) (a host array): (index, runs). index: the flat tap
+    numbers i kw + j of the kept taps in raster order (T of them); runs: (i, j0, j1, t0) for every
+    stretch of kept taps j0 <= j < j1 in kernel row i, whose taps are t0, t0 + 1, ... of the T. A
+    stretch of n taps is one contiguous run of n C floats in a window row of NHWC memory, so im2col
+    copies it in one piece (a causal mask keeps at most one stretch per row)."""
+    rows = backend.to_numpy(mask).tolist()
+    index, runs = [], []
+    for i, row in enumerate(rows):
+        kw, j = len(row), 0
+        while j < kw:
+            if row[j]:
+                j0 = j
+                while j < kw and row[j]:
+                    j += 1
+                runs.append((i, j0, j, len(index)))
+                index.extend(i * kw + c for c in range(j0, j))
+            else:
+                j += 1
+    return index, runs
 
 
 def _im2col_tiles(xg, kernel, stride, dilation, out_hw, taps=None):

@@ -96,6 +96,8 @@ def cases(rng):
         "conv2d": (lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1, groups=2), [x4(), T(rng, 6, 2, 3, 3), T(rng, 6)]),
         "conv_transpose2d": (lambda x, w, b: F.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1),
                              [x4(), T(rng, 4, 3, 3, 3), T(rng, 3)]),
+        "masked_conv2d": (lambda x, w, b: F.masked_conv2d(x, w, np.array([[1, 1, 1], [1, 1, 0], [0, 0, 0]]), b,
+                                                          padding=1), [x4(), T(rng, 3, 4, 3, 3), T(rng, 3)]),
         "conv2d_plain": (lambda x, w, b: F.conv2d_plain(x, w, b, stride=2, padding=1, groups=2),
                          [x4(), T(rng, 6, 2, 3, 3), T(rng, 6)]),
         "conv_transpose2d_plain": (lambda x, w, b: F.conv_transpose2d_plain(x, w, b, stride=2, padding=1,

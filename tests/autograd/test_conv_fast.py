@@ -150,7 +150,7 @@ def test_masked_conv2d_refuses_a_bad_mask():
 
 def test_tap_runs_of_the_causal_masks():
     index, runs = conv_fast._tap_runs(np.array([[1, 1, 1], [1, 0, 1], [0, 0, 0]]))
-    assert index.tolist() == [0, 1, 2, 3, 5] and runs == [(0, 0, 3, 0), (1, 0, 1, 3), (1, 2, 3, 4)]
+    assert index == [0, 1, 2, 3, 5] and runs == [(0, 0, 3, 0), (1, 0, 1, 3), (1, 2, 3, 4)]
 
 
 def test_tiles_cover_the_batch_once():
