@@ -404,7 +404,8 @@ class TokenEncoder(nn.Module):
 
 
 class TokenDecoder(nn.Module):
-    """One-hot or relaxed tokens y (B, K, 7, 7) -> pixel logits (B, 1, 28, 28). The 1x1 conv is the token
+    """One-hot or relaxed tokens y (B, K, 7, 7) -> pixel logits (B, 1, 28, 28) (dvae_rolfe's net=conv feeds
+    its K = cell_bits bits, or their smoothed zeta, per cell). The 1x1 conv is the token
     embedding (a one-hot times its weight picks one column per cell); a learned embedding of the cell's
     position is added to it, so that a token may mean one thing in a corner and another in the centre
     (a cell the image does not need can then spend no KL: every token there decodes to background)."""
