@@ -65,7 +65,7 @@ ARCHS = ("plain", "gated")
 
 @dataclass
 class PixelCNNConfig(Config):
-    epochs: int = 12           # not yet run in full: 8 epochs (cosine over 8) gave 90.30 nats (README)
+    epochs: int = 12
     batch_size: int = 64
     lr: float = 1e-3
     lr_schedule: str = "cosine"
@@ -74,7 +74,7 @@ class PixelCNNConfig(Config):
     first_kernel: int = 7      # the mask-A layer's kernel (odd)
     channels: int = 64         # plain: the residual stream (2h); each block narrows to channels // 2 (h)
     gated_channels: int = 32   # gated: p, the width of each stack (2p pre-activations for the gate)
-    blocks: int = 8            # residual blocks (plain) or gated layers after the first (gated)
+    blocks: int = 15           # residual blocks (plain) or gated layers after the first (gated); 8 blocks, 8 epochs: 90.30 nats
     head_channels: int = 64    # the hidden width of the two 1 x 1 output heads
     quick_steps: int = 50      # --quick: ~2 s a step on the 2-core CPU; the test evaluation and the picture take longer
 
