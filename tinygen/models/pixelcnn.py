@@ -76,7 +76,7 @@ class PixelCNNConfig(Config):
     gated_channels: int = 32   # gated: p, the width of each stack (2p pre-activations for the gate)
     blocks: int = 15           # residual blocks (plain) or gated layers after the first (gated); 8 blocks, 8 epochs: 90.30 nats
     head_channels: int = 64    # the hidden width of the two 1 x 1 output heads
-    quick_steps: int = 50      # --quick: 153 s of CPU in all (15 blocks, shared CPU), most of it the test NLL and the picture
+    quick_steps: int = 50      # --quick: 153 s of CPU in all (15 blocks, shared CPU); the test NLL and the picture take over half
 
 
 # ---------------------------------------------------------------------- data: binarise or quantise
