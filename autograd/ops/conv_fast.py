@@ -27,6 +27,8 @@ Python loops run only over kernel taps and tiles of images, never over pixels, c
 
 Only the array module of the inputs (NumPy or CuPy) is used, through `backend`.
 """
+import itertools
+
 from .. import backend
 from ..function import Function
 
@@ -85,20 +87,23 @@ def _tap_runs(mask):
     stretch of kept taps j0 <= j < j1 in kernel row i, whose taps are t0, t0 + 1, ... of the T. A
     stretch of n taps is one contiguous run of n C floats in a window row of NHWC memory, so im2col
     copies it in one piece (a causal mask keeps at most one stretch per row)."""
-    rows = backend.to_numpy(mask).tolist()
     index, runs = [], []
-    for i, row in enumerate(rows):
-        kw, j = len(row), 0
-        while j < kw:
-            if row[j]:
-                j0 = j
-                while j < kw and row[j]:
-                    j += 1
-                runs.append((i, j0, j, len(index)))
-                index.extend(i * kw + c for c in range(j0, j))
-            else:
-                j += 1
+    for i, row in enumerate(backend.to_numpy(mask).tolist()):
+        j = 0
+        for kept, stretch in itertools.groupby(row, key=bool):   # the row cut into stretches of equal bits
+            n = len(list(stretch))
+            if kept:
+                runs.append((i, j, j + n, len(index)))
+                index.extend(range(i * len(row) + j, i * len(row) + j + n))
+            j += n
     return index, runs
+
+
+def _kept_rows(m, index, taps_total):
+    """The rows of the kept taps of a GEMM weight operand m (1, kh kw C, O) whose rows are tap-major:
+    (1, T C, O) for the T tap numbers in index."""
+    m = m.reshape(1, taps_total, -1, m.shape[2])
+    return m[:, backend.xp_of(m).asarray(index)].reshape(1, -1, m.shape[3])
 
 
 def _im2col_tiles(xg, kernel, stride, dilation, out_hw, taps=None):
@@ -438,31 +443,30 @@ class MaskedConv2d(Function):
 
     def forward(self, x, w, b=None, mask=None, padding=(0, 0), out_hw=None):
         (H, W), (ph, pw) = x.shape[2:], padding
-        co, ci, kh, kw = self.w_shape = w.shape
+        self.w_shape, (kh, kw) = w.shape, w.shape[2:]
         self.x_hw, self.padding, self.mask = (H, W), padding, mask
-        taps = _tap_runs(mask)
+        self.taps = taps = _tap_runs(mask)
         xg = _place(x, (H + 2 * ph, W + 2 * pw), padding)                       # (1, B, Hp, Wp, C_in)
-        wm = _weight_matrix(w, 1).reshape(1, kh * kw, ci, co)[:, backend.xp_of(w).asarray(taps[0])]
-        y = _tiled_product(xg, wm.reshape(1, -1, co), (kh, kw), (1, 1), (1, 1), out_hw, taps)
+        wm = _kept_rows(_weight_matrix(w, 1), taps[0], kh * kw)                 # (1, T C_in, C_out)
+        y = _tiled_product(xg, wm, (kh, kw), (1, 1), (1, 1), out_hw, taps)
         self.save_for_backward(xg if self.needs_input_grad[1] else None, w)
         return _as_nchw(_add_bias(_matrix_to_nhwc(y, x.shape[0], out_hw), b))
 
     def backward(self, g):
         xg, w = self.saved
         need = self.needs_input_grad
-        co, ci, kh, kw = self.w_shape
+        kh, kw = self.w_shape[2:]
         (H, W), (ph, pw) = self.x_hw, self.padding
         gx = gw = gb = None
         if need[0]:
             # dX = the stride-1 transposed convolution: the flipped, in/out-swapped kernel over dY padded by k - 1 - p
             taps = _tap_runs(self.mask[::-1, ::-1])
             spread = _place(g, (H + kh - 1, W + kw - 1), (kh - 1 - ph, kw - 1 - pw))   # (1, B, ., ., C_out)
-            wa = _adjoint_weight_matrix(w, 1).reshape(1, kh * kw, co, ci)[:, backend.xp_of(w).asarray(taps[0])]
-            y = _tiled_product(spread, wa.reshape(1, -1, ci), (kh, kw), (1, 1), (1, 1), (H, W), taps)
+            wa = _kept_rows(_adjoint_weight_matrix(w, 1), taps[0], kh * kw)     # (1, T' C_out, C_in)
+            y = _tiled_product(spread, wa, (kh, kw), (1, 1), (1, 1), (H, W), taps)
             gx = _as_nchw(_matrix_to_nhwc(y, g.shape[0], (H, W)))
         if need[1]:
-            gw = _tiled_weight_grad(xg, _nchw_to_matrix(g, 1), self.w_shape, (1, 1), (1, 1), g.shape[2:],
-                                    _tap_runs(self.mask))
+            gw = _tiled_weight_grad(xg, _nchw_to_matrix(g, 1), self.w_shape, (1, 1), (1, 1), g.shape[2:], self.taps)
         if len(need) > 2 and need[2]:
             gb = _channel_sum(g)
         return gx, gw, gb
