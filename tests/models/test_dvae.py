@@ -12,8 +12,9 @@ from autograd import Tensor
 from autograd.gradcheck import gradcheck
 from tinygen import data
 from tinygen.models import build_model
-from tinygen.models.dvae import (RBMPrior, bernoulli_kl, categorical_kl_uniform, geometric_schedule, rbm_kl,
-                                 sample_tokens, spike_exp_cdf, spike_exp_inverse_cdf)
+from tinygen.models.dvae import (RBMPrior, bernoulli_kl, categorical_kl_uniform, geometric_schedule,
+                                 overlap_exp_cdf, overlap_exp_inverse_cdf, rbm_kl, sample_tokens, spike_exp_cdf,
+                                 spike_exp_inverse_cdf)
 from tinygen.models.vae import bernoulli_log_likelihood
 from tinygen.train import TrainOptions, Trainer
 
@@ -59,6 +60,36 @@ def test_inverse_cdf_gradient_in_q_matches_finite_differences():
     assert np.isfinite(q.grad).all()
     np.testing.assert_allclose(q.grad[away], numeric[away], rtol=1e-5, atol=1e-7)
     assert (q.grad[rho > 1 - q0] > 0).all()     # more mass on z = 1: the same rho lies further along the tail
+
+
+# ---------------------------------------------------------------------- overlapping exponentials (DVAE++)
+@pytest.mark.parametrize("beta", [1.0, 6.0, 20.0])
+def test_overlap_inverse_cdf_inverts_the_cdf_at_every_q(beta):
+    rng = np.random.default_rng(4)
+    q = np.concatenate([[1e-6, 1e-3, 0.5, 0.999, 1 - 1e-6], rng.uniform(0, 1, 5000)])
+    rho = rng.random(len(q))
+    zeta = overlap_exp_inverse_cdf(rho, Tensor(q, dtype="float64"), beta).numpy()
+    assert (zeta >= 0).all() and (zeta <= 1).all()
+    np.testing.assert_allclose(overlap_exp_cdf(zeta, q, beta), rho, atol=1e-9)
+    # float32, the training dtype: still finite and inverting to float32 precision
+    z32 = overlap_exp_inverse_cdf(rho.astype(np.float32), Tensor(q, dtype="float32"), beta).numpy()
+    assert np.isfinite(z32).all() and np.abs(overlap_exp_cdf(z32.astype(np.float64), q, beta) - rho).max() < 1e-5
+    # the marginal's mean: E[zeta] = (1 - q) m0 + q m1, m1 = 1 / (1 - e^-beta) - 1 / beta, m0 = 1 - m1
+    q0, m1 = 0.3, 1 / (1 - math.exp(-beta)) - 1 / beta
+    z = overlap_exp_inverse_cdf(rng.random(200_000), Tensor(np.full(200_000, q0), dtype="float64"), beta).numpy()
+    assert abs(z.mean() - ((1 - q0) * (1 - m1) + q0 * m1)) < 0.005
+
+
+def test_overlap_inverse_cdf_has_a_gradient_in_q_for_every_rho():
+    rng = np.random.default_rng(5)
+    q0, rho = rng.uniform(0.05, 0.95, (6, 5)), rng.random((6, 5))
+    f = lambda q: overlap_exp_inverse_cdf(rho, q, 4.0)                       # noqa: E731
+    assert gradcheck(f, q0)
+    assert gradcheck(f, np.asfortranarray(q0))                              # non-contiguous
+    q = Tensor(q0, requires_grad=True, dtype="float64")
+    f(q).sum().backward()
+    # unlike the spike (no gradient when zeta = 0), every draw moves up with q
+    assert (q.grad > 0).all()
 
 
 def test_bernoulli_kl_is_its_definition():
@@ -130,6 +161,8 @@ def test_rolfe_with_the_rbm_prior_trains_samples_and_refuses_a_bad_split():
         build_model("dvae_rolfe", {**ROLFE, "prior": "rbm", "rbm_small": 6})
     with pytest.raises(ValueError, match="unknown prior"):
         build_model("dvae_rolfe", {**ROLFE, "prior": "gaussian"})
+    with pytest.raises(ValueError, match="unknown smoothing"):
+        build_model("dvae_rolfe", {**ROLFE, "smoothing": "gumbel"})
 
 
 def test_gumbel_softmax_rows_sum_to_one_and_hard_samples_are_one_hot():
@@ -257,7 +290,8 @@ def test_conv_rolfe_keeps_the_bits_of_a_cell_at_that_cell():
 
 
 @pytest.mark.parametrize("name,config", [("dvae", GUMBEL), ("dvae_rolfe", ROLFE), ("dvae_rolfe", ROLFE_CONV),
-                                         ("dvae_rolfe", {**ROLFE_CONV, "prior": "rbm", "rbm_small": 4})])
+                                         ("dvae_rolfe", {**ROLFE_CONV, "prior": "rbm", "rbm_small": 4}),
+                                         ("dvae_rolfe", {**ROLFE_CONV, "smoothing": "overlap_exp"})])
 def test_loss_decreases_on_a_fixed_batch(name, config):
     model = build_model(name, {**config, "kl_warmup_steps": 1, "lr": 1e-2})
     opts = model.configure_optimizers()

@@ -84,6 +84,37 @@ def spike_exp_inverse_cdf(rho, q, beta):
     return (1 + F.relu(q + (rho - 1)) / q * math.expm1(beta)).log() / beta
 
 
+# The overlapping exponentials of DVAE++ (Vahdat et al. 2018): z = 0 smooths to an exponential at 0,
+# z = 1 to its mirror image at 1, so zeta depends on q for every rho (the spike gives z = 0 no gradient):
+#     r(zeta | 0) = beta e^{-beta zeta} / (1 - e^-beta),   r(zeta | 1) = beta e^{beta (zeta - 1)} / (1 - e^-beta)
+#     F(zeta) = [(1 - q)(1 - e^{-beta zeta}) + q e^-beta (e^{beta zeta} - 1)] / (1 - e^-beta)
+def overlap_exp_cdf(zeta, q, beta):
+    """F(zeta) of the overlapping-exponential marginal, zeta in [0, 1] (NumPy)."""
+    u = math.exp(-beta)
+    return ((1 - q) * -np.expm1(-beta * zeta) + q * u * np.expm1(beta * zeta)) / -math.expm1(-beta)
+
+
+def overlap_exp_inverse_cdf(rho, q, beta):
+    """zeta = F^{-1}(rho) of the overlapping exponentials, differentiable in q (a Tensor of probabilities
+    in (0, 1); rho: uniform NumPy noise, the same shape). F(zeta) = rho is a quadratic in m = e^{beta zeta}:
+
+        A m^2 + B m - 1 = 0,   A = q e^-beta / (1 - q),   B = 1 - (q e^-beta + rho (1 - e^-beta)) / (1 - q)
+        m = 2 / (B + s)  (B >= 0)   or   (s - B) / (2 A)  (B < 0),   s = sqrt(B^2 + 4 A)
+
+    the two forms of the same root, each taken where it has no cancellation (s + |B| in both)."""
+    u = math.exp(-beta)
+    q = F.clip(q, None, 1 - 1e-6)                                        # 1 - q > 0 below
+    A = q * u / (1 - q)
+    B = 1 - (q * u + rho * (1 - u)) / (1 - q)
+    t = (B * B + 4 * A).sqrt() + B.abs()                                  # s + |B| > 0
+    positive = B.data >= 0
+    m = F.where(positive, 2 / t, t / (2 * F.where(positive, 1.0, A)))   # A only where B < 0 (then A > 0)
+    return F.clip(m.log() / beta, 0.0, 1.0)
+
+
+SMOOTHINGS = {"spike_exp": spike_exp_inverse_cdf, "overlap_exp": overlap_exp_inverse_cdf}
+
+
 def bernoulli_kl(q_logits, p_logits):
     """KL(Bernoulli(q) || Bernoulli(p)) summed over the last axis, from logits, per row (B,)."""
     q = F.sigmoid(q_logits)
@@ -290,6 +321,7 @@ class RolfeConfig(_DiscreteConfig):
     cell_bits: int = 4         # conv: bits per cell of a 7 x 7 grid, D = 49 cell_bits (latent_dim unused)
     channels: int = 32         # conv: widths channels at 14 x 14, 2 channels at 7 x 7
     res_blocks: int = 4        # conv: residual blocks at 7 x 7 on each side
+    smoothing: str = "spike_exp"   # r(zeta | z): Rolfe's spike-and-exponential, or DVAE++'s "overlap_exp"
 
 
 class RolfeDVAE(_DiscreteVAE):
@@ -315,6 +347,8 @@ class RolfeDVAE(_DiscreteVAE):
             self.decoder = TokenDecoder(c.cell_bits, c.channels, res_blocks=c.res_blocks)
         else:
             raise ValueError(f"dvae_rolfe: unknown net {c.net!r}; valid: 'mlp', 'conv'")
+        if c.smoothing not in SMOOTHINGS:
+            raise ValueError(f"dvae_rolfe: unknown smoothing {c.smoothing!r}; valid: {', '.join(map(repr, SMOOTHINGS))}")
         if c.prior not in ("factorial", "rbm"):
             raise ValueError(f"dvae_rolfe: unknown prior {c.prior!r}; valid: 'factorial', 'rbm'")
         if c.prior == "rbm":
@@ -355,7 +389,7 @@ class RolfeDVAE(_DiscreteVAE):
         logits = self.posterior_logits(x)                                   # (B, D)
         q = F.clip(F.sigmoid(logits), 1e-6, 1.0)
         rho = self.rng.random(logits.shape, dtype=np.float32)
-        zeta = spike_exp_inverse_cdf(rho, q, self.beta())                   # (B, D) in [0, 1]
+        zeta = SMOOTHINGS[self.config.smoothing](rho, q, self.beta())        # (B, D) in [0, 1]
         recon = -bernoulli_log_likelihood(self.decoder_logits(zeta), x)     # (B,)
         return recon, self.prior_kl(logits)
 
