@@ -12,7 +12,7 @@ from autograd import Tensor
 from autograd.gradcheck import gradcheck
 from tinygen import data
 from tinygen.models import build_model
-from tinygen.models.dvae import (RBMPrior, bernoulli_kl, categorical_kl_uniform, geometric_schedule,
+from tinygen.models.dvae import (RBMPrior, bernoulli_kl, binary_concrete, categorical_kl_uniform, geometric_schedule,
                                  overlap_exp_cdf, overlap_exp_inverse_cdf, rbm_kl, sample_tokens, spike_exp_cdf,
                                  spike_exp_inverse_cdf)
 from tinygen.models.vae import bernoulli_log_likelihood
@@ -90,6 +90,22 @@ def test_overlap_inverse_cdf_has_a_gradient_in_q_for_every_rho():
     f(q).sum().backward()
     # unlike the spike (no gradient when zeta = 0), every draw moves up with q
     assert (q.grad > 0).all()
+
+
+def test_binary_concrete_is_a_bernoulli_draw_in_the_sharp_limit_and_differentiable():
+    rng = np.random.default_rng(6)
+    logits, rho = rng.normal(0, 2, 100_000), rng.random(100_000)
+    zeta = binary_concrete(rho, Tensor(logits, dtype="float64"), 1e4).numpy()
+    hard = zeta > 0.5
+    assert ((zeta < 1e-3) | (zeta > 1 - 1e-3)).mean() > 0.99                  # beta -> inf: zeta -> z
+    assert abs(hard.mean() - (1 / (1 + np.exp(-logits))).mean()) < 0.005     # z ~ Bernoulli(sigmoid(l))
+    # P(zeta > 1/2 | l) = sigmoid(l) at any beta (the sign of l + L does not depend on beta)
+    l0 = 0.7
+    z = binary_concrete(rng.random(200_000), Tensor(np.full(200_000, l0), dtype="float64"), 2.0).numpy()
+    assert abs((z > 0.5).mean() - 1 / (1 + math.exp(-l0))) < 0.005
+    r = rng.random((5, 6))
+    assert gradcheck(lambda l: binary_concrete(r, l, 3.0), rng.normal(size=(5, 6)))
+    assert gradcheck(lambda l: binary_concrete(r[:, ::2], l, 3.0), rng.normal(size=(5, 6))[:, ::2])
 
 
 def test_bernoulli_kl_is_its_definition():
@@ -291,7 +307,8 @@ def test_conv_rolfe_keeps_the_bits_of_a_cell_at_that_cell():
 
 @pytest.mark.parametrize("name,config", [("dvae", GUMBEL), ("dvae_rolfe", ROLFE), ("dvae_rolfe", ROLFE_CONV),
                                          ("dvae_rolfe", {**ROLFE_CONV, "prior": "rbm", "rbm_small": 4}),
-                                         ("dvae_rolfe", {**ROLFE_CONV, "smoothing": "overlap_exp"})])
+                                         ("dvae_rolfe", {**ROLFE_CONV, "smoothing": "overlap_exp"}),
+                                         ("dvae_rolfe", {**ROLFE_CONV, "smoothing": "concrete"})])
 def test_loss_decreases_on_a_fixed_batch(name, config):
     model = build_model(name, {**config, "kl_warmup_steps": 1, "lr": 1e-2})
     opts = model.configure_optimizers()

@@ -112,7 +112,20 @@ def overlap_exp_inverse_cdf(rho, q, beta):
     return F.clip(m.log() / beta, 0.0, 1.0)
 
 
-SMOOTHINGS = {"spike_exp": spike_exp_inverse_cdf, "overlap_exp": overlap_exp_inverse_cdf}
+def binary_concrete(rho, logits, beta):
+    """The binary concrete (Gumbel-sigmoid) relaxation (Maddison et al. 2017; Jang et al. 2017), the
+    two-state case of the categorical dVAE's Gumbel-softmax, temperature tau = 1 / beta:
+
+        L = log rho - log(1 - rho)  (logistic noise),   z = [l + L > 0] ~ Bernoulli(sigmoid(l)),
+        zeta = sigmoid(beta (l + L))  -> z as beta -> infinity
+
+    logits: a Tensor l (B, D); rho: uniform NumPy noise, the same shape."""
+    rho = np.clip(rho, 1e-7, 1 - 1e-7)
+    return F.sigmoid(beta * (logits + (np.log(rho) - np.log1p(-rho)).astype(rho.dtype)))
+
+
+INVERSE_CDFS = {"spike_exp": spike_exp_inverse_cdf, "overlap_exp": overlap_exp_inverse_cdf}
+SMOOTHINGS = (*INVERSE_CDFS, "concrete")
 
 
 def bernoulli_kl(q_logits, p_logits):
@@ -321,7 +334,7 @@ class RolfeConfig(_DiscreteConfig):
     cell_bits: int = 4         # conv: bits per cell of a 7 x 7 grid, D = 49 cell_bits (latent_dim unused)
     channels: int = 32         # conv: widths channels at 14 x 14, 2 channels at 7 x 7
     res_blocks: int = 4        # conv: residual blocks at 7 x 7 on each side
-    smoothing: str = "spike_exp"   # r(zeta | z): Rolfe's spike-and-exponential, or DVAE++'s "overlap_exp"
+    smoothing: str = "spike_exp"   # Rolfe's spike-and-exponential, DVAE++'s "overlap_exp", or "concrete" (tau = 1 / beta)
 
 
 class RolfeDVAE(_DiscreteVAE):
@@ -387,9 +400,12 @@ class RolfeDVAE(_DiscreteVAE):
 
     def relaxed_terms(self, x):
         logits = self.posterior_logits(x)                                   # (B, D)
-        q = F.clip(F.sigmoid(logits), 1e-6, 1.0)
         rho = self.rng.random(logits.shape, dtype=np.float32)
-        zeta = SMOOTHINGS[self.config.smoothing](rho, q, self.beta())        # (B, D) in [0, 1]
+        if self.config.smoothing == "concrete":
+            zeta = binary_concrete(rho, logits, self.beta())                # (B, D) in [0, 1]
+        else:
+            q = F.clip(F.sigmoid(logits), 1e-6, 1.0)
+            zeta = INVERSE_CDFS[self.config.smoothing](rho, q, self.beta())  # (B, D) in [0, 1]
         recon = -bernoulli_log_likelihood(self.decoder_logits(zeta), x)     # (B,)
         return recon, self.prior_kl(logits)
 
