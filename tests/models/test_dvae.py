@@ -14,7 +14,7 @@ from tinygen import data
 from tinygen.models import build_model
 from tinygen.models.dvae import (RBMPrior, bernoulli_kl, binary_concrete, categorical_kl_uniform, geometric_schedule,
                                  overlap_exp_cdf, overlap_exp_inverse_cdf, rbm_kl, sample_tokens, spike_exp_cdf,
-                                 spike_exp_inverse_cdf)
+                                 spike_exp_inverse_cdf, straight_through_concrete)
 from tinygen.models.vae import bernoulli_log_likelihood
 from tinygen.train import TrainOptions, Trainer
 
@@ -106,6 +106,21 @@ def test_binary_concrete_is_a_bernoulli_draw_in_the_sharp_limit_and_differentiab
     r = rng.random((5, 6))
     assert gradcheck(lambda l: binary_concrete(r, l, 3.0), rng.normal(size=(5, 6)))
     assert gradcheck(lambda l: binary_concrete(r[:, ::2], l, 3.0), rng.normal(size=(5, 6))[:, ::2])
+
+
+def test_straight_through_concrete_is_hard_forward_and_concrete_backward():
+    rng = np.random.default_rng(7)
+    l0, rho, w = rng.normal(size=(4, 6)), rng.random((4, 6)), rng.normal(size=(4, 6))
+    grads = []
+    for f in (straight_through_concrete, binary_concrete):
+        l = Tensor(l0, requires_grad=True, dtype="float64")
+        z = f(rho, l, 2.0)
+        (z * Tensor(w, dtype="float64")).sum().backward()
+        grads.append(l.grad)
+        if f is straight_through_concrete:
+            L = np.log(rho) - np.log1p(-rho)
+            np.testing.assert_array_equal(z.numpy(), (l0 + L > 0).astype(np.float64))   # the hard bits
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12)
 
 
 def test_bernoulli_kl_is_its_definition():
@@ -308,7 +323,8 @@ def test_conv_rolfe_keeps_the_bits_of_a_cell_at_that_cell():
 @pytest.mark.parametrize("name,config", [("dvae", GUMBEL), ("dvae_rolfe", ROLFE), ("dvae_rolfe", ROLFE_CONV),
                                          ("dvae_rolfe", {**ROLFE_CONV, "prior": "rbm", "rbm_small": 4}),
                                          ("dvae_rolfe", {**ROLFE_CONV, "smoothing": "overlap_exp"}),
-                                         ("dvae_rolfe", {**ROLFE_CONV, "smoothing": "concrete"})])
+                                         ("dvae_rolfe", {**ROLFE_CONV, "smoothing": "concrete"}),
+                                         ("dvae_rolfe", {**ROLFE_CONV, "smoothing": "concrete_st"})])
 def test_loss_decreases_on_a_fixed_batch(name, config):
     model = build_model(name, {**config, "kl_warmup_steps": 1, "lr": 1e-2})
     opts = model.configure_optimizers()

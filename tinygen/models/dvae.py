@@ -15,6 +15,13 @@ here because one side of the RBM is kept small (RBMPrior: 2^k states summed, the
     inverse CDF (rho ~ U(0, 1)):  zeta = (1/beta) log(1 + max(rho + q - 1, 0) / q (e^beta - 1))
     KL(q || p) = sum_j q_j log(q_j / p_j) + (1 - q_j) log((1 - q_j) / (1 - p_j))
 
+The spike gives a bit drawn as 0 no gradient at all. Two other smoothings of the same hard z are options
+(`smoothing`): DVAE++'s overlapping exponentials ("overlap_exp", Vahdat et al. 2018: z = 0 smooths to an
+exponential at 0, mirror image of z = 1's, so every draw moves with q), and the binary concrete
+("concrete", Maddison et al. 2017: zeta = sigmoid(beta (l + L)), L logistic noise, z = [l + L > 0]), the
+two-state Gumbel-softmax of (b) with tau = 1 / beta. The ELBO that is reported is the same for all three:
+hard bits z, the KL of the discrete q to the discrete prior.
+
 (b) The categorical dVAE of DALL·E (Ramesh et al. 2021, registered as `dvae`): a 7 x 7 grid of K-way
 tokens per image. The conv encoder outputs K logits per grid cell; training decodes the Gumbel-softmax
 relaxation (Jang et al. 2017; Maddison et al. 2017), whose temperature tau is annealed from 1 towards
@@ -124,8 +131,17 @@ def binary_concrete(rho, logits, beta):
     return F.sigmoid(beta * (logits + (np.log(rho) - np.log1p(-rho)).astype(rho.dtype)))
 
 
+def straight_through_concrete(rho, logits, beta):
+    """The hard bits z = [l + L > 0] forward, the binary concrete's gradient backward:
+    z_st = zeta + sg(z - zeta), so the decoder is trained on the bits the bound is evaluated with."""
+    zeta = binary_concrete(rho, logits, beta)
+    hard = (zeta.data > 0.5).astype(zeta.data.dtype)                    # zeta > 1/2  <=>  l + L > 0
+    return zeta + (-zeta.detach() + hard)
+
+
 INVERSE_CDFS = {"spike_exp": spike_exp_inverse_cdf, "overlap_exp": overlap_exp_inverse_cdf}
-SMOOTHINGS = (*INVERSE_CDFS, "concrete")
+FROM_LOGITS = {"concrete": binary_concrete, "concrete_st": straight_through_concrete}
+SMOOTHINGS = (*INVERSE_CDFS, *FROM_LOGITS)
 
 
 def bernoulli_kl(q_logits, p_logits):
@@ -401,8 +417,8 @@ class RolfeDVAE(_DiscreteVAE):
     def relaxed_terms(self, x):
         logits = self.posterior_logits(x)                                   # (B, D)
         rho = self.rng.random(logits.shape, dtype=np.float32)
-        if self.config.smoothing == "concrete":
-            zeta = binary_concrete(rho, logits, self.beta())                # (B, D) in [0, 1]
+        if self.config.smoothing in FROM_LOGITS:
+            zeta = FROM_LOGITS[self.config.smoothing](rho, logits, self.beta())   # (B, D) in [0, 1]
         else:
             q = F.clip(F.sigmoid(logits), 1e-6, 1.0)
             zeta = INVERSE_CDFS[self.config.smoothing](rho, q, self.beta())  # (B, D) in [0, 1]
