@@ -19,8 +19,10 @@ The spike gives a bit drawn as 0 no gradient at all. Two other smoothings of the
 (`smoothing`): DVAE++'s overlapping exponentials ("overlap_exp", Vahdat et al. 2018: z = 0 smooths to an
 exponential at 0, mirror image of z = 1's, so every draw moves with q), and the binary concrete
 ("concrete", Maddison et al. 2017: zeta = sigmoid(beta (l + L)), L logistic noise, z = [l + L > 0]), the
-two-state Gumbel-softmax of (b) with tau = 1 / beta. The ELBO that is reported is the same for all three:
-hard bits z, the KL of the discrete q to the discrete prior.
+two-state Gumbel-softmax of (b) with tau = 1 / beta; "concrete_st" decodes the hard bits z themselves
+and takes the concrete's gradient (straight-through: z + sg(z - zeta) in value, zeta in gradient), so
+the decoder is trained on what the bound is evaluated with. The ELBO that is reported is the same for
+all of them: hard bits z, the KL of the discrete q to the discrete prior.
 
 (b) The categorical dVAE of DALL·E (Ramesh et al. 2021, registered as `dvae`): a 7 x 7 grid of K-way
 tokens per image. The conv encoder outputs K logits per grid cell; training decodes the Gumbel-softmax
@@ -350,7 +352,7 @@ class RolfeConfig(_DiscreteConfig):
     cell_bits: int = 4         # conv: bits per cell of a 7 x 7 grid, D = 49 cell_bits (latent_dim unused)
     channels: int = 32         # conv: widths channels at 14 x 14, 2 channels at 7 x 7
     res_blocks: int = 4        # conv: residual blocks at 7 x 7 on each side
-    smoothing: str = "spike_exp"   # Rolfe's spike-and-exponential, DVAE++'s "overlap_exp", or "concrete" (tau = 1 / beta)
+    smoothing: str = "spike_exp"   # Rolfe's spike-and-exponential; "overlap_exp" (DVAE++); "concrete", "concrete_st" (tau = 1 / beta)
 
 
 class RolfeDVAE(_DiscreteVAE):
