@@ -44,13 +44,13 @@ closed form. Both are upper bounds on -log p(x) of the discrete-latent model.
 
 Recipes (Config defaults; CPU user time measured with one BLAS thread on a shared machine, README has
 the figures): dvae: K = 64, conv widths 32/64 with 4 residual blocks at 7x7 on each side, Adam 1e-3
-with a cosine decay, batch 128, 30 epochs (14,070 steps), 3,414 s, hard -ELBO 98.8 nats (without the
+with a cosine decay, batch 128, 30 epochs (14,040 steps), 3,414 s, hard -ELBO 98.8 nats (without the
 blocks, 20 epochs: 105.0). dvae_rolfe: MLP 784-512-256-200 and back (vae.py's),
 100 epochs (46,800 steps), beta 2 -> 6, 1,098 s, hard -ELBO 115.6 nats (with beta annealed to 20 the
 posterior collapsed after epoch 30, best 124.1 nats there); with prior=rbm, 107.1 nats and prior
 samples that are digits (FID-judge 141.5 against 562.0). dvae_rolfe with net=conv (the categorical
 dVAE's nets, 4 bits per 7x7 cell) and prior=rbm, 30 epochs with beta 2 -> 6 over 9,000 steps: 102.7
-nats, 3,502 s.
+nats, 3,502 s; the same with the straight-through concrete (smoothing=concrete_st, beta 1 -> 4): 106.0.
     python -m tinygen train dvae --no-progress          (categorical, the recipe below)
     python -m tinygen train dvae_rolfe --no-progress    (binary, spike-and-exponential)
     python -m tinygen train dvae_rolfe --set prior=rbm --no-progress    (the same, with the RBM prior)
@@ -341,7 +341,7 @@ class _DiscreteVAE(Model):
 @dataclass
 class RolfeConfig(_DiscreteConfig):
     epochs: int = 100
-    anneal_steps: int = 30000  # of the recipe's 46,900 steps
+    anneal_steps: int = 30000  # of the recipe's 46,800 steps
     latent_dim: int = 200      # binary latents z in {0, 1}^D
     hidden: int = 512          # MLP widths hidden, hidden // 2 (vae.py's encoder and decoder)
     beta_start: float = 2.0    # the smoothing's sharpness, annealed geometrically to beta_end
@@ -449,7 +449,7 @@ class RolfeDVAE(_DiscreteVAE):
 @dataclass
 class DVAEConfig(_DiscreteConfig):
     epochs: int = 30
-    anneal_steps: int = 6000   # of the recipe's 14,070 steps
+    anneal_steps: int = 6000   # of the recipe's 14,040 steps
     kl_warmup_steps: int = 2000
     num_tokens: int = 64       # K
     channels: int = 32         # conv widths: channels at 14 x 14, 2 channels at 7 x 7
