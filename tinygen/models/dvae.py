@@ -15,7 +15,7 @@ here because one side of the RBM is kept small (RBMPrior: 2^k states summed, the
     inverse CDF (rho ~ U(0, 1)):  zeta = (1/beta) log(1 + max(rho + q - 1, 0) / q (e^beta - 1))
     KL(q || p) = sum_j q_j log(q_j / p_j) + (1 - q_j) log((1 - q_j) / (1 - p_j))
 
-The spike gives a bit drawn as 0 no gradient at all. Two other smoothings of the same hard z are options
+The spike gives a bit drawn as 0 no gradient at all. Other smoothings of the same hard z are options
 (`smoothing`): DVAE++'s overlapping exponentials ("overlap_exp", Vahdat et al. 2018: z = 0 smooths to an
 exponential at 0, mirror image of z = 1's, so every draw moves with q), and the binary concrete
 ("concrete", Maddison et al. 2017: zeta = sigmoid(beta (l + L)), L logistic noise, z = [l + L > 0]), the
