@@ -35,7 +35,7 @@ RUNS = {
     "igpt": ("igpt", "igpt-mnist"), "vqvae": ("vqvae", "vqvae-mnist"),
     "clip": ("clip", "clip-mnist"), "clip_fashion": ("clip", "clip-fashion"),   # image-caption similarities
     "dit": ("dit", "dit-mnist"), "dit_scaling": ("dit", "dit-mnist"),
-    "pixelcnn": ("pixelcnn", "pixelcnn-b15"),          # samples, test images with the lower half covered, completions
+    "pixelcnn": ("pixelcnn", "pixelcnn-b15"),         # samples, test images with the lower half covered, completions
     "pixelcnn_receptive_field": ("pixelcnn", None),   # fresh networks: no run needed
 }
 # DiT sizes trained for the same number of steps (the recipe's 5,622): dim / depth -> run folder

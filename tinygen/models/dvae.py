@@ -121,6 +121,11 @@ def overlap_exp_inverse_cdf(rho, q, beta):
     return F.clip(m.log() / beta, 0.0, 1.0)
 
 
+def logistic_noise(u):
+    """L = log u - log(1 - u) of uniform u (NumPy): [l + L > 0] and [L < l] are Bernoulli(sigmoid(l)) draws."""
+    return np.log(u) - np.log1p(-u)
+
+
 def binary_concrete(rho, logits, beta):
     """The binary concrete (Gumbel-sigmoid) relaxation (Maddison et al. 2017; Jang et al. 2017), the
     two-state case of the categorical dVAE's Gumbel-softmax, temperature tau = 1 / beta:
@@ -130,7 +135,7 @@ def binary_concrete(rho, logits, beta):
 
     logits: a Tensor l (B, D); rho: uniform NumPy noise, the same shape."""
     rho = np.clip(rho, 1e-7, 1 - 1e-7)
-    return F.sigmoid(beta * (logits + (np.log(rho) - np.log1p(-rho)).astype(rho.dtype)))
+    return F.sigmoid(beta * (logits + logistic_noise(rho)))
 
 
 def straight_through_concrete(rho, logits, beta):
@@ -408,7 +413,7 @@ class RolfeDVAE(_DiscreteVAE):
         """z ~ Bernoulli(sigmoid(l)) (NumPy (B, D) -> float32 {0, 1})."""
         u = self.rng.random(logits.shape)
         # u < sigmoid(l)  <=>  log u - log(1 - u) < l   (no overflow for large |l|)
-        return (np.log(u) - np.log1p(-u) < logits).astype(np.float32)
+        return (logistic_noise(u) < logits).astype(np.float32)
 
     def decoder_logits(self, z):
         z = Tensor(z) if isinstance(z, np.ndarray) else z                   # (B, D)
