@@ -32,6 +32,7 @@ RUNS = {
     "vae2d": ("vae", "vae2d-mnist"), "vit": ("vit", "vit-fashion"),
     "dvae": ("dvae", "dvae-mnist"), "dvae_rolfe": ("dvae_rolfe", "dvae_rolfe-mnist"),
     "dvae_rolfe_rbm": ("dvae_rolfe", "dvae_rolfe-rbm"), "dvae_rolfe_conv": ("dvae_rolfe", "dvae_rolfe-conv-rbm"),
+    "dvae_rolfe_c64": ("dvae_rolfe", "dvae_rolfe-conv-rbm-c64"),   # the conv recipe at channels=64
     "igpt": ("igpt", "igpt-mnist"), "vqvae": ("vqvae", "vqvae-mnist"),
     "clip": ("clip", "clip-mnist"), "clip_fashion": ("clip", "clip-fashion"),   # image-caption similarities
     "dit": ("dit", "dit-mnist"), "dit_scaling": ("dit", "dit-mnist"),
@@ -41,7 +42,7 @@ RUNS = {
 # DiT sizes trained for the same number of steps (the recipe's 5,622): dim / depth -> run folder
 DIT_SCALING = {"64/4": "dit-scale-d64-L4", "128/6": "dit-mnist", "192/6": "dit-scale-d192-L6"}
 # runs that only feed a lecture figure
-EXTRAS_ONLY = {"vae2d", "vit", "dvae", "dvae_rolfe", "dvae_rolfe_rbm", "dvae_rolfe_conv", "igpt", "vqvae", "dit"}
+EXTRAS_ONLY = {"vae2d", "vit", "dvae", "dvae_rolfe", "dvae_rolfe_rbm", "dvae_rolfe_conv", "dvae_rolfe_c64", "igpt", "vqvae", "dit"}
 
 
 def extras(name, model, x, y, out):
@@ -56,7 +57,7 @@ def extras(name, model, x, y, out):
                         out / "vae_interpolation.png", nrow=10, scale=2)
     if name == "vae2d":
         model.latent_manifold(out / "vae_manifold.png")
-    if name in ("dvae", "dvae_rolfe", "dvae_rolfe_rbm", "dvae_rolfe_conv"):
+    if name in ("dvae", "dvae_rolfe", "dvae_rolfe_rbm", "dvae_rolfe_conv", "dvae_rolfe_c64"):
         model.save_pictures(x[:32], out / f"{name}_reconstructions.png", out / f"{name}_prior_samples.png")
     if name == "vqvae":
         model.save_pictures(x, out / "vqvae_reconstructions.png", out / "vqvae_samples.png", out / "vqvae_codes.png")
