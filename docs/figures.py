@@ -57,7 +57,7 @@ def extras(name, model, x, y, out):
                         out / "vae_interpolation.png", nrow=10, scale=2)
     if name == "vae2d":
         model.latent_manifold(out / "vae_manifold.png")
-    if name in ("dvae", "dvae_rolfe", "dvae_rolfe_rbm", "dvae_rolfe_conv", "dvae_rolfe_c64"):
+    if RUNS[name][0] in ("dvae", "dvae_rolfe"):   # every discrete-VAE run: reconstructions, prior samples
         model.save_pictures(x[:32], out / f"{name}_reconstructions.png", out / f"{name}_prior_samples.png")
     if name == "vqvae":
         model.save_pictures(x, out / "vqvae_reconstructions.png", out / "vqvae_samples.png", out / "vqvae_codes.png")
