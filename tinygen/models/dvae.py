@@ -51,8 +51,8 @@ posterior collapsed after epoch 30, best 124.1 nats there); with prior=rbm, 107.
 samples that are digits (FID-judge 141.5 against 562.0). dvae_rolfe with net=conv (the categorical
 dVAE's nets, 4 bits per 7x7 cell) and prior=rbm, 30 epochs with beta 2 -> 6 over 9,000 steps: 102.7
 nats, 3,502 s; the same with the straight-through concrete (smoothing=concrete_st, beta 1 -> 4): 106.0;
-with twice the conv widths (channels=64), otherwise the same: 99.2 nats, 11,534 s (0.75 s a step).
-    python -m tinygen train dvae --no-progress          (categorical, the recipe below)
+the 102.7 recipe (the spike) with twice the conv widths (channels=64): 99.2 nats, 11,534 s (0.75 s a step).
+    python -m tinygen train dvae --no-progress          (categorical, the recipe above)
     python -m tinygen train dvae_rolfe --no-progress    (binary, spike-and-exponential)
     python -m tinygen train dvae_rolfe --set prior=rbm --no-progress    (the same, with the RBM prior)
     python -m tinygen train dvae_rolfe --set prior=rbm --set net=conv --epochs 30 --set anneal_steps=9000 \
