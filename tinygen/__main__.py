@@ -12,85 +12,18 @@ exit status 2: bad arguments (argparse's own errors, shortened to one line), val
 (checked here, at the door), and the library's own errors (a corrupt checkpoint, missing data, a run
 folder that already holds a run, a non-finite loss). TINYGEN_TRACEBACK=1 shows the traceback as well.
 """
-import argparse
 import json
-import math
-import os
 import sys
 from pathlib import Path
 
 from . import models
+from .cli import (OneLineParser, UsageError, finite_number, parse_settings,  # noqa: F401 (re-exported)
+                  run_command, whole_number)
 
 SAMPLE_SUFFIXES = {".png": "a PNG grid of the samples",
                    ".npz": "the samples as data: images (n, 1, 28, 28) float32 in [0, 1], labels (n,) int64, "
                            "-1 where none was asked for"}
 SAMPLE_MARK = "tinygen-samples"  # what marks a file as written by `sample` (a PNG text chunk, an .npz's meta kind)
-
-
-class UsageError(ValueError):
-    """A command-line value that the command refuses (the message names the option)."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but an error is one line (no usage block), exit status 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def library_errors():
-    """The exceptions that are the library refusing something, as opposed to a bug in it."""
-    from .data import DatasetError
-    from .io import CheckpointError
-    from .nn.module import StateDictError
-    return (UsageError, ValueError, RuntimeError, OSError, CheckpointError, DatasetError, StateDictError)
-
-
-def run_command(main_fn, argv, prog):
-    """Run main_fn(argv) and return its status; the library's errors become one line
-    `prog: error: ...` on stderr and SystemExit(2), as argparse does for a bad argument."""
-    import numpy as np
-    try:
-        with np.errstate(all="ignore"):  # NaN and overflow are caught and named by the library, not warned of
-            return main_fn(argv)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
-    except library_errors() as error:
-        if os.environ.get("TINYGEN_TRACEBACK"):
-            raise
-        text = " ".join(str(error).split()) or type(error).__name__  # one line, whatever the message
-        print(f"{prog}: error: {text}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-# ---------------------------------------------------------------------- values checked at the door
-def whole_number(low):
-    """argparse type: an integer >= low."""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expects a whole number >= {low}, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-    parse.__name__ = f"whole number >= {low}"
-    return parse
-
-
-def finite_number(low, strict):
-    """argparse type: a finite float > low (strict) or >= low."""
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expects a number, got {text!r}") from None
-        if not math.isfinite(value) or value < low or (strict and value == low):
-            raise argparse.ArgumentTypeError(f"must be a finite number {'>' if strict else '>='} {low:g}, got {text}")
-        return value
-    parse.__name__ = "number"
-    return parse
 
 
 def _add_model(p):
@@ -100,20 +33,6 @@ def _add_model(p):
 def _check_model(name):
     if name not in models.MODULES:
         raise UsageError(f"unknown model {name!r}; valid models: {', '.join(sorted(models.MODULES))}")
-
-
-def parse_settings(items):
-    """['latent_dim=2', 'loss=minimax'] -> {'latent_dim': 2, 'loss': 'minimax'} (JSON values, else strings)."""
-    settings = {}
-    for item in items:
-        if "=" not in item:
-            raise UsageError(f"--set {item}: expects FIELD=VALUE, e.g. --set latent_dim=2")
-        key, value = item.split("=", 1)
-        try:
-            settings[key] = json.loads(value)
-        except json.JSONDecodeError:
-            settings[key] = value
-    return settings
 
 
 def _check_device(device):

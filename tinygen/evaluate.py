@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data, io
+from .cli import OneLineParser, UsageError, finite_number, run_command, whole_number
 from .models import build_model, load_model
 # the likelihood units live with the models that report them; here for the suite's users
 from .models.base import bits_per_dim, dequantized_nll_nats, importance_weighted_nll  # noqa: F401
@@ -246,7 +247,6 @@ def _load_any(checkpoint):
 
 def _check_sweep(args, model):
     """Refuse a sweep that the checkpoint's model cannot run, and steps outside 1..T, by name."""
-    from .__main__ import UsageError
     if "steps" not in getattr(model, "sample_options", ()):
         raise UsageError(f"{args.command}: --checkpoint {args.checkpoint} holds a {model.name}, not a diffusion "
                          f"model (ddpm, latent_diffusion): it has no sampling steps to sweep")
@@ -261,12 +261,10 @@ def _check_sweep(args, model):
 
 
 def main(argv=None):
-    from .__main__ import run_command
     return run_command(_main, argv, "python -m tinygen.evaluate")
 
 
 def _main(argv):
-    from .__main__ import OneLineParser, UsageError, finite_number, whole_number
     ap = OneLineParser(prog="python -m tinygen.evaluate")
     sub = ap.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train-judge", help="train a judge classifier into a run folder (never the shipped judge)")

@@ -3,7 +3,7 @@ evaluation suite use to find them.
 
 A model file imports the engine, tinygen.nn, optim, io, data, text, diffusion and at most the earlier
 lecture models it builds on; it never imports evaluate, train or the CLI, which sit above the models
-(tests/test_layering.py keeps this). A model is registered in one place: a line in MODULES below. Its
+(tests/test_layering.py keeps this). A model is registered in one place: a line in MODULES of registry.py. Its
 class gets its `name` from there, and the contract test (tests/models/test_contract.py) trains, saves,
 reloads and samples every registered model with the class's `tiny_config`.
 
@@ -11,63 +11,11 @@ reloads and samples every registered model with the class's `tiny_config`.
     load_model(checkpoint)         the trained model of a checkpoint (EMA weights where kept), and its meta
     save_model(model, path)        the weights, EMA and config of a model, for load_model
 """
-import importlib
 from dataclasses import asdict
 
 from .. import io, nn
-
-# model name -> "module:Class" (imported only when asked for, so `list` stays fast)
-MODULES = {
-    "mlp": "tinygen.models.classifier:MLP",
-    "cnn": "tinygen.models.classifier:CNN",
-    "ae": "tinygen.models.ae:AE",
-    "vae": "tinygen.models.vae:VAE",
-    "cvae": "tinygen.models.cvae:CVAE",
-    "gan": "tinygen.models.gan:GAN",
-    "dcgan": "tinygen.models.dcgan:DCGAN",
-    "cgan": "tinygen.models.cgan:CGAN",
-    "pix2pix": "tinygen.models.pix2pix:Pix2Pix",
-    "realnvp": "tinygen.models.realnvp:RealNVP",
-    "pixelcnn": "tinygen.models.pixelcnn:PixelCNN",
-    "vqvae": "tinygen.models.vqvae:VQVAE",
-    "ddpm": "tinygen.models.ddpm:DDPM",
-    "noisy_classifier": "tinygen.models.guidance:NoisyClassifier",
-    "latent_diffusion": "tinygen.models.latent_diffusion:LatentDiffusion",
-    "vit": "tinygen.models.vit:ViT",
-    "dvae": "tinygen.models.dvae:DVAE",
-    "dvae_rolfe": "tinygen.models.dvae:RolfeDVAE",
-    "igpt": "tinygen.models.igpt:ImageGPT",
-    "clip": "tinygen.models.clip:CLIP",
-    "dit": "tinygen.models.dit:DiT",
-}
-
-_NAMES = {target: name for name, target in MODULES.items()}  # "module:Class" -> name
-
-
-def registered_name(cls):
-    """The name `cls` is registered under, or None (base classes, subclasses made in tests)."""
-    return _NAMES.get(f"{cls.__module__}:{cls.__qualname__}")
-
-
-def get_model_class(name):
-    """The model class registered as `name` (a ValueError lists the valid names)."""
-    if name not in MODULES:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODULES))}")
-    module, _, cls = MODULES[name].partition(":")
-    return getattr(importlib.import_module(module), cls)
-
-
-def available():
-    """[(name, one-line summary)] for every registered model."""
-    rows = []
-    for name in MODULES:
-        try:
-            cls = get_model_class(name)
-        except ImportError as e:  # a model file that fails to import is reported, not hidden
-            rows.append((name, f"(cannot be imported: {e})"))
-            continue
-        rows.append((name, (cls.__doc__ or "").strip().splitlines()[0]))
-    return rows
+from .base import check_field, config_from_dict
+from .registry import MODULES, available, get_model_class, registered_name  # noqa: F401 (the package's API)
 
 
 # ---------------------------------------------------------------------- building and loading
@@ -75,7 +23,6 @@ def build_model(name, overrides=None, seed=0):
     """A fresh model from its registered class, its Config updated with `overrides` (each checked against
     the type of the recipe's value; None keeps the recipe's), its initial weights drawn from the generator
     seeded with `seed`."""
-    from .base import check_field, config_from_dict  # base imports this package: taken when needed
     cls = get_model_class(name)
     nn.manual_seed(seed)
     defaults = asdict(cls.Config())

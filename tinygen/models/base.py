@@ -13,7 +13,7 @@ The contract (tests/models/test_contract.py checks it for every model registered
     tiny_config = {...}                          Config overrides that make the model small enough to train,
                                                  save, load and sample in about a second (the contract test's)
 
-A model's `name` is the one MODULES in tinygen/models/__init__.py registers its class under.
+A model's `name` is the one MODULES in tinygen/models/registry.py registers its class under.
 """
 import functools
 import json
@@ -24,6 +24,7 @@ import numpy as np
 
 from autograd import Tensor, enable_grad, no_grad
 from .. import data, nn, optim
+from .registry import registered_name
 
 
 def inference(method=None, *, grad=False):
@@ -122,7 +123,6 @@ class Model(nn.Module):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        from . import registered_name  # the registry, tinygen/models/__init__.py
         cls.name = registered_name(cls) or cls.__name__.lower()
 
     def __init__(self, config=None):
