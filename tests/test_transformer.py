@@ -67,6 +67,36 @@ def test_causal_transformer_output_t_has_zero_gradient_to_inputs_after_t():
     assert np.all(_gradient_by_position(full, x, 0)[1:] > 0)
 
 
+@pytest.mark.parametrize("chunks", [(7,), (1,) * 7, (3, 1, 2, 1)])
+def test_the_kv_cache_gives_the_plain_forward_outputs(chunks):
+    """forward_cached over the positions in chunks (a prompt at once, then one at a time) equals the
+    plain causal forward pass of the whole sequence, with and without a cross-attention context."""
+    for cross in (None, 6):
+        nn.manual_seed(0)
+        net = nn.Transformer(16, depth=2, num_heads=4, causal=True, cross_dim=cross)
+        net.eval()
+        x, context = _x(2, 7, 16), (_x(2, 3, 6, seed=1) if cross else None)
+        with no_grad():
+            full = net(x, context=context).numpy()                     # (2, 7, 16)
+            cache, outputs, start = net.new_cache(2, 7), [], 0
+            for T in chunks:
+                outputs.append(net.forward_cached(x[:, start:start + T], cache, context=context).numpy())
+                start += T
+                assert cache.length == start
+        np.testing.assert_allclose(np.concatenate(outputs, axis=1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_the_kv_cache_refuses_what_it_cannot_serve():
+    net = nn.Transformer(8, depth=1, num_heads=2, causal=True)
+    cache = net.new_cache(1, 3)
+    with no_grad():
+        net.forward_cached(_x(1, 3, 8), cache)
+        with pytest.raises(ValueError, match="do not fit a cache of 3"):
+            net.forward_cached(_x(1, 1, 8), cache)
+        with pytest.raises(ValueError, match="causal attention only"):
+            nn.Transformer(8, depth=1, num_heads=2).forward_cached(_x(1, 1, 8), cache)
+
+
 def test_causal_cross_attention_transformer():
     nn.manual_seed(3)
     net = nn.Transformer(8, depth=2, num_heads=2, causal=True, cross_dim=6)

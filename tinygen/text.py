@@ -30,8 +30,8 @@ import numpy as np
 # _canonical_name resolves the dataset aliases ("fashion-mnist" -> "fashion") as load_dataset does
 from .data import CLASS_NAMES, _canonical_name, to_float
 
-__all__ = ["image_attributes", "captions", "CAPTION_BINS", "POSITION_THRESHOLD",
-           "CAPTION_DROPOUT", "label_phrases", "PROMPT_TEMPLATES", "fill_template", "prompts", "caption_vocabulary",
+__all__ = ["image_attributes", "attribute_words", "captions", "CAPTION_BINS", "POSITION_THRESHOLD",
+           "CAPTION_DROPOUT", "HOLDOUT", "check_holdout", "check_prompts", "label_phrases", "PROMPT_TEMPLATES", "fill_template", "prompts", "caption_vocabulary",
            "split_words", "Tokenizer"]
 
 
@@ -145,6 +145,19 @@ POSITION_THRESHOLD = {"mnist": 1.5, "fashion": 3.0}
 #: With an ``rng``, each descriptive word or phrase is left out with this probability.
 CAPTION_DROPOUT = 0.3
 
+#: (label, attribute word) pairs that the text-to-image recipes never see together: an image of such a
+#: pair is captioned without that word (``captions(..., holdout=HOLDOUT[dataset])``), so the image is
+#: still seen, never with that phrase. Each pair occurs in over a thousand training images, and each
+#: attribute of CAPTION_BINS has two or three pairs. The prompt benchmark (tinygen.evaluate) asks for
+#: them: does a model compose words it never saw together?
+HOLDOUT = {
+    "mnist": ((1, "thick"), (3, "thin"), (0, "regular"),
+              (9, "small"), (6, "large"), (8, "mid-sized"),
+              (7, "slanted-left"), (4, "slanted-right")),
+    "fashion": ((0, "light"), (5, "dark"), (7, "grey"), (2, "light"),
+                (3, "small"), (8, "large"), (6, "mid-sized"), (9, "large")),
+}
+
 
 def _position_phrases(position: np.ndarray, threshold: float) -> np.ndarray:
     """" on the left", " high up and on the right", ... or "" near the centre."""
@@ -168,7 +181,32 @@ def label_phrases(dataset: str) -> list[str]:
     return [noun + name for name in CLASS_NAMES[key]]
 
 
-def captions(images, labels, dataset: str, rng: np.random.Generator | None = None) -> list[str]:
+def attribute_words(images, dataset: str) -> dict[str, np.ndarray]:
+    """The word of each attribute of CAPTION_BINS for every image, by the fixed cut points:
+    {"thickness": array(["thick", "thin", ...]), "size": ..., "slant": ...} (MNIST), (N,) strings each.
+    What a caption says of an image, and what the prompt benchmark checks a generated image against."""
+    return _binned(image_attributes(images), _canonical_name(dataset))
+
+
+def _binned(attributes: dict, key: str) -> dict[str, np.ndarray]:
+    """The measured attributes of image_attributes turned into their CAPTION_BINS words."""
+    return {name: np.asarray(words)[np.digitize(attributes[name], cuts)]
+            for name, (cuts, words) in CAPTION_BINS[key].items()}
+
+
+def check_holdout(holdout, dataset: str) -> tuple:
+    """The (label, word) pairs of `holdout`, each checked: a label 0..9 and a word of CAPTION_BINS."""
+    key = _canonical_name(dataset)
+    words = {w for _, names in CAPTION_BINS[key].values() for w in names}
+    pairs = tuple((int(label), str(word)) for label, word in holdout)
+    bad = [p for p in pairs if not 0 <= p[0] < len(CLASS_NAMES[key]) or p[1] not in words]
+    if bad:
+        raise ValueError(f"holdout pairs {bad} are not (label 0..9, attribute word) of {key}; "
+                         f"the words are: {', '.join(sorted(words))}")
+    return pairs
+
+
+def captions(images, labels, dataset: str, rng: np.random.Generator | None = None, holdout=()) -> list[str]:
     """Describe each image in words, e.g. "a thick small slanted-right digit seven".
 
     The attributes of ``image_attributes`` are binned with the fixed thresholds in
@@ -182,15 +220,18 @@ def captions(images, labels, dataset: str, rng: np.random.Generator | None = Non
         images: uint8 (N, 1, 28, 28) or (N, 28, 28), 0..255.
         labels: integer class labels (N,), 0..9.
         dataset: "mnist" or "fashion" (or an alias accepted by ``load_dataset``).
+        holdout: (label, word) pairs (HOLDOUT[dataset] for the text-to-image recipes): an image of
+            that label whose attribute is that word is captioned without the word.
     """
     key = _canonical_name(dataset)
     labels = np.asarray(labels)
     if len(labels) != len(images):
         raise ValueError(f"got {len(images)} images but {len(labels)} labels")
     attributes = image_attributes(images)
-    columns = [np.asarray(words)[np.digitize(attributes[name], cuts)]
-               for name, (cuts, words) in CAPTION_BINS[key].items()]
-    adjectives = np.stack(columns, axis=1)  # (N, number of attributes)
+    adjectives = np.stack(list(_binned(attributes, key).values()), axis=1)  # (N, number of attributes)
+    for label, word in check_holdout(holdout, key):
+        # a held-out pair: the image keeps its caption, less the word
+        adjectives[(labels[:, None] == label) & (adjectives == word)] = ""
     positions = _position_phrases(attributes["position"], POSITION_THRESHOLD[key])
     if rng is not None:
         adjectives = np.where(rng.random(adjectives.shape) < CAPTION_DROPOUT, "", adjectives)
@@ -219,6 +260,21 @@ def prompts(dataset: str, template: str = PROMPT_TEMPLATES[0]) -> list[str]:
     """The template filled with each label's phrase, labels 0..9 (fill_template):
     prompts("fashion")[9] == "a photo of an ankle boot"."""
     return [fill_template(template, phrase) for phrase in label_phrases(dataset)]
+
+
+def check_prompts(prompt, n: int, tokenizer=None) -> list[str]:
+    """The n prompts of a text-conditioned sample: one string (for all n images) or a list of n
+    strings. An empty prompt (no word) is refused, and so is a word outside the vocabulary (the
+    Tokenizer's error lists the vocabulary), before any work is done."""
+    prompts = [prompt] * n if isinstance(prompt, str) else list(prompt)
+    if len(prompts) != n:
+        raise ValueError(f"--prompt: got {len(prompts)} prompts for {n} images; give one, or one per image")
+    tokenizer = tokenizer or Tokenizer()
+    for p in dict.fromkeys(prompts):
+        if not isinstance(p, str) or not split_words(p):
+            raise ValueError(f"--prompt {p!r}: the prompt is empty; write a caption such as 'a thick digit seven'")
+        tokenizer.encode(p)  # a word outside the vocabulary: one line that lists the vocabulary
+    return prompts
 
 
 # ----------------------------------------------------------------------- tokenizer

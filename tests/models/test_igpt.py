@@ -117,8 +117,7 @@ def test_the_kv_cache_gives_the_full_forward_logits():
     model.eval()
     tokens = model.tokenize(images(3))
     full = model(model.embed(model.inputs_of(tokens))).numpy()          # (3, 49, 4)
-    H, hd = 2, 8
-    cache = [(np.zeros((3, H, 49, hd), np.float32), np.zeros((3, H, 49, hd), np.float32)) for _ in range(2)]
+    cache = model.gpt.new_cache(3, 49)
     inp = model.inputs_of(tokens)
     steps = np.stack([model._step(inp[:, t], t, cache) for t in range(49)], axis=1)
     np.testing.assert_allclose(steps, full, rtol=1e-4, atol=1e-5)

@@ -281,20 +281,10 @@ class ImageGPT(Model):
         return (logits + g).argmax(axis=1)
 
     def _step(self, tok, t, cache):
-        """Run position t alone: its input token tok (n,) -> logits (n, K), keys and values of every block
-        written into cache[k] = (K_k, V_k) (n, H, N, D/H) at t, attention over positions 0 .. t (causal)."""
+        """Run position t alone: its input token tok (n,) -> logits (n, K), attending to positions 0 .. t
+        through the KV cache (nn.Transformer.forward_cached), which keeps their keys and values."""
         h = self.pos_embed.weight[t] + self.embed(tok[:, None])       # (n, 1, D)
-        n, D = len(tok), self.config.dim
-        for block, (keys, values) in zip(self.gpt.blocks, cache):
-            attn, a = block.attn, block.ln1(h)
-            keys[:, :, t] = attn._heads(attn.k_proj(a)).numpy()[:, :, 0]
-            values[:, :, t] = attn._heads(attn.v_proj(a)).numpy()[:, :, 0]
-            q = attn._heads(attn.q_proj(a))                           # (n, H, 1, D/H)
-            # softmax(q K^T / sqrt(d)) V over the positions <= t
-            o = F.scaled_dot_product_attention(q, Tensor(keys[:, :, :t + 1]), Tensor(values[:, :, :t + 1]))
-            h = h + attn.out_proj(o.transpose(0, 2, 1, 3).reshape(n, 1, D))
-            h = h + block.mlp(block.ln2(h))
-        return self.head(self.gpt.norm(h)).numpy()[:, 0]             # (n, K)
+        return self.head(self.gpt.forward_cached(h, cache)).numpy()[:, 0]   # (n, K)
 
     def _generate(self, tokens, start):
         """Sample tokens[:, start:] (n, N) in place, raster order, given tokens[:, :start]."""
@@ -304,9 +294,7 @@ class ImageGPT(Model):
                 x = np.where(np.arange(N) < t, tokens, self.mask_token)
                 tokens[:, t] = self._draw(self(self.embed(x)).numpy()[:, t])
             return tokens
-        H, c = self.config.num_heads, self.config
-        cache = [(np.zeros((n, H, N, c.dim // H), np.float32), np.zeros((n, H, N, c.dim // H), np.float32))
-                 for _ in range(c.depth)]
+        cache = self.gpt.new_cache(n, N)
         # one pass per position: input t is t_{t-1} ([SOS] at 0), logit t predicts t_t
         for t in range(N):
             logits = self._step(np.full(n, self.sos) if t == 0 else tokens[:, t - 1], t, cache)

@@ -63,6 +63,26 @@ class MultiheadAttention(Module):
         out = out.transpose(0, 2, 1, 3).reshape(B, T, D)            # (B, T, D): heads side by side
         return self.out_proj(out)                                   # (B, T, D)
 
+    def forward_cached(self, x, cache, start):
+        """Causal self-attention of the new positions start .. start + T - 1, x (B, T, D), over every
+        position so far: their keys and values are written into cache = (K, V), each (B, H, N, D/H)
+        arrays, and the queries attend to cache[:, :, :start + T] (a position never sees a later one).
+        Sampling one token at a time costs one position's work per step instead of the whole prefix."""
+        B, T, D = x.shape
+        keys, values = cache
+        end = start + T
+        if end > keys.shape[2]:
+            raise ValueError(f"MultiheadAttention: positions {start}..{end - 1} do not fit a cache of {keys.shape[2]}")
+        q = self._heads(self.q_proj(x))                             # (B, H, T, D/H)
+        keys[:, :, start:end] = self._heads(self.k_proj(x)).data    # K_t, V_t of the new positions
+        values[:, :, start:end] = self._heads(self.v_proj(x)).data
+        # new position start + i may attend to every key j <= start + i
+        xp = backend.xp_of(keys)
+        mask = xp.arange(end)[None, :] <= (start + xp.arange(T))[:, None]      # (T, end)
+        out = F.scaled_dot_product_attention(q, Tensor(keys[:, :, :end]), Tensor(values[:, :, :end]),
+                                             attn_mask=mask)                   # (B, H, T, D/H)
+        return self.out_proj(out.transpose(0, 2, 1, 3).reshape(B, T, D))      # (B, T, D)
+
     def attention_weights(self, x, context=None, attn_mask=None, is_causal=False):
         """The attention weights P = softmax(q k^T / sqrt(D/H) + M) of every head, (B, H, T, S): how
         much each query position takes from each key position (for pictures: attention maps and
@@ -112,6 +132,14 @@ class TransformerBlock(Module):
                                  "(B, S, cross_dim)")
             x = x + self.drop(self.cross_attn(self.ln_cross(x), context))
         return x + self.drop(self.mlp(self.ln2(x)))
+
+    def forward_cached(self, x, cache, start, context=None):
+        """forward() for the new positions start .. start + T - 1 of a causal sequence, x (B, T, dim), the
+        keys and values of earlier positions read from (and the new ones written into) cache = (K, V)."""
+        x = x + self.attn.forward_cached(self.ln1(x), cache, start)
+        if self.cross_attn is not None:
+            x = x + self.cross_attn(self.ln_cross(x), context)
+        return x + self.mlp(self.ln2(x))
 
     def extra_repr(self):
         return f"causal={self.causal}"

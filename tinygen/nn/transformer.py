@@ -1,6 +1,7 @@
 """The transformer stack, patches and position embeddings: what ViT, Image GPT, DiT and CLIP share.
 
-    Transformer     a stack of pre-LN TransformerBlocks (attention.py) and the final LayerNorm
+    Transformer     a stack of pre-LN TransformerBlocks (attention.py) and the final LayerNorm;
+                    forward_cached runs the next positions of a causal sequence over a KVCache
     patchify        (B, C, H, W) -> (B, N, C p p) tokens, N = (H/p)(W/p);  unpatchify inverts it
     PatchEmbed      patchify, then a Linear(C p p, dim): the "linear projection of flattened patches"
     LearnedPositionEmbedding           x + E_pos[:T],  E_pos ~ N(0, 0.02^2)   (GPT-2, ViT)
@@ -17,14 +18,14 @@ A ViT forward pass, for orientation:
 import numpy as np
 
 import autograd.functional as F
-from autograd import ShapeError
+from autograd import ShapeError, backend
 
 from . import init
 from .attention import TransformerBlock, timestep_embedding
 from .layers import LayerNorm, Linear
 from .module import Module, ModuleList, Parameter
 
-__all__ = ["Transformer", "patchify", "unpatchify", "PatchEmbed", "LearnedPositionEmbedding",
+__all__ = ["Transformer", "KVCache", "patchify", "unpatchify", "PatchEmbed", "LearnedPositionEmbedding",
            "sinusoidal_position_embedding", "sincos_2d_position_embedding"]
 
 
@@ -67,6 +68,32 @@ class Transformer(Module):
         y = self.norm(h)                                            # (B, T, dim)
         return (y, [hidden[k] for k in wanted]) if return_layers else y
 
+    # ------------------------------------------------------------------ sampling with a KV cache
+    def new_cache(self, batch, length):
+        """An empty KV cache for `batch` sequences of up to `length` positions: per block, the keys and
+        values (B, H, length, dim / H) of the positions run so far, and `cache.length`, how many."""
+        attn = self.blocks[0].attn
+        xp = backend.xp_of(attn.q_proj.weight.data)
+        shape = (batch, attn.num_heads, length, attn.head_dim)
+        return KVCache([(xp.zeros(shape, np.float32), xp.zeros(shape, np.float32)) for _ in self.blocks])
+
+    def forward_cached(self, x, cache, context=None):
+        """The outputs y (B, T, dim) of the next T positions of a causal sequence, x (B, T, dim) their
+        inputs, given the earlier positions' keys and values in `cache` (new_cache), which grows by T:
+
+            y[:, i] = forward(x_all)[:, cache.length + i]     for the inputs x_all of every position so far
+
+        Image GPT and DALL-E sample with it: the prompt in one call, then one position per call."""
+        if not self.causal:
+            raise ValueError("Transformer.forward_cached: a KV cache serves causal attention only (a later "
+                             "position would change the earlier outputs otherwise)")
+        start = cache.length
+        h = x                                                       # (B, T, dim)
+        for block, kv in zip(self.blocks, cache.blocks):
+            h = block.forward_cached(h, kv, start, context=context)
+        cache.length = start + x.shape[1]
+        return self.norm(h)                                         # (B, T, dim)
+
     def _layer_index(self, k):
         if not -self.depth <= k < self.depth:
             raise ValueError(f"Transformer: return_layers index {k} is out of range for depth {self.depth} "
@@ -75,6 +102,14 @@ class Transformer(Module):
 
     def extra_repr(self):
         return f"dim={self.dim}, depth={self.depth}, causal={self.causal}"
+
+
+class KVCache:
+    """The keys and values of the positions a causal Transformer has run so far (Transformer.new_cache):
+    blocks[k] = (K, V), each (B, H, N, dim / H); positions 0 .. length - 1 are filled."""
+
+    def __init__(self, blocks):
+        self.blocks, self.length = blocks, 0
 
 
 # ---------------------------------------------------------------------- patches
