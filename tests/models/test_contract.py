@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pytest
 
-from tinygen import data, io
+from tinygen import data, io, text
 from tinygen.models import MODULES, build_model, get_model_class, load_model, registered_name, save_model
 from tinygen.models.base import Model
 
@@ -50,9 +50,20 @@ def sample_with_seed(model, n, seed, **condition):
     return model.sample(n, **condition)
 
 
+def with_stages(name, tmp_path):
+    """The tiny config of `name`, with a tiny checkpoint of each stage it builds on (cls.stages: config field
+    -> the model it names) made in tmp_path: untrained, but real, and named as a user names theirs."""
+    config = dict(tiny_config(name))
+    for field, stage in getattr(get_model_class(name), "stages", {}).items():
+        path = tmp_path / f"{field}.npz"
+        save_model(build_model(stage, with_stages(stage, tmp_path)), path)
+        config[field] = str(path)
+    return config
+
+
 @pytest.mark.parametrize("name", list(MODULES))
 def test_the_model_contract(name, tmp_path):
-    model = build_model(name, tiny_config(name))
+    model = build_model(name, with_stages(name, tmp_path))
     assert isinstance(model, Model) and model.name == name
     model.rng = np.random.default_rng(0)
     optimizers = model.configure_optimizers()
@@ -91,6 +102,17 @@ def test_the_model_contract(name, tmp_path):
         check_images(model.sample(4, condition=conditions), 4)
         with pytest.raises(ValueError, match="condition"):
             model.sample(4)
+    elif "prompt" in model.sample_options:  # text-conditioned: sample(n, prompt=...)
+        seven, two = text.fill_template("a thick {label}", "digit seven"), "a small digit two"
+        check_images(sample_with_seed(model, 4, 0, prompt=seven), 4)
+        np.testing.assert_array_equal(sample_with_seed(model, 2, 1, prompt=seven),
+                                      sample_with_seed(model, 2, 1, prompt=seven))
+        assert not np.array_equal(sample_with_seed(model, 2, 1, prompt=seven),
+                                  sample_with_seed(model, 2, 1, prompt=two)), f"{name}: the prompt changed nothing"
+        check_images(sample_with_seed(model, 2, 1, prompt=[seven, two]), 2)
+        for bad, message in (("", "empty"), ("a purple digit seven", "not in the vocabulary")):
+            with pytest.raises(ValueError, match=message):
+                model.sample(2, prompt=bad)
     elif hasattr(model, "sample"):
         check_images(sample_with_seed(model, 4, 0), 4)
         np.testing.assert_array_equal(sample_with_seed(model, 2, 1), sample_with_seed(model, 2, 1))

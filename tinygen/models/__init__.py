@@ -10,8 +10,10 @@ reloads and samples every registered model with the class's `tiny_config`.
     build_model(name, overrides)   a fresh model, its Config updated
     load_model(checkpoint)         the trained model of a checkpoint (EMA weights where kept), and its meta
     save_model(model, path)        the weights, EMA and config of a model, for load_model
+    load_stage(path, name, ...)    a trained model that a later one builds on (DALL-E's dVAE), checked
 """
 from dataclasses import asdict
+from pathlib import Path
 
 from .. import io, nn
 from .base import check_field, config_from_dict
@@ -69,3 +71,15 @@ def load_model(checkpoint, name=None):
         model.ema.copy_to(model)
     model.eval()
     return model, meta
+
+
+def load_stage(path, name, field, user):
+    """The trained `name` model in the checkpoint `path`, for a later model (`user`) that builds on it as
+    its frozen stage (DALL-E on the dVAE, ...). The stage is named on the command line (--set field=PATH),
+    never found at a default path: a missing one is a one-line error naming the command that makes it."""
+    make = f"`python -m tinygen train {name}` makes one (runs/{name}-mnist/last.npz)"
+    if not path:
+        raise ValueError(f"{user} builds on a trained {name}: give its checkpoint with --set {field}=PATH; {make}")
+    if not Path(path).is_file():
+        raise ValueError(f"--set {field}={path}: no such checkpoint; {make}")
+    return load_model(path, name)[0]

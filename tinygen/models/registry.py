@@ -27,6 +27,7 @@ MODULES = {
     "igpt": "tinygen.models.igpt:ImageGPT",
     "clip": "tinygen.models.clip:CLIP",
     "dit": "tinygen.models.dit:DiT",
+    "dalle": "tinygen.models.dalle:DALLE",
 }
 
 _NAMES = {target: name for name, target in MODULES.items()}  # "module:Class" -> name
