@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tinygen import data, evaluate
+from tinygen import data, evaluate, text
 
 
 def test_frechet_distance_matches_closed_form_for_diagonal_gaussians():
@@ -67,3 +67,67 @@ def test_tampered_judge_is_refused(tmp_path, monkeypatch):
     assert hashlib.sha256(copy.read_bytes()).hexdigest() != evaluate.JUDGE_SHA256["mnist"]
     with pytest.raises(evaluate.JudgeError, match="does not match the shipped judge"):
         evaluate.load_judge("mnist")
+
+
+# ---------------------------------------------------------------------- the prompt benchmark
+@pytest.mark.parametrize("dataset", ["mnist", "fashion"])
+def test_the_prompt_suite_is_fixed_and_marks_the_held_out_pairs(dataset):
+    suite = evaluate.prompt_suite(dataset)
+    attributes = text.CAPTION_BINS[dataset]
+    assert len(suite) == 10 + 10 * 3 * len(attributes)
+    assert suite == evaluate.prompt_suite(dataset)
+    classes = [row for row in suite if not row["attribute"]]
+    assert [row["label"] for row in classes] == list(range(10))
+    assert classes[7]["prompt"] == ("a digit seven" if dataset == "mnist" else "a sneaker")
+    held = {(row["label"], row["word"]) for row in suite if row["heldout"]}
+    assert held == set(text.HOLDOUT[dataset])
+    row = next(r for r in suite if r["label"] == 9 and r["word"] == attributes[list(attributes)[0]][1][2])
+    assert row["prompt"].split()[1] == row["word"] and row["prompt"].endswith(text.label_phrases(dataset)[9])
+    tok = text.Tokenizer()
+    for row in suite:
+        tok.encode(row["prompt"])          # every prompt is in the vocabulary
+
+
+class _PickTestImages:
+    """A stand-in text-to-image model that answers each prompt with a test image of the prompt's class and,
+    if `obey`, of the attribute word asked for: its benchmark figures are known in advance."""
+    name, sample_options = "stand-in", ("prompt",)
+
+    def __init__(self, dataset, obey):
+        self.x, self.y = data.load_dataset(dataset, "test")
+        self.words = text.attribute_words(self.x, dataset)
+        self.phrases, self.obey, self.rng = text.label_phrases(dataset), obey, np.random.default_rng(0)
+
+    def sample(self, n, prompt):
+        out = []
+        for p in prompt:
+            label = max(range(10), key=lambda c: p.endswith(self.phrases[c]) * len(self.phrases[c]))
+            ok = self.y == label
+            for name, words in self.words.items():
+                if self.obey and set(p.split()) & set(text.CAPTION_BINS["mnist"].get(name, ((), ()))[1]):
+                    ok &= words == next(w for w in p.split() if w in text.CAPTION_BINS["mnist"][name][1])
+            out.append(self.x[self.rng.choice(np.flatnonzero(ok))])
+        return data.to_float(np.stack(out))
+
+
+def test_the_prompt_benchmark_scores_a_model_that_obeys_and_one_that_ignores_the_words():
+    obey = evaluate.prompt_benchmark(_PickTestImages("mnist", True), "mnist", n_per_prompt=3)
+    assert obey["suite"] == f"prompts-v{evaluate.PROMPT_SUITE_VERSION}" and obey["images"] == 10 * 15 + 90 * 3
+    assert obey["class_accuracy"] > 0.97 and obey["attribute_class_accuracy"] > 0.97   # the judge: 99.2%
+    assert obey["attribute_agreement"] == obey["heldout_agreement"] == obey["seen_agreement"] == 1.0
+    assert obey["class_coverage"] > 2.2 and 0 < obey["class_fid_judge"] < 100   # real images; 150 of them
+    ignore = evaluate.prompt_benchmark(_PickTestImages("mnist", False), "mnist", n_per_prompt=3)
+    assert ignore["class_accuracy"] > 0.97
+    assert abs(ignore["attribute_agreement"] - ignore["base_rate"]) < 0.1 and 0.25 < ignore["base_rate"] < 0.45
+    for key in ("agreement_thickness", "agreement_size", "agreement_slant"):
+        assert obey[key] == 1.0 and ignore[key] < 0.6
+
+
+def test_attribute_agreement_reads_the_caption_bins():
+    x, _ = data.load_dataset("mnist", "test")
+    words = text.attribute_words(x[:50], "mnist")
+    attrs = np.array(["thickness"] * 25 + ["slant"] * 25)
+    asked = np.concatenate([words["thickness"][:25], words["slant"][25:]])
+    assert evaluate.attribute_agreement(x[:50], attrs, asked, "mnist").all()
+    wrong = np.where(asked == "thin", "thick", "thin")[:25]
+    assert not evaluate.attribute_agreement(x[:25], attrs[:25], wrong, "mnist").any()

@@ -155,3 +155,47 @@ def test_decode_drops_special_tokens_and_checks_ids():
     assert tok.decode(ids.tolist()) == "a thick digit two"
     with pytest.raises(ValueError, match=r"ids \[999\] are outside 0 \.\. "):
         tok.decode([1, 999, 2])
+
+
+# ---------------------------------------------------------------------- held-out pairs and prompts
+def test_holdout_pairs_are_real_and_cover_every_attribute():
+    for dataset, pairs in text.HOLDOUT.items():
+        assert text.check_holdout(pairs, dataset) == pairs and len(set(pairs)) == len(pairs) == 8
+        words = {w for _, w in pairs}
+        for attribute, (_, names) in text.CAPTION_BINS[dataset].items():
+            assert words & set(names), f"{dataset}: no held-out pair for {attribute}"
+    with pytest.raises(ValueError, match="not \\(label 0..9, attribute word\\)"):
+        text.check_holdout([(7, "purple")], "mnist")
+    with pytest.raises(ValueError, match="not \\(label"):
+        text.check_holdout([(10, "thick")], "mnist")
+
+
+def test_a_held_out_pair_is_captioned_without_its_word():
+    thick, thin = _stroke(6), _stroke(1)
+    images, labels = np.stack([thick, thick, thin]), np.array([1, 7, 1])
+    plain = text.captions(images, labels, "mnist")
+    held = text.captions(images, labels, "mnist", holdout=[(1, "thick")])
+    assert "thick" in plain[0].split() and "thick" not in held[0].split()   # a thick one: the word goes
+    assert held[0].endswith("digit one") and held[0] == plain[0].replace("thick ", "")
+    assert held[1:] == plain[1:]              # a thick seven and a thin one keep their captions
+    many = np.stack([thick] * 40)
+    dropped = text.captions(many, np.ones(40, int), "mnist", rng=np.random.default_rng(0), holdout=[(1, "thick")])
+    assert not any("thick" in t.split() for t in dropped)   # with word dropout too
+
+
+def test_attribute_words_are_the_caption_bins():
+    images = np.stack([_stroke(1), _stroke(6)])
+    words = text.attribute_words(images, "mnist")
+    assert list(words) == list(text.CAPTION_BINS["mnist"])
+    assert list(words["thickness"]) == ["thin", "thick"]
+    for caption, row in zip(text.captions(images, [4, 4], "mnist"), zip(*words.values())):
+        assert caption.split()[1:4] == list(row)
+
+
+def test_prompts_are_checked_before_any_work():
+    assert text.check_prompts("a thick digit seven", 3) == ["a thick digit seven"] * 3
+    assert text.check_prompts(["a digit one", "a digit two"], 2) == ["a digit one", "a digit two"]
+    for bad, message in (("", "empty"), ("  . ", "empty"), ("a purple digit", "'purple'.*not in the vocabulary"),
+                         (["a digit one"], "1 prompts for 2 images")):
+        with pytest.raises(ValueError, match=message):
+            text.check_prompts(bad, 2)

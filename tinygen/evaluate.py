@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, io
+from . import data, io, text
 from .cli import OneLineParser, UsageError, finite_number, run_command, whole_number
 from .models import build_model, load_model
 # the likelihood units live with the models that report them; here for the suite's users
@@ -146,7 +146,7 @@ def class_coverage(images, dataset):
     """Entropy (nats) of the judged-label histogram: ln 10 = 2.303 when every class is equally common."""
     counts = np.bincount(load_judge(dataset).predict(np.asarray(images)), minlength=data.N_CLASSES)
     p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log(p)).sum())
+    return float(-(p * np.log(p)).sum()) + 0.0  # + 0.0: one class gives 0, not -0
 
 
 # ---------------------------------------------------------------------- speed
@@ -234,6 +234,95 @@ def guidance_sweep(model, dataset, scales, n=1000, steps=50, seed=0, classifier=
     return rows
 
 
+# ---------------------------------------------------------------------- the prompt benchmark
+#: The prompt benchmark's version: a change of the suite, its n or its seed is a new version, so that two
+#: rows of one version are comparable.
+PROMPT_SUITE_VERSION = 1
+PROMPT_N = 20            # images per attribute prompt
+CLASS_PROMPT_FACTOR = 5  # the class prompts draw 5 x PROMPT_N images each (FID-judge needs more images)
+PROMPT_SEED = 0
+
+
+def prompt_suite(dataset):
+    """The fixed prompts of the benchmark, in order, each a dict:
+        class prompts      "a digit seven" (Fashion: "a sneaker"), one per class        attribute ""
+        attribute prompts  "a thick digit seven": every word of text.CAPTION_BINS with every class;
+                           heldout = whether (class, word) is one of text.HOLDOUT's pairs"""
+    key = data._canonical_name(dataset)
+    phrases = text.label_phrases(key)
+    holdout = set(text.HOLDOUT[key])
+    suite = [{"prompt": text.fill_template("a {label}", phrase), "label": c, "attribute": "", "word": "",
+              "heldout": False} for c, phrase in enumerate(phrases)]
+    for attribute, (_, words) in text.CAPTION_BINS[key].items():
+        for word in words:
+            suite += [{"prompt": text.fill_template(f"a {word} {{label}}", phrase), "label": c,
+                       "attribute": attribute, "word": word, "heldout": (c, word) in holdout}
+                      for c, phrase in enumerate(phrases)]
+    return suite
+
+
+def attribute_agreement(images, attributes, words, dataset):
+    """Per image, whether its measured attribute (text.attribute_words: the caption bins) is the word asked
+    for: (N,) booleans for images (N, 1, 28, 28), attribute names (N,) and words (N,)."""
+    measured = text.attribute_words(images, dataset)                   # {attribute: (N,) words}
+    return np.array([measured[a][i] == w for i, (a, w) in enumerate(zip(attributes, words))], dtype=bool)
+
+
+def base_rate(attributes, words, labels, dataset):
+    """The agreement of a model that ignores the attribute word: for each prompt, the share of the test
+    images of its class whose attribute is that word (about 1/3 by the bins' design)."""
+    x, y = data.load_dataset(dataset, "test")
+    measured = text.attribute_words(x, dataset)
+    return float(np.mean([(measured[a][y == c] == w).mean() for a, w, c in zip(attributes, words, labels)]))
+
+
+def prompt_benchmark(model, dataset, n_per_prompt=PROMPT_N, seed=PROMPT_SEED, batch=500, **sampling):
+    """The prompt benchmark of a text-to-image model (model.sample(n, prompt=[...], **sampling)), judged by
+    the frozen judge of `dataset` and the caption bins:
+
+        class_accuracy        judge(x) == the class asked for, class prompts ("a digit seven")
+        class_fid_judge       FID-judge of the class prompts' images against the test split
+        class_coverage        entropy of their judged labels (ln 10 = 2.30 when every class appears)
+        attribute_agreement   measured attribute word == the word asked for ("a thick digit seven"), with
+                              agreement_<attribute> per attribute and base_rate (a model ignoring the word)
+        attribute_class_accuracy  the judge's accuracy on the attribute prompts
+        seen_agreement / heldout_agreement   agreement on the pairs the captions showed / held out
+        images_per_s          wall-clock sampling speed on this machine
+    n_per_prompt images per attribute prompt, CLASS_PROMPT_FACTOR times as many per class prompt."""
+    suite = prompt_suite(dataset)
+    repeats = [n_per_prompt * (CLASS_PROMPT_FACTOR if not row["attribute"] else 1) for row in suite]
+    column = lambda key: np.repeat(np.array([row[key] for row in suite], dtype=object), repeats)
+    prompts, labels, attributes, words, heldout = (column(k) for k in ("prompt", "label", "attribute", "word",
+                                                                         "heldout"))
+    labels, heldout = labels.astype(np.int64), heldout.astype(bool)
+    model.rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    images = np.concatenate([model.sample(len(prompts[i:i + batch]), prompt=list(prompts[i:i + batch]), **sampling)
+                             for i in range(0, len(prompts), batch)])
+    wall = time.perf_counter() - t0
+    judged = load_judge(dataset).predict(images)
+    is_class = attributes == ""
+    agree = attribute_agreement(images[~is_class], attributes[~is_class], words[~is_class], dataset)
+    a_attr, a_words, a_labels, a_held = attributes[~is_class], words[~is_class], labels[~is_class], heldout[~is_class]
+    results = {"suite": f"prompts-v{PROMPT_SUITE_VERSION}", "model": model.name, "dataset": dataset,
+               "n_per_prompt": n_per_prompt, **{k: v for k, v in sampling.items() if isinstance(v, (int, float, str))},
+               "images": len(images),
+               "class_accuracy": round(float((judged[is_class] == labels[is_class]).mean()), 4),
+               "class_fid_judge": round(fid_judge(images[is_class], dataset), 2),
+               "class_coverage": round(class_coverage(images[is_class], dataset), 3),
+               "attribute_agreement": round(float(agree.mean()), 4)}
+    for name in text.CAPTION_BINS[data._canonical_name(dataset)]:
+        results[f"agreement_{name}"] = round(float(agree[a_attr == name].mean()), 4)
+    results.update({
+        "base_rate": round(base_rate(a_attr, a_words, a_labels, dataset), 4),
+        "attribute_class_accuracy": round(float((judged[~is_class] == labels[~is_class]).mean()), 4),
+        "seen_agreement": round(float(agree[~a_held].mean()), 4),
+        "heldout_agreement": round(float(agree[a_held].mean()), 4),
+        "heldout_base_rate": round(base_rate(a_attr[a_held], a_words[a_held], a_labels[a_held], dataset), 4),
+        "images_per_s": round(len(images) / wall, 2)})
+    return results
+
+
 def markdown_table(rows):
     keys = list(rows[0])
     return "\n".join(["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
@@ -258,6 +347,46 @@ def _check_sweep(args, model):
         if args.classifier is None and not model.conditional:
             raise UsageError(f"guidance-sweep: the {model.name} in {args.checkpoint} was trained without labels; "
                              f"classifier-free guidance needs a class-conditional model (or give --classifier)")
+
+
+def prompts_command(args):
+    """`prompts`: every value and file checked before the first image, then a JSON line per row and the
+    markdown table."""
+    model = _load_any(args.checkpoint)
+    options = tuple(getattr(model, "sample_options", ()))
+    if "prompt" not in options:
+        raise UsageError(f"prompts: --checkpoint {args.checkpoint} holds a {model.name}, which takes no prompt; "
+                         f"the prompt benchmark is for text-to-image models")
+    sampling = {}
+    for option in ("guidance", "steps"):
+        value = getattr(args, option)
+        if value is not None:
+            if option not in options:
+                raise UsageError(f"--{option}: {model.name} takes no --{option}")
+            sampling[option] = value
+    T = getattr(model.config, "T", None)
+    if args.steps is not None and T is not None and args.steps > T:
+        raise UsageError(f"--steps {args.steps}: {model.name} has T = {T} diffusion steps; valid: 1..{T}")
+    candidates, clip = args.candidates or [1], None
+    if args.candidates and not hasattr(model, "rerank"):
+        raise UsageError(f"--candidates: {model.name} does not re-rank its samples")
+    if max(candidates) > 1 or args.clip:
+        if not args.clip:
+            raise UsageError("--candidates above 1 re-rank with CLIP: give --clip PATH (python -m tinygen train clip)")
+        clip = load_model(args.clip, "clip")[0]
+        if clip.dataset != model.dataset:
+            raise UsageError(f"--clip {args.clip}: a CLIP of {clip.dataset}, but the model draws {model.dataset}")
+    load_judge(model.dataset)
+    rows, cpu0 = [], time.process_time()
+    for n in candidates:
+        extra = {"candidates": n, "clip": clip} if args.candidates else {}
+        row = prompt_benchmark(model, model.dataset, args.n_per_prompt, **sampling, **extra)
+        if args.candidates:
+            row["clip"] = args.clip
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(markdown_table(rows))
+    print(f"CPU seconds: {time.process_time() - cpu0:.0f}")
 
 
 def main(argv=None):
@@ -287,9 +416,22 @@ def _main(argv):
     g.add_argument("--scales", type=finite_number(0, strict=False), nargs="+", default=[0, 1, 2, 3, 5])
     g.add_argument("--steps", type=whole_number(1), default=50)
     g.add_argument("--classifier", help="a noisy_classifier checkpoint: classifier guidance instead of classifier-free")
+    p = sub.add_parser("prompts", help="the prompt benchmark of a text-to-image model (class, attributes, "
+                                       "held-out pairs)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--n-per-prompt", type=whole_number(2), default=PROMPT_N,
+                   help=f"images per attribute prompt (default {PROMPT_N}; the class prompts draw "
+                        f"{CLASS_PROMPT_FACTOR} times as many)")
+    p.add_argument("--guidance", type=finite_number(0, strict=False), help="guidance scale (diffusion models)")
+    p.add_argument("--steps", type=whole_number(1), help="sampling steps (diffusion models)")
+    p.add_argument("--candidates", type=whole_number(1), nargs="+",
+                   help="re-rank: draw N per image, keep CLIP's best; one row per N given (needs --clip)")
+    p.add_argument("--clip", help="the CLIP checkpoint that re-ranks the candidates")
     args = ap.parse_args(argv)
     if args.command == "train-judge":
         train_judge(args.dataset, args.epochs, args.seed, args.out, args.overwrite)
+    elif args.command == "prompts":
+        prompts_command(args)
     elif args.command in ("sampler-sweep", "guidance-sweep"):
         model = _load_any(args.checkpoint)
         _check_sweep(args, model)
