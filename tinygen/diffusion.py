@@ -214,7 +214,7 @@ class GaussianDiffusion:
             raise ValueError(f"sampling steps must lie in 1..{self.T}, got {steps}")
         return np.unique(np.linspace(self.T - 1, 0, steps).round().astype(int))[::-1]
 
-    def ancestral_sample(self, eps_fn, shape, rng, cond=None, frames=0, learned_variance=False):
+    def ancestral_sample(self, eps_fn, shape, rng, cond=None, frames=0, learned_variance=False, known=None):
         """The reverse process over all T steps: x_T ~ N(0, I), then x_{t-1} = mu~_t + sqrt(beta~_t) z
         (learned_variance: + Sigma_theta^1/2 z, eps_fn returning [eps, v] on axis 1). shape (B, ...) is that
         of x; returns x_0, and with frames > 0 also that many snapshots along the way."""
@@ -223,18 +223,22 @@ class GaussianDiffusion:
                 eps, v = split_learned(out, x)
                 return self.learned_ancestral_step(x, t, eps, v, z)
             return self.ancestral_step(x, t, out, z)
-        return self._reverse(eps_fn, shape, rng, np.arange(self.T)[::-1], cond, frames, step, learned_variance)
+        return self._reverse(eps_fn, shape, rng, np.arange(self.T)[::-1], cond, frames, step, learned_variance, known)
 
-    def ddim_sample(self, eps_fn, shape, rng, steps, eta=0.0, cond=None, frames=0, learned_variance=False):
+    def ddim_sample(self, eps_fn, shape, rng, steps, eta=0.0, cond=None, frames=0, learned_variance=False,
+                    known=None):
         """DDIM over `steps` of the T steps (timesteps(steps)); eta scales the fresh noise (0: none).
         learned_variance: eps_fn returns [eps, v] on axis 1 and DDIM uses eps alone (its sigma is its own)."""
         def step(x, t, t_prev, out, z):
             eps = split_learned(out, x)[0] if learned_variance else out
             return self.ddim_step(x, t, t_prev, eps, eta, z)
-        return self._reverse(eps_fn, shape, rng, self.timesteps(steps), cond, frames, step, learned_variance)
+        return self._reverse(eps_fn, shape, rng, self.timesteps(steps), cond, frames, step, learned_variance, known)
 
-    def _reverse(self, eps_fn, shape, rng, ts, cond, frames, step, learned_variance=False):
-        """The loop both samplers share: ask eps_fn at each timestep of ts, move x by `step`."""
+    def _reverse(self, eps_fn, shape, rng, ts, cond, frames, step, learned_variance=False, known=None):
+        """The loop both samplers share: ask eps_fn at each timestep of ts, move x by `step`.
+        known = (x0, keep), keep a boolean array like x: after every step the kept region is replaced by
+        x0 noised to the step reached, q(x_{t'} | x0), and by x0 itself at the end (editing, GLIDE): the
+        model draws the rest to fit it."""
         B = shape[0]
         if cond is not None and len(cond) != B:
             raise ValueError(f"the condition has {len(cond)} rows for a batch of {B} samples (shape {tuple(shape)})")
@@ -249,6 +253,12 @@ class GaussianDiffusion:
                                  + (" ([eps, v] on axis 1: learned variance)" if learned_variance else ""))
             z = rng.standard_normal(x.shape, dtype=np.float32)
             x = step(x, np.full(B, t), np.full(B, t_prev), eps, z)
+            if known is not None:
+                x0, region = known
+                # the known region at the level x has reached: x_{t'} ~ q(x_{t'} | x0), or x0 at the end
+                at_level = x0 if t_prev < 0 else self.q_sample(x0, np.full(B, t_prev),
+                                                                rng.standard_normal(x.shape, dtype=np.float32))
+                x = np.where(region, at_level, x).astype(np.float32)
             if i in keep:
                 snapshots.append(x)
         return (x, snapshots) if frames else x

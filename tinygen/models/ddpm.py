@@ -85,24 +85,38 @@ class ResBlock(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-    """Self-attention over the H*W positions: x + Attn(GN(x)), as tokens (B, HW, C)."""
+    """Self-attention over the H*W positions: x + Attn(GN(x)), as tokens (B, HW, C).
 
-    def __init__(self, channels, heads=4):
+    With context_dim (GLIDE): the text encoder's token outputs (B, S, context_dim), projected to C, join the
+    keys and values, so each position attends to the image and to the caption in one softmax:
+        K, V from [tokens; W_ctx context]   (B, HW + S, C),   context_mask (B, S): False at padding."""
+
+    def __init__(self, channels, heads=4, context_dim=None):
         super().__init__()
         self.norm, self.attn = nn.GroupNorm(_groups(channels), channels), nn.MultiheadAttention(channels, heads)
+        self.context_proj = nn.Linear(context_dim, channels) if context_dim else None
 
-    def forward(self, x, emb=None):                                       # (B, C, H, W)
+    def forward(self, x, context=None, context_mask=None):                # (B, C, H, W)
         B, C, H, W = x.shape
         tokens = self.norm(x).reshape(B, C, H * W).transpose(0, 2, 1)     # (B, HW, C)
-        return x + self.attn(tokens).transpose(0, 2, 1).reshape(B, C, H, W)
+        if self.context_proj is None:
+            return x + self.attn(tokens).transpose(0, 2, 1).reshape(B, C, H, W)
+        kv = F.concat([tokens, self.context_proj(context)], axis=1)       # (B, HW + S, C)
+        # every image position, and the caption's tokens but its padding, may be attended to
+        mask = np.concatenate([np.ones((B, H * W), bool), np.asarray(context_mask, bool)], axis=1)
+        out = self.attn(tokens, context=kv, attn_mask=mask[:, None, None, :])   # (B, HW, C)
+        return x + out.transpose(0, 2, 1).reshape(B, C, H, W)
 
 
 class UNet(nn.Module):
     """eps_theta(x_t, t, y) -> (B, C, H, W). One residual block per resolution on the way down and on
     the way up; a strided conv halves, nearest upsampling doubles; attention at the lowest resolution.
-    Labels index an embedding of num_classes + 1 rows: the last row is the null label."""
+    Labels index an embedding of num_classes + 1 rows: the last row is the null label.
+    Text conditioning (GLIDE): cond_emb (B, 4 base) is added to the time embedding, and with context_dim
+    the attention layer also attends to a context (B, S, context_dim) (AttentionBlock)."""
 
-    def __init__(self, in_channels=1, base=16, mult=(1, 2, 4), num_classes=0, dropout=0.0, attention=True):
+    def __init__(self, in_channels=1, base=16, mult=(1, 2, 4), num_classes=0, dropout=0.0, attention=True,
+                 context_dim=None):
         super().__init__()
         emb_dim, widths = 4 * base, [base * m for m in mult]
         self.num_classes = num_classes
@@ -117,24 +131,30 @@ class UNet(nn.Module):
             self.downsample.append(nn.Identity() if last else nn.Conv2d(w, widths[i + 1], 3, stride=2, padding=1))
             c = w if last else widths[i + 1]
         self.mid1, self.mid2 = ResBlock(c, c, emb_dim, dropout), ResBlock(c, c, emb_dim, dropout)
-        self.mid_attn = AttentionBlock(c) if attention else nn.Identity()
+        self.mid_attn = AttentionBlock(c, context_dim=context_dim) if attention else None
         for w in reversed(widths):
             self.up.append(ResBlock(c + w, w, emb_dim, dropout))              # input: upsampled h with the skip
             c = w
         self.out_norm, self.out = nn.GroupNorm(_groups(c), c), nn.Conv2d(c, in_channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
 
-    def forward(self, x, t, y=None):                                      # (B, C, H, W), (B,), (B,) or None
+    def forward(self, x, t, y=None, cond_emb=None, context=None, context_mask=None):
+        """x (B, C, H, W), t (B,), y (B,) or None; cond_emb (B, 4 base), context (B, S, context_dim)."""
         emb = self.time(t)                                                # (B, 4 base)
         if self.label is not None:
             y = np.full(len(x), self.num_classes) if y is None else np.asarray(y)  # None: the null label
             emb = emb + self.label(y)
+        if cond_emb is not None:
+            emb = emb + cond_emb
         h, skips = self.inp(x), []                                        # (B, base, H, W)
         for block, down in zip(self.down, self.downsample):
             h = block(h, emb)
             skips.append(h)                                               # (B, w_i, H / 2^i, W / 2^i)
             h = down(h)
-        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)              # (B, w_last, 7, 7)
+        h = self.mid1(h, emb)                                             # (B, w_last, 7, 7)
+        if self.mid_attn is not None:
+            h = self.mid_attn(h, context, context_mask)
+        h = self.mid2(h, emb)
         for block in self.up:
             skip = skips.pop()
             if h.shape[-1] != skip.shape[-1]:
@@ -156,9 +176,14 @@ class DiffusionModel(Model):
         self.net, self.shape = net, shape                                 # shape of one x: (C, H, W)
         self.ema = optim.EMA(self, decay=c.ema_decay, warmup=True)  # short runs average over the steps they have
 
-    def eps(self, x_t, t, y):
-        """eps_theta(x_t, t, y) on NumPy: x_t (B, *shape), t (B,), labels y (B,) or None (the null label)."""
-        return self.net(Tensor(x_t), t, y).numpy()
+    def eps_theta(self, x_t, t, cond):
+        """eps_theta(x_t, t, cond) on Tensors: the network given its condition (here labels (B,) or None,
+        the null label; a text model reads captions)."""
+        return self.net(x_t, t, cond)
+
+    def eps(self, x_t, t, cond):
+        """eps_theta(x_t, t, cond) on NumPy: x_t (B, *shape), t (B,), the condition of each row or None."""
+        return self.eps_theta(Tensor(x_t), t, cond).numpy()
 
     def null_condition(self, n):
         """The null label, index num_classes: the U-Net's last label-embedding row."""
@@ -168,13 +193,13 @@ class DiffusionModel(Model):
         """Labels y (B,) with each replaced by the null label with probability p (classifier-free training)."""
         return drop_condition(np.asarray(y), self.null_condition(len(y)), p, rng)
 
-    def diffusion_loss(self, x0, labels):
-        """L_simple = |eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t, y)|^2 (x0 a NumPy array)."""
-        c = self.config
+    def diffusion_loss(self, x0, cond):
+        """L_simple = |eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t, c)|^2 (x0 a NumPy array;
+        cond the condition of each row (labels, captions), or None for an unconditional model)."""
         x_t, t, eps = self.diffusion.diffuse(x0, self.rng)
-        # classifier-free guidance: the null label with probability p_uncond
-        y = self.drop_condition(labels, c.p_uncond, self.rng) if c.num_classes else None
-        return F.mse_loss(self.net(Tensor(x_t), t, y), Tensor(eps))
+        if cond is not None:  # classifier-free guidance: the null condition with probability p_uncond
+            cond = self.drop_condition(cond, self.config.p_uncond, self.rng)
+        return F.mse_loss(self.eps_theta(Tensor(x_t), t, cond), Tensor(eps))
 
     def training_step(self, batch, optimizers):
         logs = super().training_step(batch, optimizers)
@@ -189,12 +214,14 @@ class DiffusionModel(Model):
         return data.check_labels(label, n, self.config.num_classes)
 
     def sample_latents(self, n, label=None, guidance=1.0, steps=None, eta=0.0, classifier=None,
-                       classifier_scale=0.0, frames=0):
+                       classifier_scale=0.0, frames=0, cond=None, known=None):
         """Run the reverse process from x_T ~ N(0, I): ancestral over all T steps when steps is None,
-        else DDIM over `steps` steps, on eps_theta guided by the label (scale `guidance`) and, with a
-        noisy classifier, by its gradient (scale `classifier_scale`). Returns x_0 (n, *shape), and with
+        else DDIM over `steps` steps, on eps_theta guided by the label (or any other condition `cond`, one
+        row per sample) with scale `guidance` and, with a noisy classifier, by its gradient (scale
+        `classifier_scale`). known = (x0, keep): the region keep (a boolean like x) held to x0, noised
+        to each step's level (editing, GaussianDiffusion._reverse). Returns x_0 (n, *shape), and with
         frames > 0 also that many snapshots of the batch along the way (for a GIF)."""
-        d, y = self.diffusion, self._labels(n, label)
+        d, y = self.diffusion, (self._labels(n, label) if cond is None else cond)
         if classifier is not None and hasattr(classifier, "check_matches"):
             classifier.check_matches(self)
         if classifier is not None and self.learned_variance:
@@ -208,8 +235,9 @@ class DiffusionModel(Model):
             eps_fn = classifier_guidance(d, eps_fn, classifier.log_prob_grad, classifier_scale)
         shape = (n, *self.shape)
         if steps is not None:  # 0 is refused by timesteps, not read as "all T"
-            return d.ddim_sample(eps_fn, shape, self.rng, steps, eta, cond=y, frames=frames, learned_variance=lv)
-        return d.ancestral_sample(eps_fn, shape, self.rng, cond=y, frames=frames, learned_variance=lv)
+            return d.ddim_sample(eps_fn, shape, self.rng, steps, eta, cond=y, frames=frames, learned_variance=lv,
+                                 known=known)
+        return d.ancestral_sample(eps_fn, shape, self.rng, cond=y, frames=frames, learned_variance=lv, known=known)
 
     def to_images(self, x0):
         """Samples of the reverse process -> images (n, 1, 28, 28) in [0, 1] (here: pixels in [-1, 1])."""
@@ -256,5 +284,5 @@ class DDPM(DiffusionModel):
 
     def loss(self, batch):
         x0, labels = batch
-        loss = self.diffusion_loss(x0.numpy(), labels)
+        loss = self.diffusion_loss(x0.numpy(), labels if self.config.num_classes else None)
         return loss, {}

@@ -150,7 +150,7 @@ class LatentDiffusion(DiffusionModel):
         if self.steps_done[0] == self.config.ae_steps + 1:  # the first stage-2 step: measure std(z), start the EMA
             self.latent_std[0] = np.float32(self.encode(x.numpy()).std())
             self.ema = optim.EMA(self, decay=self.config.ema_decay, warmup=True)
-        loss = self.diffusion_loss(self.encode(x.numpy()), labels)
+        loss = self.diffusion_loss(self.encode(x.numpy()), labels if self.config.num_classes else None)
         norm = optimizer_step(loss, optimizers["main"], self.config.grad_clip)
         self.ema.update()
         return {"loss": loss.item(), **({"grad_norm": norm} if norm is not None else {})}
