@@ -46,7 +46,7 @@ def _check_device(device):
 def parser():
     ap = OneLineParser(prog="python -m tinygen", description="Readable generative models on a small "
                        "autograd engine, trained on MNIST / Fashion-MNIST.")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{list,train,sample,evaluate,report}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{list,train,sample,edit,evaluate,report}")
     sub.add_parser("list", help="the models, one line each")
 
     t = sub.add_parser("train", help="train a model (progress bar, pictures, checkpoints in --out)")
@@ -92,6 +92,20 @@ def parser():
                    help="sampling steps (diffusion models; default all T, ancestral)")
     e.add_argument("--guidance", type=finite_number(0, strict=False), help="guidance scale (diffusion models; default 1)")
 
+    d = sub.add_parser("edit", help="redraw a region of images to fit a prompt, keeping the rest (GLIDE)")
+    _add_model(d)
+    d.add_argument("--checkpoint", required=True)
+    d.add_argument("--image", required=True, help="a test-split index (0..9999), or a FILE.npz written by "
+                                                  "`sample` (all its images)")
+    d.add_argument("--mask", required=True, help="the region redrawn: lower, upper, left, right or box")
+    d.add_argument("--prompt", required=True, help="what the redrawn image should show")
+    d.add_argument("--guidance", type=finite_number(0, strict=False), help="guidance scale (default the model's)")
+    d.add_argument("--steps", type=whole_number(1), default=50, help="DDIM steps (default 50)")
+    d.add_argument("--n", type=whole_number(1), default=1, help="edits per image")
+    d.add_argument("--seed", type=whole_number(0), default=0)
+    d.add_argument("--out", help="FILE.png (rows: the image, what the model keeps, the edits) or FILE.npz; "
+                                 "default edit.png next to the checkpoint")
+
     r = sub.add_parser("report", help="a table of the runs under a folder (their summary.json)")
     r.add_argument("--runs", default="runs")
     return ap
@@ -118,8 +132,9 @@ def check_sampling(model, given, checkpoint, labelled):
         if label >= classes:
             raise UsageError(f"--label {label}: valid labels are 0..{classes - 1}")
     if given.get("guidance") is not None and not labelled:
-        raise UsageError(f"--guidance {given['guidance']:g}: guidance steers samples towards a label; "
+        raise UsageError(f"--guidance {given['guidance']:g}: guidance steers samples towards a label or a prompt; "
                          + ("give --label too" if model.conditional else
+                            "give --prompt too" if "prompt" in getattr(model, "sample_options", ()) else
                             f"the {model.name} in {checkpoint} was trained without labels"))
     steps, T = given.get("steps"), getattr(model.config, "T", None)
     if steps is not None and T is not None and steps > T:
@@ -163,7 +178,7 @@ def sample_command(args):
     if not hasattr(model, "sample"):
         raise UsageError(f"{args.model} is not a generative model: it has no sample()")
     given = {"label": args.label, "prompt": args.prompt, "guidance": args.guidance, "steps": args.steps}
-    check_sampling(model, given, args.checkpoint, labelled=args.label is not None)
+    check_sampling(model, given, args.checkpoint, labelled=args.label is not None or args.prompt is not None)
     condition = {k: v for k, v in given.items() if v is not None}
     labels = np.full(args.n, -1, np.int64)
     if args.label is not None:
@@ -182,6 +197,51 @@ def sample_command(args):
     else:
         io.save_checkpoint(out, {"images": images, "labels": labels}, {"kind": SAMPLE_MARK, **record})
     print(f"saved {len(images)} samples to {out}")
+    return 0
+
+
+def edit_images(image, dataset):
+    """--image: a test-split index, or a sample file's images; uint8-free floats (B, 1, 28, 28) in [0, 1]."""
+    import numpy as np
+    from . import data, io
+    if image.isdigit():
+        x, _ = data.load_dataset(dataset, "test")
+        if int(image) >= len(x):
+            raise UsageError(f"--image {image}: the {dataset} test split has images 0..{len(x) - 1}")
+        return data.to_float(x[int(image):int(image) + 1])
+    if not Path(image).is_file() or not is_sample_file(Path(image)) or Path(image).suffix != ".npz":
+        raise UsageError(f"--image {image}: give a test-split index or an .npz written by `python -m tinygen sample`")
+    return np.asarray(io.load_checkpoint(image)[0]["images"], np.float32)
+
+
+def edit_command(args):
+    import numpy as np
+    from . import io
+    out = check_sample_out(args.out or str(Path(args.checkpoint).with_name("edit.png")), args.checkpoint)
+    model, _ = models.load_model(args.checkpoint, args.model)
+    if not hasattr(model, "edit"):
+        raise UsageError(f"edit: {args.model} does not edit images (glide does)")
+    from .models.glide import region
+    redraw = region(args.mask)
+    T = model.config.T
+    if args.steps > T:
+        raise UsageError(f"--steps {args.steps}: {model.name} has T = {T} diffusion steps; valid: 1..{T}")
+    images = np.repeat(edit_images(args.image, model.dataset), args.n, axis=0)   # (B n, 1, 28, 28)
+    model.rng = np.random.default_rng(args.seed)
+    edited = model.edit(images, redraw, args.prompt, args.guidance, args.steps)
+    record = {"model": args.model, "checkpoint": str(args.checkpoint), "image": args.image, "mask": args.mask,
+              "prompt": args.prompt, "steps": args.steps, "seed": args.seed,
+              **({"guidance": args.guidance} if args.guidance is not None else {})}
+    if out.suffix.lower() == ".png":
+        kept = np.where(redraw, 0.5, images[::args.n])                 # the region redrawn shown grey
+        rows = np.concatenate([images[::args.n, None], kept[:, None],
+                               edited.reshape(-1, args.n, 1, 28, 28)], axis=1)
+        io.save_image_grid(rows.reshape(-1, 1, 28, 28), out, nrow=2 + args.n, scale=2,
+                           text={"tinygen": SAMPLE_MARK, "command": json.dumps(record)})
+    else:
+        io.save_checkpoint(out, {"images": edited, "labels": np.full(len(edited), -1, np.int64)},
+                           {"kind": SAMPLE_MARK, **record})
+    print(f"saved {len(edited)} edits to {out}")
     return 0
 
 
@@ -220,6 +280,8 @@ def _main(argv):
         return 0
     if args.command == "sample":
         return sample_command(args)
+    if args.command == "edit":
+        return edit_command(args)
 
     from .evaluate import evaluate_model
     model, meta = models.load_model(args.checkpoint, args.model)

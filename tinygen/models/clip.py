@@ -103,13 +103,17 @@ class TextEncoder(nn.Module):
                              f"token (id {self.end_id}); encode texts with Tokenizer.batch")
         return (ids == self.end_id).argmax(axis=1)
 
-    def forward(self, ids):  # (B, L) int -> (B, embed_dim)
+    def token_outputs(self, ids):
+        """The transformer's output at every position (B, L, dim) and T_f, the one at <end> (B, dim): what
+        a text-to-image model attends to and conditions on (GLIDE)."""
         eot = self.eot_positions(ids)                                   # (B,)
         h = self.pos_embed(self.token_embed(np.asarray(ids)))           # (B, L, dim)
         h = self.transformer(h)                                         # (B, L, dim), causal, final LN
         # T_f = h[b, EOT_b]
-        feature = h[np.arange(len(eot)), eot]                           # (B, dim)
-        return self.projection(feature)                                 # (B, embed_dim)
+        return h, h[np.arange(len(eot)), eot]
+
+    def forward(self, ids):  # (B, L) int -> (B, embed_dim)
+        return self.projection(self.token_outputs(ids)[1])              # (B, embed_dim)
 
 
 def _unit(v):

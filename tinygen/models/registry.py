@@ -28,6 +28,7 @@ MODULES = {
     "clip": "tinygen.models.clip:CLIP",
     "dit": "tinygen.models.dit:DiT",
     "dalle": "tinygen.models.dalle:DALLE",
+    "glide": "tinygen.models.glide:GLIDE",
 }
 
 _NAMES = {target: name for name, target in MODULES.items()}  # "module:Class" -> name

@@ -1,0 +1,86 @@
+"""GLIDE (tinygen/models/glide.py): the caption reaches eps through the attention layers and the time
+embedding, the empty caption is the null condition of classifier-free guidance, and editing keeps the
+region it was told to keep. Tiny untrained networks, their output layer made non-zero where it matters."""
+import numpy as np
+import pytest
+
+from autograd import Tensor, no_grad
+from tinygen import data, text
+from tinygen.models import build_model
+from tinygen.models.glide import GLIDE, region
+
+
+def build(**overrides):
+    model = build_model("glide", {**GLIDE.tiny_config, **overrides})
+    rng = np.random.default_rng(0)
+    # the U-Net's last conv starts at zero (eps = 0 for every input): give it weights to tell inputs apart
+    model.net.out.weight.data[...] = rng.standard_normal(model.net.out.weight.shape).astype(np.float32) * 0.1
+    return model
+
+
+def eps_of(model, captions, seed=0):
+    rng = np.random.default_rng(seed)
+    x = Tensor(rng.standard_normal((len(captions), 1, 28, 28)).astype(np.float32))
+    with no_grad():
+        return model.eps_theta(x, np.full(len(captions), 3), model.caption_ids(captions)).numpy()
+
+
+def test_a_caption_changes_eps_through_both_paths():
+    model = build()
+    a, b = eps_of(model, ["a thick digit seven"] * 2), eps_of(model, ["a thin digit one"] * 2)
+    assert not np.allclose(a, b)
+    # without the final-token path (W_f zeroed) the tokens in the attention layer still change eps
+    model.text_encoder.projection.weight.data[...] = 0
+    a, b = eps_of(model, ["a thick digit seven"] * 2), eps_of(model, ["a thin digit one"] * 2)
+    assert not np.allclose(a, b)
+    # and the caption of one row never changes another row's eps
+    np.testing.assert_allclose(eps_of(model, ["a thick digit seven", "a digit two"])[0],
+                               eps_of(model, ["a thick digit seven", "a thin digit one"])[0], atol=1e-6)
+
+
+def test_the_empty_caption_is_the_null_condition():
+    model = build()
+    np.testing.assert_array_equal(model.null_condition(3), model.tokenizer.batch(["", "", ""]))
+    ids = model.caption_ids(["a digit one"] * 4)
+    np.testing.assert_array_equal(model.drop_condition(ids, 1.0, np.random.default_rng(0)), model.null_condition(4))
+    np.testing.assert_array_equal(model.drop_condition(ids, 0.0, np.random.default_rng(0)), ids)
+    # guidance 0 samples eps(x, ""): the prompt no longer matters
+    def draw(prompt, guidance):
+        model.rng = np.random.default_rng(5)
+        return model.sample(2, prompt=prompt, guidance=guidance, steps=2)
+    np.testing.assert_array_equal(draw("a digit one", 0.0), draw("a thick digit seven", 0.0))
+    assert not np.array_equal(draw("a digit one", 0.0), draw("a digit one", 3.0))
+
+
+def test_training_captions_leave_the_held_out_pairs_out():
+    model = build()
+    x, y = data.load_dataset("mnist", "test")
+    _, ids = model.prepare_batch(x[:300], y[:300])
+    captions = [model.tokenizer.decode(row) for row in ids]
+    held = set(text.HOLDOUT["mnist"])
+    names = text.label_phrases("mnist")
+    for caption, label in zip(captions, y[:300]):
+        assert caption.endswith(names[label]) or " on the " in caption or " up" in caption or " down" in caption
+        assert not any((label, w) in held for w in caption.split())
+
+
+@pytest.mark.parametrize("mask", ["lower", "left", "box"])
+def test_edit_keeps_the_region_outside_the_mask(mask):
+    model = build()
+    x, _ = data.load_dataset("mnist", "test")
+    model.rng = np.random.default_rng(0)
+    edited = model.edit(x[:3], mask, "a digit one", guidance=3.0, steps=3)
+    redraw = region(mask)
+    original = data.to_float(x[:3])
+    assert edited.shape == (3, 1, 28, 28)
+    np.testing.assert_allclose(np.where(redraw, 0, edited), np.where(redraw, 0, original), atol=1e-6)
+    assert np.abs(edited - original)[:, redraw].mean() > 0.01      # and the masked region was redrawn
+    with pytest.raises(ValueError, match="valid masks are"):
+        region("middle")
+
+
+def test_glide_refuses_labels_and_bad_prompts():
+    with pytest.raises(ValueError, match="num_classes must be 0"):
+        build_model("glide", {**GLIDE.tiny_config, "num_classes": 10})
+    with pytest.raises(ValueError, match="empty"):
+        build().sample(2, prompt="")
