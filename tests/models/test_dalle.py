@@ -145,3 +145,34 @@ def test_the_picture_grid_has_a_row_per_prompt(stages):
     assert len(prompts) == 20 and prompts[:2] == ["a thin digit zero", "a thick digit zero"]
     assert grid.shape == (40, 1, 28, 28)
     assert text.check_prompts(prompts, 20) == prompts and data.N_CLASSES == 10
+
+
+# ---------------------------------------------------------------------- from the command line
+def _cli(main, argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_prompts_and_stages_are_one_line_errors(stages, tmp_path, capsys):
+    from tinygen.__main__ import main
+    from tinygen.evaluate import main as evaluate_main
+    checkpoint = tmp_path / "dalle.npz"
+    save_model(build(stages), checkpoint)
+    base = ["sample", "dalle", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "s.npz")]
+    assert "'purple' in 'a purple digit' is not in the vocabulary; the 49 words are: a, an" in \
+        _cli(main, base + ["--prompt", "a purple digit"], capsys)
+    assert "the prompt is empty" in _cli(main, base + ["--prompt", " "], capsys)
+    assert main(base + ["--prompt", "a thick digit seven", "--n", "3"]) == 0
+    from tinygen import io
+    arrays, meta = io.load_checkpoint(tmp_path / "s.npz")
+    assert arrays["images"].shape == (3, 1, 28, 28) and meta["prompt"] == "a thick digit seven"
+    train = ["train", "dalle", "--max-steps", "1", "--out", str(tmp_path / "run")]
+    assert "--set dvae=PATH" in _cli(main, train, capsys)
+    assert "no such checkpoint" in _cli(main, train + ["--set", f"dvae={tmp_path / 'none.npz'}"], capsys)
+    prompts = ["prompts", "--checkpoint", str(checkpoint), "--n-per-prompt", "2"]
+    assert "give --clip PATH" in _cli(evaluate_main, prompts + ["--candidates", "1", "4"], capsys)
+    assert "takes no --guidance" in _cli(evaluate_main, prompts + ["--guidance", "2"], capsys)
+    assert "takes no prompt" in _cli(evaluate_main, ["prompts", "--checkpoint", str(stages / "clip.npz")], capsys)

@@ -84,3 +84,23 @@ def test_glide_refuses_labels_and_bad_prompts():
         build_model("glide", {**GLIDE.tiny_config, "num_classes": 10})
     with pytest.raises(ValueError, match="empty"):
         build().sample(2, prompt="")
+
+
+def test_edit_from_the_command_line(tmp_path, capsys):
+    from tinygen import io
+    from tinygen.__main__ import main
+    from tinygen.models import save_model
+    checkpoint = tmp_path / "glide.npz"
+    save_model(build(), checkpoint)
+    out = tmp_path / "edit.npz"
+    base = ["edit", "glide", "--checkpoint", str(checkpoint), "--image", "0", "--prompt", "a digit one",
+            "--steps", "2"]
+    assert main(base + ["--mask", "lower", "--n", "2", "--out", str(out)]) == 0
+    edited = io.load_checkpoint(out)[0]["images"]
+    x, _ = data.load_dataset("mnist", "test")
+    np.testing.assert_allclose(edited[:, :, :14], np.repeat(data.to_float(x[:1]), 2, axis=0)[:, :, :14], atol=1e-6)
+    for extra, message in ((["--mask", "middle"], "valid masks are"), (["--mask", "lower", "--steps", "9"], "T = 5"),
+                           (["--mask", "lower", "--image", "10000"], "images 0..9999")):
+        with pytest.raises(SystemExit):
+            main(base + extra + ["--out", str(tmp_path / "x.png")])
+        assert message in capsys.readouterr().err
