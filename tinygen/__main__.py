@@ -221,8 +221,7 @@ def edit_command(args):
     model, _ = models.load_model(args.checkpoint, args.model)
     if not hasattr(model, "edit"):
         raise UsageError(f"edit: {args.model} does not edit images (glide does)")
-    from .models.glide import region
-    redraw = region(args.mask)
+    redraw = model.region(args.mask)
     T = model.config.T
     if args.steps > T:
         raise UsageError(f"--steps {args.steps}: {model.name} has T = {T} diffusion steps; valid: 1..{T}")

@@ -323,6 +323,29 @@ def prompt_benchmark(model, dataset, n_per_prompt=PROMPT_N, seed=PROMPT_SEED, ba
     return results
 
 
+def edit_benchmark(model, dataset, n=500, mask="lower", seed=PROMPT_SEED, **sampling):
+    """Editing (GLIDE): the first n test images, the `mask` region redrawn for the prompt of another class
+    ("a digit three" for a seven: label + 1 + i mod 9), the rest kept:
+        edit_accuracy      the judge sees the prompt's class in the edited image
+        outside_l1_max     the largest change outside the mask (0 up to rounding: the kept region is kept)
+        inside_l1_mean     the mean change inside it"""
+    x, y = data.load_dataset(dataset, "test")
+    x, y = data.to_float(x[:n]), y[:n]
+    target = (y + 1 + np.arange(len(y)) % 9) % data.N_CLASSES                 # another class for each image
+    phrases = text.label_phrases(dataset)
+    prompts = [text.fill_template("a {label}", phrases[c]) for c in target]
+    redraw = model.region(mask)
+    model.rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    edited = model.edit(x, redraw, prompts, **sampling)
+    wall = time.perf_counter() - t0
+    change = np.abs(edited - x)
+    return {"model": model.name, "dataset": dataset, "mask": mask, "n": len(x), **sampling,
+            "edit_accuracy": round(float((load_judge(dataset).predict(edited) == target).mean()), 4),
+            "outside_l1_max": float(change[:, ~redraw].max()), "inside_l1_mean": round(float(change[:, redraw].mean()), 4),
+            "images_per_s": round(len(x) / wall, 2)}
+
+
 def markdown_table(rows):
     keys = list(rows[0])
     return "\n".join(["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
@@ -427,11 +450,29 @@ def _main(argv):
     p.add_argument("--candidates", type=whole_number(1), nargs="+",
                    help="re-rank: draw N per image, keep CLIP's best; one row per N given (needs --clip)")
     p.add_argument("--clip", help="the CLIP checkpoint that re-ranks the candidates")
+    e = sub.add_parser("edits", help="editing: the lower half of test images redrawn for another class's prompt")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--n", type=whole_number(1), default=500, help="test images (default 500)")
+    e.add_argument("--mask", default="lower", help="the region redrawn: lower, upper, left, right or box")
+    e.add_argument("--guidance", type=finite_number(0, strict=False), help="guidance scale (default the model's)")
+    e.add_argument("--steps", type=whole_number(1), default=50, help="DDIM steps (default 50)")
     args = ap.parse_args(argv)
     if args.command == "train-judge":
         train_judge(args.dataset, args.epochs, args.seed, args.out, args.overwrite)
     elif args.command == "prompts":
         prompts_command(args)
+    elif args.command == "edits":
+        model = _load_any(args.checkpoint)
+        if not hasattr(model, "edit"):
+            raise UsageError(f"edits: --checkpoint {args.checkpoint} holds a {model.name}, which does not edit images")
+        model.region(args.mask)
+        if args.steps > model.config.T:
+            raise UsageError(f"--steps {args.steps}: {model.name} has T = {model.config.T} diffusion steps")
+        cpu0 = time.process_time()
+        row = edit_benchmark(model, model.dataset, args.n, args.mask, steps=args.steps,
+                             **({"guidance": args.guidance} if args.guidance is not None else {}))
+        print(json.dumps(row))
+        print(f"CPU seconds: {time.process_time() - cpu0:.0f}")
     elif args.command in ("sampler-sweep", "guidance-sweep"):
         model = _load_any(args.checkpoint)
         _check_sweep(args, model)

@@ -104,3 +104,10 @@ def test_edit_from_the_command_line(tmp_path, capsys):
         with pytest.raises(SystemExit):
             main(base + extra + ["--out", str(tmp_path / "x.png")])
         assert message in capsys.readouterr().err
+
+
+def test_the_edit_benchmark_keeps_the_outside_and_counts_the_prompt_class():
+    from tinygen.evaluate import edit_benchmark
+    row = edit_benchmark(build(), "mnist", n=4, steps=2)
+    assert row["n"] == 4 and row["outside_l1_max"] < 1e-6 and row["inside_l1_mean"] > 0
+    assert 0 <= row["edit_accuracy"] <= 1 and row["mask"] == "lower"

@@ -134,6 +134,8 @@ class GLIDE(DiffusionModel):
                                                           cond=ids[i:i + batch_size], known=part)))
         return np.concatenate(out)
 
+    region = staticmethod(region)
+
     def edit(self, images, mask, prompt, guidance=None, steps=None):
         """Redraw the region `mask` (a MASKS name or a (1, 28, 28) boolean, True = redraw) of images
         (B, 1, 28, 28) (uint8 or [0, 1]) to fit `prompt`, keeping the rest: (B, 1, 28, 28) in [0, 1]."""
