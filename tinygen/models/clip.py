@@ -34,7 +34,7 @@ re-ranks its samples by score; unCLIP's prior maps text embeddings to image embe
 
 Recipe (Config): image ViT dim 64, 3 blocks of 4 heads, 4x4 patches; text transformer dim 64,
 2 causal blocks; joint space 64; AdamW (lr 1e-3, weight decay 0.1 on the matrices) with a cosine
-decay, batch 128, random shifts of up to 1 pixel, grad clip 1.
+decay, batch 128, random shifts of up to 1 pixel, grad clip 1, 10 epochs. Figures: docs/models/clip.md.
 
     python -m tinygen train clip --no-progress
     python -m tinygen train clip --dataset fashion --no-progress

@@ -63,7 +63,7 @@ class DiTConfig(DDPMConfig):
     lr: float = 5e-4
     grad_clip: float = 1.0
     input: str = "latent"         # "latent": the autoencoder's 4x7x7 latents; "pixels": 1x28x28 in [-1, 1]
-    autoencoder: str = ""         # input=latent: a latent_diffusion checkpoint, required; "untrained": a fresh one (tests)
+    autoencoder: str = ""         # input=latent: a latent_diffusion checkpoint (required); "untrained": tests only
     latent_channels: int = 4      # must match the autoencoder's
     ae_width: int = 32
     patch_size: int = 2           # latent 7x7 (padded to 8x8) -> 16 tokens; use 4 on pixels (49 tokens)
@@ -277,6 +277,6 @@ class DiT(DiffusionModel):
 
     # ------------------------------------------------------------------ pictures
     def save_pictures(self, path_samples, guidance=2.0, steps=50):
-        """Samples with classifier-free guidance, one row per digit (10 x 10), for the README."""
+        """Samples with classifier-free guidance, one row per digit (10 x 10), for docs/."""
         label = np.repeat(np.arange(data.N_CLASSES), 10)
         save_image_grid(self.sample(100, label=label, guidance=guidance, steps=steps), path_samples, nrow=10, scale=2)

@@ -154,7 +154,7 @@ class DVAEConfig(DiscreteConfig):
     num_tokens: int = 64       # K
     channels: int = 32         # conv widths: channels at 14 x 14, 2 channels at 7 x 7
     res_blocks: int = 4        # residual blocks (nn.ResBlock) at 7 x 7 in the encoder and in the decoder
-    quick_steps: int = 250     # --quick: about a minute of CPU with the blocks (600 steps took 160 s)
+    quick_steps: int = 250     # --quick: about a minute of CPU with the blocks
     tau_start: float = 1.0     # Gumbel-softmax temperature, annealed geometrically to tau_end
     tau_end: float = 1 / 16
 

@@ -37,11 +37,8 @@ reach the current one (`reach` of them above it), not the whole image.
 
 Recipe (Config): 7 x 7 mask-A conv to 64 channels, 15 residual blocks (1 x 1 to 32, 3 x 3 mask B, 1 x 1
 to 64, ReLU before each), two 1 x 1 heads, Bernoulli logits; Adam 1e-3 with a cosine decay over 12 epochs
-(11,244 steps), batch 64. Measured on the test split: 8 blocks, 8 epochs: 90.30 nats (6,062 s of CPU);
-15 blocks, the recipe: 86.31 nats after the 12 epochs (12,887 s, about 1.15 s a step with one BLAS
-thread on the shared 2-core CPU); README has the per-epoch figures. The masked convs multiply their kept
-taps alone (F.masked_conv2d): 0.76x the plain step of conv2d(x, W * mask). Reference: 81.3 nats (gated,
-deep; van den Oord et al. 2016); the target here is <= 88 nats.
+(11,244 steps), batch 64. The masked convs multiply their kept taps alone (F.masked_conv2d). Figures, the
+8-block run and the paper's: docs/models/pixelcnn.md.
     python -m tinygen train pixelcnn --no-progress
     python -m tinygen evaluate pixelcnn --checkpoint runs/pixelcnn-mnist/last.npz --n 1000
         (the NLL on the whole test split; --n samples for FID-judge: 784 passes each, so fewer than 10,000)
@@ -74,9 +71,9 @@ class PixelCNNConfig(Config):
     first_kernel: int = 7      # the mask-A layer's kernel (odd)
     channels: int = 64         # plain: the residual stream (2h); each block narrows to channels // 2 (h)
     gated_channels: int = 32   # gated: p, the width of each stack (2p pre-activations for the gate)
-    blocks: int = 15           # residual blocks (plain) or gated layers after the first (gated); 8 blocks, 8 epochs: 90.30 nats
+    blocks: int = 15           # residual blocks (plain) or gated layers after the first (gated)
     head_channels: int = 64    # the hidden width of the two 1 x 1 output heads
-    quick_steps: int = 50      # --quick: 158 s of CPU in all (15 blocks, shared CPU); the test NLL and the picture take over half
+    quick_steps: int = 50      # --quick: the test NLL and the picture (784 sampling passes) come on top
 
 
 # ---------------------------------------------------------------------- data: binarise or quantise
