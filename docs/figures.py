@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 from tinygen import data  # noqa: E402
 from tinygen.models import load_model  # noqa: E402
 from tinygen.io import save_image_grid  # noqa: E402
+from tinygen.models.pixelcnn import ARCHS, PixelCNN, receptive_field  # noqa: E402
 
 # picture name -> (model, run folder): the runs README's results table quotes
 RUNS = {
@@ -122,6 +123,21 @@ def save_scaling_plot(rows, path, width=360, height=240):
     img.save(path)
 
 
+def save_receptive_fields(path, i=14, j=14, models=None):
+    """Save the receptive fields of output (i, j) side by side: the plain PixelCNN (left: the blind spot,
+    up and to the right) and the gated one (right: none). White: the input pixels the output depends on
+    (nonzero gradient); gray: the output pixel itself. `models` defaults to freshly initialised ones."""
+    if models is None:
+        models = [PixelCNN(PixelCNN.Config(arch=a)) for a in ARCHS]
+    maps = []
+    for m in models:
+        picture = (receptive_field(m, i, j) > 0).astype(np.float32)
+        picture[i, j] = 0.5
+        maps.append(picture[None])
+    save_image_grid(np.stack(maps), path, nrow=len(maps), scale=6)
+    return np.stack(maps)
+
+
 def dit_scaling(runs, out):
     """FID-judge and judge accuracy against forward GFLOPs for the DiT sizes of DIT_SCALING: a table on
     stdout, the plot in out/dit_scaling.png."""
@@ -156,7 +172,6 @@ def main():
             dit_scaling(args.runs, out)
             continue
         if name == "pixelcnn_receptive_field":  # plain (the blind spot) beside gated, freshly initialised
-            from tinygen.models.pixelcnn import save_receptive_fields
             save_receptive_fields(out / "pixelcnn_receptive_field.png")
             print(f"{name}: done")
             continue

@@ -26,3 +26,10 @@ def test_gflops_count_and_plot(tmp_path):
     figures.save_scaling_plot([{"name": "a", "gflops": 0.01, "fid_judge": 200.0},
                        {"name": "b", "gflops": 0.04, "fid_judge": 150.0}], tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 100
+
+
+def test_the_receptive_field_picture(tmp_path):
+    maps = figures.save_receptive_fields(tmp_path / "rf.png")
+    assert (tmp_path / "rf.png").stat().st_size > 0 and maps.shape == (2, 1, 28, 28)
+    assert maps[0, 0, 14, 14] == maps[1, 0, 14, 14] == 0.5
+    assert maps[0, 0, 13, 18] == 0 and maps[1, 0, 13, 18] == 1      # the plain stack's blind spot

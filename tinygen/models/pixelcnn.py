@@ -19,7 +19,7 @@ centre row and right of the centre in the centre row.
 
 A blind spot. Stacked 3 x 3 mask-B convolutions grow the receptive field up and to the LEFT, but to the
 right only as far as the first layer reached: part of the rows above, up and to the right, is never
-seen (`receptive_field` and `save_receptive_fields` draw it). The gated PixelCNN (arch="gated") removes it
+seen (`receptive_field` computes it; docs/figures.py draws it). The gated PixelCNN (arch="gated") removes it
 with two stacks. The vertical stack sees every pixel of the rows above (its k x k kernels keep the
 whole centre row, then its output is shifted down one row); the horizontal stack sees the pixels left
 of the current one in its row (1 x k kernels, mask A then B) and adds the shifted vertical features:
@@ -408,18 +408,3 @@ def receptive_field(model, i, j, x=None):
     model.train(was_training)
     model.zero_grad()                       # leave no parameter gradients behind
     return np.abs(x.grad[0, 0])
-
-
-def save_receptive_fields(path, i=14, j=14, models=None):
-    """Save the receptive fields of output (i, j) side by side: the plain PixelCNN (left: the blind spot,
-    up and to the right) and the gated one (right: none). White: the input pixels the output depends on
-    (nonzero gradient); gray: the output pixel itself. `models` defaults to freshly initialised ones."""
-    if models is None:
-        models = [PixelCNN(PixelCNN.Config(arch=a)) for a in ARCHS]
-    maps = []
-    for m in models:
-        picture = (receptive_field(m, i, j) > 0).astype(np.float32)
-        picture[i, j] = 0.5
-        maps.append(picture[None])
-    save_image_grid(np.stack(maps), path, nrow=len(maps), scale=6)
-    return np.stack(maps)
