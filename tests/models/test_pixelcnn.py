@@ -9,7 +9,8 @@ import pytest
 from autograd import Tensor
 from tinygen import data, nn
 from tinygen.models import get_model_class
-from tinygen.models.pixelcnn import CodePixelCNN, MaskedConv2d, PixelCNN, causal_mask, quantize, receptive_field
+from tinygen.models.pixelcnn import MaskedConv2d, PixelCNN, causal_mask, quantize, receptive_field
+from tinygen.models.vqvae import CodePixelCNN
 from tinygen.train import TrainOptions, Trainer, build_model
 
 TINY = {"first_kernel": 5, "channels": 8, "gated_channels": 4, "blocks": 2, "head_channels": 8}

@@ -44,8 +44,8 @@ to 64, ReLU before each), two 1 x 1 heads, Bernoulli logits; Adam 1e-3 with a co
         (the NLL on the whole test split; --n samples for FID-judge: 784 passes each, so fewer than 10,000)
     python -m tinygen train pixelcnn --set arch=gated          (or --set levels=4: 4 gray levels)
 
-CodePixelCNN (below) runs the same networks over a grid of K-way code indices instead of pixels: each
-index is embedded, and the heads give K logits per position. It is the prior of vqvae.py.
+vqvae.py's CodePixelCNN runs the same networks over a grid of K-way code indices instead of pixels: each
+index is embedded, and the heads give K logits per position.
 """
 from dataclasses import dataclass
 
@@ -350,47 +350,6 @@ class PixelCNN(Model):
         covered[:, :, self.shape[1] // 2:] = 0.5
         grid = np.concatenate([self.sample(16), x, covered, self.complete(x, self.shape[1] // 2)])
         save_image_grid(grid, path, nrow=8, scale=2)
-
-
-# ---------------------------------------------------------------------- a prior over code indices
-class CodePixelCNN(nn.Module):
-    """The same networks over a grid of K-way indices (the codes of a VQ-VAE, van den Oord et al. 2017):
-    each index is embedded (an Embedding(K, E), per position, so causality is the masks' alone), and
-    the heads output K logits per position:
-
-        p(k) = prod_i softmax(l_i(k_<i))_{k_i},   k_i in {0, ..., K-1}
-        NLL(k) = -sum_i log softmax(l_i)_{k_i}     nats per grid
-
-    c: a PixelCNNConfig (arch and widths; levels is not read). forward(indices (B, H, W)) ->
-    logits (B, K, H, W); nll(indices) -> (B,); sample(n, (H, W), rng) -> indices (n, H, W) int64."""
-
-    def __init__(self, c, num_codes, embed_dim=32):
-        super().__init__()
-        if c.arch not in ARCHS:
-            raise ValueError(f"CodePixelCNN: unknown arch {c.arch!r}; valid: {', '.join(ARCHS)}")
-        self.num_codes = num_codes
-        self.embed = nn.Embedding(num_codes, embed_dim)
-        self.net = network(c, num_codes, embed_dim)
-
-    def forward(self, indices):
-        idx = indices.data if isinstance(indices, Tensor) else np.asarray(indices)
-        if idx.ndim != 3 or idx.dtype.kind not in "iu" or (idx.size and not 0 <= idx.min() <= idx.max() < self.num_codes):
-            raise ValueError(f"CodePixelCNN: indices must be integers in 0..{self.num_codes - 1} of shape "
-                             f"(B, H, W), got dtype {idx.dtype} shape {idx.shape}")
-        e = self.embed(Tensor(idx.astype(np.int64)))                   # (B, H, W, E)
-        return self.net(e.transpose(0, 3, 1, 2))                       # (B, E, H, W) -> (B, K, H, W)
-
-    def nll(self, indices):
-        """-log p(k) (B,) in nats per grid, exact."""
-        # -log p(k) = -sum_i log softmax(l_i)_{k_i}
-        return F.cross_entropy(self(indices), np.asarray(indices), reduction="none").sum(axis=(1, 2))
-
-    def sample(self, n, shape, rng):
-        """n grids (n, H, W) int64 drawn position by position (uniforms from rng)."""
-        def draw(logits):
-            return draw_categorical(logits, rng.random((len(logits), 1)))
-        return fill_raster(np.zeros((n, *shape), np.int64), 0, self.net.reach,
-                           lambda rows: self(rows).numpy(), draw)
 
 
 # ---------------------------------------------------------------------- the receptive field
