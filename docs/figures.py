@@ -23,7 +23,7 @@ from tinygen.models import load_model  # noqa: E402
 from tinygen.io import save_image_grid  # noqa: E402
 from tinygen.models.pixelcnn import ARCHS, PixelCNN, receptive_field  # noqa: E402
 
-# picture name -> (model, run folder): the runs README's results table quotes
+# picture name -> (model, run folder): the runs docs/results.md and docs/models/ quote
 RUNS = {
     "ae": ("ae", "ae-mnist"), "vae": ("vae", "vae-mnist"), "cvae": ("cvae", "cvae-mnist"),
     "gan": ("gan", "gan-mnist"), "dcgan": ("dcgan", "dcgan-mnist-e20"), "cgan": ("cgan", "cgan-mnist"),
