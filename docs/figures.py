@@ -21,8 +21,9 @@ sys.path.insert(0, str(ROOT))
 from tinygen import data  # noqa: E402
 from tinygen.models import load_model  # noqa: E402
 from tinygen.io import save_image_grid  # noqa: E402
+from tinygen.models.pixelcnn import ARCHS, PixelCNN, receptive_field  # noqa: E402
 
-# picture name -> (model, run folder): the runs README's results table quotes
+# picture name -> (model, run folder): the runs docs/results.md and docs/models/ quote
 RUNS = {
     "ae": ("ae", "ae-mnist"), "vae": ("vae", "vae-mnist"), "cvae": ("cvae", "cvae-mnist"),
     "gan": ("gan", "gan-mnist"), "dcgan": ("dcgan", "dcgan-mnist-e20"), "cgan": ("cgan", "cgan-mnist"),
@@ -72,11 +73,75 @@ def extras(name, model, x, y, out):
         model.save_pictures(out / "dit.png", guidance=2.0, steps=50)
 
 
+def forward_gflops(config, size=None, channels=None):
+    """Forward GFLOPs of one image through the DiT of `config` (2 per multiply-add of the matrix
+    products, as the paper counts; norms, activations and the autoencoder left out)."""
+    c = config
+    channels = channels or (c.latent_channels if c.input == "latent" else 1)
+    size = size or (7 if c.input == "latent" else 28)
+    grid = (size + (-size) % c.patch_size) // c.patch_size
+    N, D, hid = grid * grid, c.dim, int(c.dim * c.mlp_ratio)
+    pp = c.patch_size ** 2
+    out = pp * channels * (2 if c.learn_sigma else 1)
+    block = (4 * N * D * D            # q, k, v, out projections
+             + 2 * N * N * D          # q k^T and the weighted sum of v
+             + 2 * N * D * hid        # the MLP
+             + 6 * D * D)             # adaLN: one vector per image
+    total = N * pp * channels * D + c.depth * block + 2 * D * D + N * D * out + 256 * D + D * D
+    return 2 * total / 1e9
+
+
+def save_scaling_plot(rows, path, width=360, height=240):
+    """FID-judge (y) against forward GFLOPs (x, log scale) for rows {"gflops", "fid_judge", "name"}, as a
+    small PNG drawn with PIL (no plotting library needed)."""
+    from PIL import Image, ImageDraw
+    g = np.log10([r["gflops"] for r in rows])
+    f = np.array([r["fid_judge"] for r in rows], dtype=float)
+    img = Image.new("RGB", (width, height), "white")
+    d = ImageDraw.Draw(img)
+    left, right, top, bottom = 50, width - 20, 20, height - 40
+    d.rectangle([left, top, right, bottom], outline="black")
+    gx = (g.min() - 0.1, g.max() + 0.1)
+    fy = (0.0, f.max() * 1.15)
+    def xy(gi, fi):
+        return (left + (gi - gx[0]) / (gx[1] - gx[0]) * (right - left),
+                bottom - (fi - fy[0]) / (fy[1] - fy[0]) * (bottom - top))
+    pts = [xy(a, b) for a, b in zip(g, f)]
+    d.line(pts, fill="steelblue", width=2)
+    for (px, py), r in zip(pts, rows):
+        d.ellipse([px - 4, py - 4, px + 4, py + 4], fill="steelblue")
+        label = f"{r['name']}: {r['fid_judge']:.0f}"
+        tx = px + 6 if px + 6 + 7 * len(label) < width else px - 6 - 7 * len(label)   # keep it inside
+        d.text((tx, py - 14), label, fill="black")
+    for k in (0.0, 0.5, 1.0):
+        v = fy[0] + k * (fy[1] - fy[0])
+        d.text((5, xy(0, v)[1] - 6), f"{v:.0f}", fill="black")
+    for gi, r in zip(g, rows):
+        d.text((xy(gi, 0)[0] - 15, bottom + 4), f"{r['gflops']:.3f}", fill="black")
+    d.text((left, height - 18), "forward GFLOPs per image (log)   |   y: FID-judge", fill="black")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+def save_receptive_fields(path, i=14, j=14, models=None):
+    """Save the receptive fields of output (i, j) side by side: the plain PixelCNN (left: the blind spot,
+    up and to the right) and the gated one (right: none). White: the input pixels the output depends on
+    (nonzero gradient); gray: the output pixel itself. `models` defaults to freshly initialised ones."""
+    if models is None:
+        models = [PixelCNN(PixelCNN.Config(arch=a)) for a in ARCHS]
+    maps = []
+    for m in models:
+        picture = (receptive_field(m, i, j) > 0).astype(np.float32)
+        picture[i, j] = 0.5
+        maps.append(picture[None])
+    save_image_grid(np.stack(maps), path, nrow=len(maps), scale=6)
+    return np.stack(maps)
+
+
 def dit_scaling(runs, out):
     """FID-judge and judge accuracy against forward GFLOPs for the DiT sizes of DIT_SCALING: a table on
     stdout, the plot in out/dit_scaling.png."""
     from tinygen.evaluate import evaluate_model
-    from tinygen.models.dit import forward_gflops, save_scaling_plot
     rows = []
     for size, run in DIT_SCALING.items():
         checkpoint = Path(runs) / run / "last.npz"
@@ -107,7 +172,6 @@ def main():
             dit_scaling(args.runs, out)
             continue
         if name == "pixelcnn_receptive_field":  # plain (the blind spot) beside gated, freshly initialised
-            from tinygen.models.pixelcnn import save_receptive_fields
             save_receptive_fields(out / "pixelcnn_receptive_field.png")
             print(f"{name}: done")
             continue

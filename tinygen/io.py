@@ -426,9 +426,7 @@ def save_scatter(points, labels, path, size: int = 400, radius: int = 2):
         colour = tuple(int(c) for c in PALETTE[label % 10])
         draw.rectangle([right + 10, top, right + 18, top + 8], fill=colour)
         draw.text((right + 22, top - 2), str(label), fill=(0, 0, 0))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, _encode([np.asarray(image)], "PNG"))
 
 
 def save_labeled_grid(images, titles, path, wrong=None, scale=3, nrow=None):
@@ -452,6 +450,36 @@ def save_labeled_grid(images, titles, path, wrong=None, scale=3, nrow=None):
         canvas.paste(Image.fromarray(picture), (c * cell_w + 2, r * cell_h + 2))
         colour = (200, 0, 0) if wrong is not None and wrong[i] else (0, 0, 0)
         draw.text((c * cell_w + 2, r * cell_h + h + 2), str(titles[i]), fill=colour)
-    buffer = io.BytesIO()
-    canvas.save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, _encode([np.asarray(canvas)], "PNG"))
+
+
+def save_similarity_matrix(sims, images, texts, path, scale=2):
+    """A table of similarities (CLIP's cosine similarities of a batch): `images` (N, 1, H, W) along the
+    top, `texts` (M strings) down the left, a cell per pair shaded by `sims` (M, N) (brighter: more
+    similar), the value written in it, the best image of each text framed in red. Written atomically."""
+    from PIL import Image, ImageDraw
+
+    sims = _to_numpy(sims)
+    raw = _to_numpy(images)
+    x = _as_image_batch(raw) / (255.0 if raw.dtype == np.uint8 else 1.0)
+    cell = x.shape[-1] * scale + 4
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    left = int(max(probe.textlength(t) for t in texts)) + 8
+    canvas = Image.new("RGB", (left + cell * len(x), cell * (len(texts) + 1)), "white")
+    draw = ImageDraw.Draw(canvas)
+    lo, hi = sims.min(), sims.max()
+    shade = np.round(255 * (sims - lo) / max(hi - lo, 1e-6)).astype(int)   # (texts, images)
+    best = sims.argmax(axis=1)
+    for j in range(len(x)):  # drawing is per item by nature
+        picture = _upscale(make_grid(x[j:j + 1], 1, 0), scale)
+        canvas.paste(Image.fromarray(picture), (left + j * cell + 2, 2))
+    for i, caption in enumerate(texts):
+        top = cell * (i + 1)
+        draw.text((4, top + cell // 2 - 5), caption, fill=(0, 0, 0))
+        for j in range(len(x)):
+            g = int(shade[i, j])
+            box = (left + j * cell + 1, top + 1, left + (j + 1) * cell - 2, top + cell - 2)
+            draw.rectangle(box, fill=(g, g, g), outline=(220, 0, 0) if j == best[i] else None, width=2)
+            draw.text((box[0] + 6, box[1] + cell // 2 - 7), f"{sims[i, j]:.2f}",
+                      fill=(0, 0, 0) if g > 128 else (255, 255, 255))
+    atomic_write_bytes(path, _encode([np.asarray(canvas)], "PNG"))

@@ -5,9 +5,10 @@ import pytest
 from autograd import Tensor
 from tinygen import nn
 from tinygen.models import build_model, save_model
-from tinygen.models.dit import DiTBlock, DiTNet, forward_gflops, save_scaling_plot
+from tinygen.__main__ import main
+from tinygen.models.dit import DiTBlock, DiTNet
 
-TINY = {"T": 5, "autoencoder": "", "ae_width": 4, "dim": 16, "depth": 1, "num_heads": 2, "batch_size": 8,
+TINY = {"T": 5, "autoencoder": "untrained", "ae_width": 4, "dim": 16, "depth": 1, "num_heads": 2, "batch_size": 8,
         "sample_steps": 2}
 
 
@@ -88,16 +89,15 @@ def test_the_autoencoder_comes_from_a_latent_diffusion_checkpoint(tmp_path):
         build_model("dit", {**TINY, "input": "voxels"})
 
 
-def test_gflops_count_and_plot(tmp_path):
-    m = build_model("dit", TINY)
-    c = m.config
-    # by hand: 16 tokens, D = 16, MLP 64, depth 1, 4 channels, patch 2, learned sigma
-    N, D, H = 16, 16, 64
-    block = 4 * N * D * D + 2 * N * N * D + 2 * N * D * H + 6 * D * D
-    want = 2 * (N * 16 * D + block + 2 * D * D + N * D * 32 + 256 * D + D * D) / 1e9
-    assert forward_gflops(c) == pytest.approx(want)
-    wide = build_model("dit", {**TINY, "dim": 32}).config
-    assert 3 < forward_gflops(wide) / forward_gflops(c) < 4.5
-    save_scaling_plot([{"name": "a", "gflops": 0.01, "fid_judge": 200.0},
-                       {"name": "b", "gflops": 0.04, "fid_judge": 150.0}], tmp_path / "p.png")
-    assert (tmp_path / "p.png").stat().st_size > 100
+def test_the_autoencoder_is_named_on_the_command_line(tmp_path, capsys):
+    """No default path: a latent DiT without --set autoencoder=PATH is refused at once, with the command
+    that trains the autoencoder, and the run folder is left untouched."""
+    with pytest.raises(ValueError, match="train latent_diffusion --max-steps 2000 --out runs/ld-ae"):
+        build_model("dit", {**TINY, "autoencoder": ""})
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "dit", "--quick", "--no-progress", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1
+    assert "--set autoencoder=" in err and "train latent_diffusion" in err
+    assert not out.exists() or not any(out.iterdir())

@@ -16,8 +16,8 @@ The reconstruction loss is the binary cross-entropy of the logits against the gr
 x in [0, 1] (image_range "unit"), summed over the 784 pixels and averaged over the batch: nats per
 image (the Bernoulli log-likelihood of the VAE, here on grey values; MSE would work too).
 
-Train (MLP 784-512-256-2 and back, Adam 1e-3, batch 128, 20 epochs = 9,380 steps, 123 CPU seconds
-measured):
+Recipe (Config): MLP 784-512-256-2 and back, Adam 1e-3, batch 128, 20 epochs = 9,380 steps.
+Figures: docs/models/ae.md.
     python -m tinygen train ae --no-progress
 Latent scatter of a trained model (colours = digit classes):
     from tinygen.models import load_model; from tinygen.data import load_dataset

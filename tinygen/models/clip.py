@@ -34,7 +34,7 @@ re-ranks its samples by score; unCLIP's prior maps text embeddings to image embe
 
 Recipe (Config): image ViT dim 64, 3 blocks of 4 heads, 4x4 patches; text transformer dim 64,
 2 causal blocks; joint space 64; AdamW (lr 1e-3, weight decay 0.1 on the matrices) with a cosine
-decay, batch 128, random shifts of up to 1 pixel, grad clip 1.
+decay, batch 128, random shifts of up to 1 pixel, grad clip 1, 10 epochs. Figures: docs/models/clip.md.
 
     python -m tinygen train clip --no-progress
     python -m tinygen train clip --dataset fashion --no-progress
@@ -47,7 +47,7 @@ import numpy as np
 
 import autograd.functional as F
 from autograd import Tensor
-from .. import data, nn, optim, text
+from .. import data, io, nn, optim, text
 from .base import Config, Model, inference, optimizer_step
 from .classifier import random_shift
 from .vit import ViT, ViTConfig
@@ -291,37 +291,6 @@ class CLIP(Model):
     # ---------------------------------------------------------------- the picture
     def visualize(self, images, labels, path):
         n = min(8, len(images))
-        self.save_similarity_matrix(images[:n], text.captions(images[:n], labels[:n], self.dataset), path)
-
-    def save_similarity_matrix(self, images, texts, path, scale=2):
-        """The cosine similarities of a batch: images along the top, their captions down the left, a cell
-        per pair (brighter: more similar, the value written in it, the best image of each caption framed
-        in red). A trained model puts the bright cells on the diagonal."""
-        from PIL import Image, ImageDraw
-        from ..io import atomic_write_bytes, make_grid
-        import io as _io
-        sims = self.score(images, texts).T                              # (texts, images)
-        x = data.to_float(images)
-        cell = x.shape[-1] * scale + 4
-        probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-        left = int(max(probe.textlength(t) for t in texts)) + 8
-        canvas = Image.new("RGB", (left + cell * len(images), cell * (len(texts) + 1)), "white")
-        draw = ImageDraw.Draw(canvas)
-        lo, hi = sims.min(), sims.max()
-        shade = np.round(255 * (sims - lo) / max(hi - lo, 1e-6)).astype(int)   # (texts, images)
-        best = sims.argmax(axis=1)
-        for j in range(len(images)):  # drawing is per item by nature
-            picture = np.repeat(np.repeat(make_grid(x[j:j + 1], 1, 0), scale, 0), scale, 1)
-            canvas.paste(Image.fromarray(picture), (left + j * cell + 2, 2))
-        for i, caption in enumerate(texts):
-            top = cell * (i + 1)
-            draw.text((4, top + cell // 2 - 5), caption, fill=(0, 0, 0))
-            for j in range(len(images)):
-                g = int(shade[i, j])
-                box = (left + j * cell + 1, top + 1, left + (j + 1) * cell - 2, top + cell - 2)
-                draw.rectangle(box, fill=(g, g, g), outline=(220, 0, 0) if j == best[i] else None, width=2)
-                draw.text((box[0] + 6, box[1] + cell // 2 - 7), f"{sims[i, j]:.2f}",
-                          fill=(0, 0, 0) if g > 128 else (255, 255, 255))
-        buffer = _io.BytesIO()
-        canvas.save(buffer, format="PNG")
-        atomic_write_bytes(path, buffer.getvalue())
+        texts = text.captions(images[:n], labels[:n], self.dataset)
+        # the cosine similarities, one row per caption: a trained model puts the bright cells on the diagonal
+        io.save_similarity_matrix(self.score(images[:n], texts).T, images[:n], texts, path)

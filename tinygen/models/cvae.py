@@ -12,10 +12,9 @@ vae.py: the ELBO pieces, the networks, binarised MNIST, the likelihood evaluatio
     ELBO(x|y) = E_q[log p(x|z, y)] - KL(q(z|x, y) || N(0, I))  <=  log p(x|y)
     loss = -ELBO(x|y) in nats per image, averaged over the batch
 
-Recipe: MLP 794-512-256-(2 x 2) and 12-256-512-784, Adam 1e-3, batch 128, 20 epochs (9,380 steps,
-133 CPU seconds measured). With a 2-D z the decoder must take the digit from y
-at once (with 16-D z it first keeps the class in z as well); the 2-D z holds slant and width.
-Target: the judge recognises the requested digit in at least 95% of samples.
+Recipe: MLP 794-512-256-(2 x 2) and 12-256-512-784, Adam 1e-3, batch 128, 20 epochs (9,380 steps).
+A 2-D z leaves no room for the class, so the decoder must take the digit from y; the 2-D z holds the
+style. It is scored by how often the judge recognises the requested digit. Figures: docs/models/cvae.md.
     python -m tinygen train cvae --no-progress
     python -m tinygen sample cvae --checkpoint runs/cvae-mnist/last.npz --label 3
 """

@@ -18,9 +18,8 @@ Convolutions share weights across positions, so D judges strokes wherever they a
 the same way everywhere: sharper digits than the MLP GAN from fewer parameters.
 
 Train:  python -m tinygen train dcgan --dataset mnist
-Recipe: 20 epochs of 937 steps at batch 64 (18,740 steps): 3,282 CPU seconds measured (one thread).
-        The game is slow to converge: fewer epochs do not beat the MLP GAN (README's table has the
-        FID-judge after 5, 10, 12.8 and 20 epochs).
+Recipe: 20 epochs of 937 steps at batch 64 (18,740 steps). Figures, and the shorter runs:
+        docs/models/dcgan.md.
 """
 from dataclasses import dataclass
 

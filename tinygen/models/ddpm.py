@@ -25,8 +25,8 @@ time embedding (plus a label embedding) added inside every block, self-attention
 the way down to the way up. Samples use the EMA of the weights.
 
 Train:  python -m tinygen train ddpm               (class-conditional, label dropped with p = 0.2)
-        Recipe: 6 epochs of 937 steps at batch 64, about 3,500 CPU seconds (0.62 s a step, one thread);
-        training on to 12 epochs (--resume --epochs 12) brings unconditional FID-judge from 158 to 114.
+        Recipe: 6 epochs of 937 steps at batch 64; train on with --resume --epochs 12.
+        Figures, samplers and guidance: docs/models/ddpm.md.
         python -m tinygen train ddpm --set num_classes=0     (unconditional)
 Sample: python -m tinygen sample ddpm --checkpoint runs/ddpm-mnist/last.npz --label 7 --guidance 3 --steps 50
 """
@@ -247,8 +247,8 @@ class DiffusionModel(Model):
     def sample(self, n, label=None, guidance=None, steps=None, eta=0.0, classifier=None, classifier_scale=0.0,
                batch_size=100):
         """n images (n, 1, 28, 28) in [0, 1], in batches of batch_size; see sample_latents for the arguments.
-        Why 100: smaller arrays stay in cache and in malloc's heap (autograd/_malloc.py). 500 images, 4 DDIM
-        steps, one thread: 7.1 CPU s in batches of 500, 5.4 in batches of 100."""
+        Why 100: smaller arrays stay in cache and in malloc's heap (autograd/_malloc.py); docs/models/ddpm.md
+        has the timing."""
         label = None if label is None else np.broadcast_to(np.asarray(label), (n,))
         return np.concatenate([
             self.to_images(self.sample_latents(min(batch_size, n - i), None if label is None else label[i:i + batch_size],

@@ -27,17 +27,18 @@ On the 7x7 latent, patch 2 needs an even grid: the network pads x_t to 8x8 with 
 4x4 = 16 tokens, and crops its output back to 7x7 (the diffusion itself never sees the padding).
 `--set input=pixels patch_size=4` runs the same model on 1x28x28 pixels in [-1, 1] (49 tokens).
 
-The autoencoder comes from a latent_diffusion run that has trained its first stage (its weights only,
-frozen, copied into the DiT at the first step, so that a DiT checkpoint stands alone):
+The autoencoder comes from a latent_diffusion run that has trained its first stage, named on the command
+line (`--set autoencoder=PATH`; there is no default: without it, or `input=pixels`, `train dit` stops with
+the command below); its weights only, frozen, are copied into the DiT at the first step, so that a DiT
+checkpoint stands alone. Recipe (Config defaults): dim 128, depth 6, 4 heads, patch 2, learned sigma,
+the null label 10% of steps, AdamW 5e-4 without weight decay, gradient clipping at 1, 6 epochs at batch 64.
+Figures, and the scaling runs: docs/models/dit.md.
 
-    python -m tinygen train latent_diffusion --max-steps 2000 --out runs/ld-ae      (the autoencoder, ~300 CPU s)
-    python -m tinygen train dit                         (the recipe; --set autoencoder=PATH for another one)
-        Recipe: 6 epochs of 937 steps at batch 64, 0.148 CPU s a step (one thread): about 830 s, plus the
-        samples drawn after each epoch; --quick trains 150 steps (28.9 CPU s measured, user+sys)
+    python -m tinygen train latent_diffusion --max-steps 2000 --out runs/ld-ae      (the autoencoder)
+    python -m tinygen train dit --set autoencoder=runs/ld-ae/last.npz               (the recipe)
     python -m tinygen sample dit --checkpoint runs/dit-mnist/last.npz --label 3 --guidance 3 --steps 50
     python -m tinygen evaluate dit --checkpoint runs/dit-mnist/last.npz --n 2000 --steps 20 --guidance 2
 """
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,10 @@ from .ddpm import DDPMConfig, DiffusionModel
 from .latent_diffusion import KLAutoencoder
 
 
+# the command that trains the stage a latent DiT needs (its error messages name it)
+AUTOENCODER_COMMAND = "python -m tinygen train latent_diffusion --max-steps 2000 --out runs/ld-ae"
+
+
 @dataclass
 class DiTConfig(DDPMConfig):
     epochs: int = 6
@@ -58,7 +63,7 @@ class DiTConfig(DDPMConfig):
     lr: float = 5e-4
     grad_clip: float = 1.0
     input: str = "latent"         # "latent": the autoencoder's 4x7x7 latents; "pixels": 1x28x28 in [-1, 1]
-    autoencoder: str = "runs/ld-ae/last.npz"  # a latent_diffusion checkpoint; "" = untrained (tests only)
+    autoencoder: str = ""         # input=latent: a latent_diffusion checkpoint (required); "untrained": tests only
     latent_channels: int = 4      # must match the autoencoder's
     ae_width: int = 32
     patch_size: int = 2           # latent 7x7 (padded to 8x8) -> 16 tokens; use 4 on pixels (49 tokens)
@@ -164,29 +169,11 @@ class DiTNet(nn.Module):
         return out[:, :, :H, :W] if pad else out
 
 
-def forward_gflops(config, size=None, channels=None):
-    """Forward GFLOPs of one image through the DiT of `config` (2 per multiply-add of the matrix
-    products, as the paper counts; norms, activations and the autoencoder left out)."""
-    c = config
-    channels = channels or (c.latent_channels if c.input == "latent" else 1)
-    size = size or (7 if c.input == "latent" else 28)
-    grid = (size + (-size) % c.patch_size) // c.patch_size
-    N, D, hid = grid * grid, c.dim, int(c.dim * c.mlp_ratio)
-    pp = c.patch_size ** 2
-    out = pp * channels * (2 if c.learn_sigma else 1)
-    block = (4 * N * D * D            # q, k, v, out projections
-             + 2 * N * N * D          # q k^T and the weighted sum of v
-             + 2 * N * D * hid        # the MLP
-             + 6 * D * D)             # adaLN: one vector per image
-    total = N * pp * channels * D + c.depth * block + 2 * D * D + N * D * out + 256 * D + D * D
-    return 2 * total / 1e9
-
-
 class DiT(DiffusionModel):
     """DiT (Peebles & Xie 2023): a transformer on patches of the latent, adaLN-Zero, learned sigma, CFG."""
     Config = DiTConfig
     sample_options = ("label", "guidance", "steps")
-    tiny_config = {"T": 5, "autoencoder": "", "ae_width": 4, "dim": 16, "depth": 1, "num_heads": 2,
+    tiny_config = {"T": 5, "autoencoder": "untrained", "ae_width": 4, "dim": 16, "depth": 1, "num_heads": 2,
                    "batch_size": 8, "sample_steps": 2}
 
     def __init__(self, config=None):
@@ -198,6 +185,10 @@ class DiT(DiffusionModel):
         self.learned_variance = bool(c.learn_sigma)
         self.latent = c.input == "latent"
         if self.latent:
+            if not c.autoencoder:
+                raise ValueError(f"DiT: input=latent needs the autoencoder of a latent_diffusion run: train it with "
+                                 f"`{AUTOENCODER_COMMAND}`, then give --set autoencoder=runs/ld-ae/last.npz "
+                                 f"(or --set input=pixels)")
             self.image_range = "unit"                      # the autoencoder's input
             self.autoencoder = KLAutoencoder(c.ae_width, c.latent_channels)
             self.register_buffer("latent_std", np.ones(1, np.float32))      # std(z), measured at the first step
@@ -218,9 +209,8 @@ class DiT(DiffusionModel):
         autoencoder is frozen after stage 1, so they are the ones its diffusion model was trained on)."""
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"DiT: no autoencoder checkpoint at {path}; train one with `python -m tinygen "
-                                    f"train latent_diffusion --max-steps 2000 --out {path.parent}`, or give "
-                                    f"--set autoencoder=PATH (or input=pixels)")
+            raise FileNotFoundError(f"DiT: no autoencoder checkpoint at {path}; train one with "
+                                    f"`{AUTOENCODER_COMMAND}`, or give --set autoencoder=PATH (or input=pixels)")
         arrays, meta = io.load_checkpoint(path)
         if meta.get("model") != "latent_diffusion":
             raise ValueError(f"DiT: {path} holds a {meta.get('model')!r} model, not a latent_diffusion run")
@@ -250,7 +240,7 @@ class DiT(DiffusionModel):
     # ------------------------------------------------------------------ training
     def training_step(self, batch, optimizers):
         if self.steps_done[0] == 0 and self.latent:        # the first step: the frozen autoencoder and std(z)
-            if self.config.autoencoder:
+            if self.config.autoencoder != "untrained":
                 self.load_autoencoder(self.config.autoencoder)
             self.latent_std[0] = np.float32(self.encode(batch[0].numpy()).std())
             self.ema = optim.EMA(self, decay=self.config.ema_decay, warmup=True)
@@ -287,38 +277,6 @@ class DiT(DiffusionModel):
 
     # ------------------------------------------------------------------ pictures
     def save_pictures(self, path_samples, guidance=2.0, steps=50):
-        """Samples with classifier-free guidance, one row per digit (10 x 10), for the README."""
+        """Samples with classifier-free guidance, one row per digit (10 x 10), for docs/."""
         label = np.repeat(np.arange(data.N_CLASSES), 10)
         save_image_grid(self.sample(100, label=label, guidance=guidance, steps=steps), path_samples, nrow=10, scale=2)
-
-
-def save_scaling_plot(rows, path, width=360, height=240):
-    """FID-judge (y) against forward GFLOPs (x, log scale) for rows {"gflops", "fid_judge", "name"}, as a
-    small PNG drawn with PIL (no plotting library needed)."""
-    from PIL import Image, ImageDraw
-    g = np.log10([r["gflops"] for r in rows])
-    f = np.array([r["fid_judge"] for r in rows], dtype=float)
-    img = Image.new("RGB", (width, height), "white")
-    d = ImageDraw.Draw(img)
-    left, right, top, bottom = 50, width - 20, 20, height - 40
-    d.rectangle([left, top, right, bottom], outline="black")
-    gx = (g.min() - 0.1, g.max() + 0.1)
-    fy = (0.0, f.max() * 1.15)
-    def xy(gi, fi):
-        return (left + (gi - gx[0]) / (gx[1] - gx[0]) * (right - left),
-                bottom - (fi - fy[0]) / (fy[1] - fy[0]) * (bottom - top))
-    pts = [xy(a, b) for a, b in zip(g, f)]
-    d.line(pts, fill="steelblue", width=2)
-    for (px, py), r in zip(pts, rows):
-        d.ellipse([px - 4, py - 4, px + 4, py + 4], fill="steelblue")
-        label = f"{r['name']}: {r['fid_judge']:.0f}"
-        tx = px + 6 if px + 6 + 7 * len(label) < width else px - 6 - 7 * len(label)   # keep it inside
-        d.text((tx, py - 14), label, fill="black")
-    for k in (0.0, 0.5, 1.0):
-        v = fy[0] + k * (fy[1] - fy[0])
-        d.text((5, xy(0, v)[1] - 6), f"{v:.0f}", fill="black")
-    for gi, r in zip(g, rows):
-        d.text((xy(gi, 0)[0] - 15, bottom + 4), f"{r['gflops']:.3f}", fill="black")
-    d.text((left, height - 18), "forward GFLOPs per image (log)   |   y: FID-judge", fill="black")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)

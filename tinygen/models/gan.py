@@ -25,8 +25,7 @@ Train:  python -m tinygen train gan --dataset mnist
         the original minimax G loss, from Python:
         from tinygen.train import train, TrainOptions
         train("gan", TrainOptions(out="runs/gan-minimax"), loss="minimax")
-Recipe: 30 epochs of 938 steps at batch 64 (28,140 steps): 462 CPU seconds measured
-        (one BLAS thread, on a shared 2-core machine).
+Recipe: 30 epochs of 938 steps at batch 64 (28,140 steps). Figures: docs/models/gan.md.
 """
 from dataclasses import dataclass
 

@@ -13,7 +13,7 @@ x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps for random t, and t itself (the si
 so its schedule (T, schedule) must be the diffusion model's. The guidance itself is
 tinygen.diffusion.classifier_guidance, which wraps any eps_theta with log_prob_grad below.
 
-Train:  python -m tinygen train noisy_classifier            (2 epochs: 413 CPU seconds measured)
+Train:  python -m tinygen train noisy_classifier            (2 epochs; figures: docs/models/ddpm.md)
 Use:    ddpm.sample(n, label=y, guidance=0, steps=50, classifier=clf, classifier_scale=s)
         python -m tinygen.evaluate guidance-sweep --checkpoint runs/ddpm-mnist/last.npz \
             --classifier runs/noisy_classifier-mnist/last.npz

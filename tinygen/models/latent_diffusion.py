@@ -18,8 +18,8 @@ model (its EMA starts when stage 2 starts). Classifier-free guidance works as in
 conditioning comes with the text-to-image models.
 
 Train:  python -m tinygen train latent_diffusion
-        Recipe: 6 epochs (2,000 autoencoder steps, then 3,622 diffusion steps), about 1,000 CPU seconds;
-        a step costs a third of a pixel DDPM step, but at this budget the samples are still poor (README).
+        Recipe: 6 epochs (2,000 autoencoder steps, then 3,622 diffusion steps). Figures, and how it
+        compares with the pixel DDPM: docs/models/latent_diffusion.md.
 Sample: python -m tinygen sample latent_diffusion --checkpoint runs/latent_diffusion-mnist/last.npz --label 3 --guidance 3 --steps 50
 """
 from dataclasses import dataclass

@@ -19,7 +19,7 @@ centre row and right of the centre in the centre row.
 
 A blind spot. Stacked 3 x 3 mask-B convolutions grow the receptive field up and to the LEFT, but to the
 right only as far as the first layer reached: part of the rows above, up and to the right, is never
-seen (`receptive_field` and `save_receptive_fields` draw it). The gated PixelCNN (arch="gated") removes it
+seen (`receptive_field` computes it; docs/figures.py draws it). The gated PixelCNN (arch="gated") removes it
 with two stacks. The vertical stack sees every pixel of the rows above (its k x k kernels keep the
 whole centre row, then its output is shifted down one row); the horizontal stack sees the pixels left
 of the current one in its row (1 x k kernels, mask A then B) and adds the shifted vertical features:
@@ -37,18 +37,15 @@ reach the current one (`reach` of them above it), not the whole image.
 
 Recipe (Config): 7 x 7 mask-A conv to 64 channels, 15 residual blocks (1 x 1 to 32, 3 x 3 mask B, 1 x 1
 to 64, ReLU before each), two 1 x 1 heads, Bernoulli logits; Adam 1e-3 with a cosine decay over 12 epochs
-(11,244 steps), batch 64. Measured on the test split: 8 blocks, 8 epochs: 90.30 nats (6,062 s of CPU);
-15 blocks, the recipe: 86.31 nats after the 12 epochs (12,887 s, about 1.15 s a step with one BLAS
-thread on the shared 2-core CPU); README has the per-epoch figures. The masked convs multiply their kept
-taps alone (F.masked_conv2d): 0.76x the plain step of conv2d(x, W * mask). Reference: 81.3 nats (gated,
-deep; van den Oord et al. 2016); the target here is <= 88 nats.
+(11,244 steps), batch 64. The masked convs multiply their kept taps alone (F.masked_conv2d). Figures, the
+8-block run and the paper's: docs/models/pixelcnn.md.
     python -m tinygen train pixelcnn --no-progress
     python -m tinygen evaluate pixelcnn --checkpoint runs/pixelcnn-mnist/last.npz --n 1000
         (the NLL on the whole test split; --n samples for FID-judge: 784 passes each, so fewer than 10,000)
     python -m tinygen train pixelcnn --set arch=gated          (or --set levels=4: 4 gray levels)
 
-CodePixelCNN (below) runs the same networks over a grid of K-way code indices instead of pixels: each
-index is embedded, and the heads give K logits per position. It is the prior of vqvae.py.
+vqvae.py's CodePixelCNN runs the same networks over a grid of K-way code indices instead of pixels: each
+index is embedded, and the heads give K logits per position.
 """
 from dataclasses import dataclass
 
@@ -74,9 +71,9 @@ class PixelCNNConfig(Config):
     first_kernel: int = 7      # the mask-A layer's kernel (odd)
     channels: int = 64         # plain: the residual stream (2h); each block narrows to channels // 2 (h)
     gated_channels: int = 32   # gated: p, the width of each stack (2p pre-activations for the gate)
-    blocks: int = 15           # residual blocks (plain) or gated layers after the first (gated); 8 blocks, 8 epochs: 90.30 nats
+    blocks: int = 15           # residual blocks (plain) or gated layers after the first (gated)
     head_channels: int = 64    # the hidden width of the two 1 x 1 output heads
-    quick_steps: int = 50      # --quick: 158 s of CPU in all (15 blocks, shared CPU); the test NLL and the picture take over half
+    quick_steps: int = 50      # --quick: the test NLL and the picture (784 sampling passes) come on top
 
 
 # ---------------------------------------------------------------------- data: binarise or quantise
@@ -355,47 +352,6 @@ class PixelCNN(Model):
         save_image_grid(grid, path, nrow=8, scale=2)
 
 
-# ---------------------------------------------------------------------- a prior over code indices
-class CodePixelCNN(nn.Module):
-    """The same networks over a grid of K-way indices (the codes of a VQ-VAE, van den Oord et al. 2017):
-    each index is embedded (an Embedding(K, E), per position, so causality is the masks' alone), and
-    the heads output K logits per position:
-
-        p(k) = prod_i softmax(l_i(k_<i))_{k_i},   k_i in {0, ..., K-1}
-        NLL(k) = -sum_i log softmax(l_i)_{k_i}     nats per grid
-
-    c: a PixelCNNConfig (arch and widths; levels is not read). forward(indices (B, H, W)) ->
-    logits (B, K, H, W); nll(indices) -> (B,); sample(n, (H, W), rng) -> indices (n, H, W) int64."""
-
-    def __init__(self, c, num_codes, embed_dim=32):
-        super().__init__()
-        if c.arch not in ARCHS:
-            raise ValueError(f"CodePixelCNN: unknown arch {c.arch!r}; valid: {', '.join(ARCHS)}")
-        self.num_codes = num_codes
-        self.embed = nn.Embedding(num_codes, embed_dim)
-        self.net = network(c, num_codes, embed_dim)
-
-    def forward(self, indices):
-        idx = indices.data if isinstance(indices, Tensor) else np.asarray(indices)
-        if idx.ndim != 3 or idx.dtype.kind not in "iu" or (idx.size and not 0 <= idx.min() <= idx.max() < self.num_codes):
-            raise ValueError(f"CodePixelCNN: indices must be integers in 0..{self.num_codes - 1} of shape "
-                             f"(B, H, W), got dtype {idx.dtype} shape {idx.shape}")
-        e = self.embed(Tensor(idx.astype(np.int64)))                   # (B, H, W, E)
-        return self.net(e.transpose(0, 3, 1, 2))                       # (B, E, H, W) -> (B, K, H, W)
-
-    def nll(self, indices):
-        """-log p(k) (B,) in nats per grid, exact."""
-        # -log p(k) = -sum_i log softmax(l_i)_{k_i}
-        return F.cross_entropy(self(indices), np.asarray(indices), reduction="none").sum(axis=(1, 2))
-
-    def sample(self, n, shape, rng):
-        """n grids (n, H, W) int64 drawn position by position (uniforms from rng)."""
-        def draw(logits):
-            return draw_categorical(logits, rng.random((len(logits), 1)))
-        return fill_raster(np.zeros((n, *shape), np.int64), 0, self.net.reach,
-                           lambda rows: self(rows).numpy(), draw)
-
-
 # ---------------------------------------------------------------------- the receptive field
 def receptive_field(model, i, j, x=None):
     """|d l_(i, j) / d x| (H, W) as NumPy: how strongly each input pixel moves output (i, j)'s logits
@@ -411,18 +367,3 @@ def receptive_field(model, i, j, x=None):
     model.train(was_training)
     model.zero_grad()                       # leave no parameter gradients behind
     return np.abs(x.grad[0, 0])
-
-
-def save_receptive_fields(path, i=14, j=14, models=None):
-    """Save the receptive fields of output (i, j) side by side: the plain PixelCNN (left: the blind spot,
-    up and to the right) and the gated one (right: none). White: the input pixels the output depends on
-    (nonzero gradient); gray: the output pixel itself. `models` defaults to freshly initialised ones."""
-    if models is None:
-        models = [PixelCNN(PixelCNN.Config(arch=a)) for a in ARCHS]
-    maps = []
-    for m in models:
-        picture = (receptive_field(m, i, j) > 0).astype(np.float32)
-        picture[i, j] = 0.5
-        maps.append(picture[None])
-    save_image_grid(np.stack(maps), path, nrow=len(maps), scale=6)
-    return np.stack(maps)

@@ -23,7 +23,7 @@ MODULES = {
     "latent_diffusion": "tinygen.models.latent_diffusion:LatentDiffusion",
     "vit": "tinygen.models.vit:ViT",
     "dvae": "tinygen.models.dvae:DVAE",
-    "dvae_rolfe": "tinygen.models.dvae:RolfeDVAE",
+    "dvae_rolfe": "tinygen.models.dvae_rolfe:RolfeDVAE",
     "igpt": "tinygen.models.igpt:ImageGPT",
     "clip": "tinygen.models.clip:CLIP",
     "dit": "tinygen.models.dit:DiT",

@@ -17,8 +17,7 @@ The likelihood is reported with the importance-weighted bound of Burda et al. (2
 k grows:  log p(x) >= E log (1/k) sum_k w_k,  w_k = p(x|z_k) p(z_k) / q(z_k|x),  z_k ~ q(z|x).
 
 Recipe: MLP encoder 784-512-256-(2 x 32), decoder 32-256-512-784, Adam 1e-3 with a cosine decay to 0,
-batch 128, 100 epochs (46,800 steps; 770 CPU seconds measured, one thread); the figures it reaches are
-in README's results table. The reference is 86.8 nats (Burda et al., k = 5000, after 3,280 epochs).
+batch 128, 100 epochs (46,800 steps). Figures, and the reference it is compared with: docs/models/vae.md.
     python -m tinygen train vae --no-progress
     python -m tinygen evaluate vae --checkpoint runs/vae-mnist/last.npz     (IWAE with k = 500: ~2 min)
 The 2-D latent space (the lecture picture; two dimensions are far too few for the likelihood targets):
@@ -49,7 +48,7 @@ class VAEConfig(Config):
     epochs: int = 100
     batch_size: int = 128
     lr: float = 1e-3
-    lr_schedule: str = "cosine"  # a decay to 0 reaches a lower -ELBO than a constant 1e-3 (README)
+    lr_schedule: str = "cosine"  # a decay to 0; "constant" keeps lr
     latent_dim: int = 32
     hidden: int = 512          # widths of the two hidden layers: hidden, hidden // 2
     quick_steps: int = 600     # --quick: by then samples from N(0, I) are recognisable digits

@@ -19,8 +19,8 @@ neighbours in the grid). `attention_rollout` (Abnar & Zuidema 2020) follows the 
     the map of an image = R[CLS, patches]  reshaped to the 7 x 7 grid.
 
 Recipe (Config): dim 64, 6 blocks of 4 heads, MLP ratio 2, AdamW (lr 1e-3, weight decay 0.05) with a
-cosine decay, batch 128, random shifts of up to 1 pixel, grad clip 1: 10 epochs, 98.87% on MNIST. On
-Fashion-MNIST the same 10 epochs give 87.21%; 20 epochs with left-right flips give 89.30% (README).
+cosine decay, batch 128, random shifts of up to 1 pixel, grad clip 1, 10 epochs; on Fashion-MNIST 20
+epochs with left-right flips (flip=true). Figures, and the runs that led there: docs/models/vit.md.
 
     python -m tinygen train vit --no-progress
     python -m tinygen train vit --dataset fashion --epochs 20 --set flip=true --no-progress

@@ -4,8 +4,8 @@ The autoencoder's code is a grid of DISCRETE symbols. The encoder maps a 28x28 i
 D-vectors z_e; each is replaced by its nearest vector of a learned codebook of K entries (tinygen.nn's
 VectorQuantizer), so an image becomes 49 integers k in {0, ..., K-1}; the decoder maps the code vectors
 back to an image. There is no KL term and no prior during this stage: the prior is fitted AFTER, as an
-autoregressive model over the code grid (a gated PixelCNN of pixelcnn.py whose "pixels" are codes), and
-new images are decoded from grids it samples.
+autoregressive model over the code grid (CodePixelCNN below: pixelcnn.py's gated networks, whose
+"pixels" are codes), and new images are decoded from grids it samples.
 
     k_i = argmin_j ||z_e,i(x) - e_j||^2,   z_q,i = e_{k_i}                 i = 1..49 positions of 7x7
     z_q = z_e + sg(z_q - z_e)             straight-through: the decoder's gradient is copied to z_e
@@ -26,10 +26,8 @@ autoencoder and codebook, the rest the prior on the frozen codes. One run, one c
 already supports a model with two optimisers and a stage counter. encode(x) -> indices (B, 7, 7) and
 decode(indices) -> images are the interface later token models (DALL-E) read.
 
-Recipe (Config): 9 epochs of batch 128, 1,500 autoencoder steps then 2,712 prior steps, Adam 1e-3:
-test MSE 0.0040, perplexity 98.6 with all 128 codes in use, prior NLL 137.4 bits per grid, decoded
-samples at FID-judge 168.0 / coverage 2.281 (n = 10,000); 769 CPU seconds of training (one thread,
-shared machine; a stage-1 step 0.14 s, a prior step 0.29 s) and 148 s for the evaluation.
+Recipe (Config): 9 epochs of batch 128, 1,500 autoencoder steps then 2,712 prior steps, Adam 1e-3,
+K = 128 codes of dimension 32, beta = 0.25. Figures: docs/models/vqvae.md.
 Train:    python -m tinygen train vqvae --no-progress
           (--quick: 300 steps of stage 1, reconstructions; add --set vq_steps=200 to reach stage 2 too)
 Sample:   python -m tinygen sample vqvae --checkpoint runs/vqvae-mnist/last.npz
@@ -47,7 +45,7 @@ from autograd import Tensor
 from .. import data, nn, optim
 from ..io import save_image_grid
 from .base import Config, Model, inference, optimizer_step
-from .pixelcnn import CodePixelCNN, PixelCNNConfig
+from .pixelcnn import ARCHS, PixelCNNConfig, draw_categorical, fill_raster, network
 
 MNIST_VARIANCE = 0.0949   # Var(x) of MNIST training pixels in [0, 1] (std 0.3081)
 
@@ -104,6 +102,47 @@ class Decoder(nn.Module):
 
     def forward(self, z):
         return self.net(z)
+
+
+# ---------------------------------------------------------------------- a prior over code indices
+class CodePixelCNN(nn.Module):
+    """The same networks over a grid of K-way indices (the codes of a VQ-VAE, van den Oord et al. 2017):
+    each index is embedded (an Embedding(K, E), per position, so causality is the masks' alone), and
+    the heads output K logits per position:
+
+        p(k) = prod_i softmax(l_i(k_<i))_{k_i},   k_i in {0, ..., K-1}
+        NLL(k) = -sum_i log softmax(l_i)_{k_i}     nats per grid
+
+    c: a PixelCNNConfig (arch and widths; levels is not read). forward(indices (B, H, W)) ->
+    logits (B, K, H, W); nll(indices) -> (B,); sample(n, (H, W), rng) -> indices (n, H, W) int64."""
+
+    def __init__(self, c, num_codes, embed_dim=32):
+        super().__init__()
+        if c.arch not in ARCHS:
+            raise ValueError(f"CodePixelCNN: unknown arch {c.arch!r}; valid: {', '.join(ARCHS)}")
+        self.num_codes = num_codes
+        self.embed = nn.Embedding(num_codes, embed_dim)
+        self.net = network(c, num_codes, embed_dim)
+
+    def forward(self, indices):
+        idx = indices.data if isinstance(indices, Tensor) else np.asarray(indices)
+        if idx.ndim != 3 or idx.dtype.kind not in "iu" or (idx.size and not 0 <= idx.min() <= idx.max() < self.num_codes):
+            raise ValueError(f"CodePixelCNN: indices must be integers in 0..{self.num_codes - 1} of shape "
+                             f"(B, H, W), got dtype {idx.dtype} shape {idx.shape}")
+        e = self.embed(Tensor(idx.astype(np.int64)))                   # (B, H, W, E)
+        return self.net(e.transpose(0, 3, 1, 2))                       # (B, E, H, W) -> (B, K, H, W)
+
+    def nll(self, indices):
+        """-log p(k) (B,) in nats per grid, exact."""
+        # -log p(k) = -sum_i log softmax(l_i)_{k_i}
+        return F.cross_entropy(self(indices), np.asarray(indices), reduction="none").sum(axis=(1, 2))
+
+    def sample(self, n, shape, rng):
+        """n grids (n, H, W) int64 drawn position by position (uniforms from rng)."""
+        def draw(logits):
+            return draw_categorical(logits, rng.random((len(logits), 1)))
+        return fill_raster(np.zeros((n, *shape), np.int64), 0, self.net.reach,
+                           lambda rows: self(rows).numpy(), draw)
 
 
 # ---------------------------------------------------------------------- the model
@@ -230,7 +269,7 @@ class VQVAE(Model):
         save_image_grid(np.concatenate(rows), Path(path), nrow=8, scale=2)
 
     def save_pictures(self, images, path_reconstructions, path_samples, path_codes=None):
-        """The README pictures: 16 test images over their reconstructions (rows in pairs), 64 decoded
+        """The pictures in docs/: 16 test images over their reconstructions (rows in pairs), 64 decoded
         prior samples, and (path_codes) how often each code is used on `images`, a K-bar histogram."""
         x = data.to_float(images[:16])
         pairs = np.stack([x[:8], self.reconstruct(x[:8]), x[8:], self.reconstruct(x[8:])])
