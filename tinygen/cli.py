@@ -3,7 +3,8 @@ one-line refusal (UsageError, OneLineParser, run_command) and the number parsers
 the door. It imports nothing of the models, so both commands (and anything below them) may use it.
 
 Every refusal is one line on stderr that names the option or the file and says what is valid, with
-exit status 2. TINYGEN_TRACEBACK=1 shows the traceback as well.
+exit status 2. TINYGEN_TRACEBACK=1 shows the traceback as well. An interrupt is one line too, with the
+shell's status for its signal (130 for Ctrl-C).
 """
 import argparse
 import json
@@ -38,9 +39,9 @@ def run_command(main_fn, argv, prog):
     try:
         with np.errstate(all="ignore"):  # NaN and overflow are caught and named by the library, not warned of
             return main_fn(argv)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+    except KeyboardInterrupt as stop:  # Ctrl-C, or train.Interrupted: a signal, after the run was saved
+        print(f"{prog}: {' '.join(str(stop).split()) or 'interrupted'}", file=sys.stderr)
+        raise SystemExit(getattr(stop, "status", 130)) from None
     except library_errors() as error:
         if os.environ.get("TINYGEN_TRACEBACK"):
             raise

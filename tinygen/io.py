@@ -13,6 +13,12 @@ Atomic writes
     mid-write leaves the previous version untouched: readers see the old file or the
     new one, never half of one.
 
+Run-folder locks
+    ``FolderLock.acquire(folder)`` makes one process at a time the writer of a run folder: two trainers
+    in one folder delete each other's temporary files and send the checkpoint backwards. The lock file
+    names its holder (pid, start time, command); the kernel drops the lock when its holder dies, so a
+    lock left by kill -9 is taken over (the caller says so).
+
 Pictures
     ``make_grid`` tiles a batch of images into one uint8 picture; ``save_image_grid``,
     ``save_gif`` and ``save_scatter`` write PNG and GIF files with Pillow.
@@ -20,6 +26,7 @@ Pictures
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import io
 import json
@@ -27,9 +34,15 @@ import math
 import os
 import re
 import secrets
+import sys
 import zipfile
 import zlib
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: the lock falls back to an exclusive create and a pid check
+    fcntl = None
 
 import numpy as np
 
@@ -96,6 +109,116 @@ def atomic_write_bytes(path, data: bytes):
 def atomic_write_text(path, text: str, encoding: str = "utf-8"):
     """Write ``text`` to ``path`` atomically (old content survives a failed write)."""
     atomic_write_bytes(path, text.encode(encoding))
+
+
+# ------------------------------------------------------------------------- run-folder locks
+
+
+class FolderLocked(RuntimeError):
+    """Another process holds the lock of a run folder (the message names it)."""
+
+
+class FolderLock:
+    """The lock of a run folder: the file ``<folder>/.tinygen.lock``, locked with flock(2) while held and
+    holding the holder's pid, start time and command (JSON) for the message a second process gets.
+
+        lock = FolderLock.acquire(folder)    # FolderLocked if another live process holds it
+        lock.previous                        # the record of a dead holder it took over, or None
+        lock.release()
+    """
+    NAME = ".tinygen.lock"
+
+    def __init__(self, path, fd, previous):
+        self.path, self.fd, self.previous = path, fd, previous
+
+    @classmethod
+    def acquire(cls, folder):
+        path = Path(folder) / cls.NAME
+        if fcntl is None:
+            return cls._acquire_without_flock(path)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # held: by a live process, since the kernel drops the locks of dead ones
+                holder = cls._read(fd)
+                os.close(fd)
+                raise FolderLocked(f"{folder} is in use by {cls.describe(holder)}; wait for it to finish or "
+                                   f"stop it (kill -INT {holder.get('pid', '?')} saves and stops), or "
+                                   f"choose another --out") from None
+            # the holder may have released (and deleted) the file between our open and flock: then we
+            # locked a file no longer in the folder, so try again with the one there now
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        previous = cls._read(fd) or None  # a holder that died without releasing (kill -9, power cut)
+        cls._write(fd)
+        return cls(path, fd, previous)
+
+    @classmethod
+    def _acquire_without_flock(cls, path):
+        previous = None
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                holder = json.loads(path.read_text() or "{}")
+                if _pid_alive(holder.get("pid")):
+                    raise FolderLocked(f"{path.parent} is in use by {cls.describe(holder)}; choose another "
+                                       f"--out or wait for it to finish") from None
+                previous = holder
+                path.unlink(missing_ok=True)
+                continue
+            cls._write(fd)
+            return cls(path, fd, previous)
+        raise FolderLocked(f"{path.parent}: could not take the lock {path}")
+
+    @staticmethod
+    def _read(fd):
+        os.lseek(fd, 0, os.SEEK_SET)
+        raw = os.read(fd, 65536)
+        try:
+            return json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            return {"pid": "?", "note": "unreadable lock file"}
+
+    @staticmethod
+    def _write(fd):
+        record = {"pid": os.getpid(), "started": datetime.datetime.now(datetime.timezone.utc)
+                  .isoformat(timespec="seconds"), "command": " ".join(sys.argv)}
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, json.dumps(record).encode())
+        os.fsync(fd)
+
+    @staticmethod
+    def describe(record):
+        return f"process {record.get('pid', '?')} (started {record.get('started', '?')})"
+
+    def release(self):
+        """Delete the lock file, then drop the lock (in that order: see acquire's inode check)."""
+        if self.fd is None:
+            return
+        Path(self.path).unlink(missing_ok=True)
+        os.close(self.fd)
+        self.fd = None
+
+
+def _pid_alive(pid):
+    """Whether a process `pid` exists (without flock, the only sign that a lock is held)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, but belongs to someone else
+        return True
+    return True
 
 
 # ----------------------------------------------------------------------- checkpoints
