@@ -1,12 +1,14 @@
 """The command line, as a user runs it."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tinygen import io
 from tinygen.__main__ import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,3 +72,74 @@ def test_sample_a_diffusion_model_with_label_guidance_and_steps(tmp_path, capsys
     result = json.loads(capsys.readouterr().out)
     assert result["n"] == 20 and result["steps"] == 3 and result["guidance"] == 2.0
     assert 0 <= result["conditional_accuracy"] <= 1 and result["fid_judge"] > 0
+
+
+# ---------------------------------------------------------------------- signals and the run folder's lock
+import signal  # noqa: E402  (this section's own imports)
+import time  # noqa: E402
+
+TINY_MLP = ["--set", "hidden=16", "--set", "batch_size=32", "--no-progress"]
+
+
+def tinygen(cwd, *args):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "tinygen", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=cwd)
+
+
+def start_training(cwd):
+    """A long tiny run, returned once it has logged a step (it is past start-up and training)."""
+    proc = tinygen(cwd, "train", "mlp", "--max-steps", "1000000", "--out", "run", *TINY_MLP)
+    metrics = cwd / "run" / "metrics.jsonl"
+    deadline = time.time() + 60
+    while not (metrics.exists() and metrics.stat().st_size) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.communicate()
+    return proc
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["INT", "TERM", "HUP"])
+def test_a_signal_leaves_a_resumable_run_and_the_shells_exit_status(tmp_path, signum):
+    proc = start_training(tmp_path)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, err                     # 130, 143, 129
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    step = int(re.search(rf"stopped by {signal.Signals(signum).name}: saved run/last.npz at step (\d+); "
+                         rf"continue with --resume", err).group(1))
+    run = tmp_path / "run"
+    assert io.load_checkpoint(run / "last.npz")[1]["step"] == step
+    assert json.loads((run / "summary.json").read_text())["interrupted"] == signal.Signals(signum).name
+    assert max(json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()) <= step
+    resumed = tinygen(tmp_path, "train", "mlp", "--max-steps", str(step + 3), "--out", "run", "--resume", *TINY_MLP)
+    out, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["steps"] == step + 3
+
+
+def test_a_second_train_in_the_same_folder_is_refused_naming_the_first(tmp_path):
+    first = start_training(tmp_path)
+    try:
+        second = tinygen(tmp_path, "train", "mlp", "--max-steps", "5", "--out", "run", "--resume", *TINY_MLP)
+        _, err = second.communicate(timeout=120)
+        assert second.returncode == 2, err
+        assert re.fullmatch(rf"python -m tinygen: error: run is in use by process {first.pid} \(started .*\); .*\n",
+                            err), err
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+    assert first.returncode == 130
+
+
+def test_ctrl_c_during_start_up_is_one_line_and_status_130(tmp_path):
+    # KeyboardInterrupt raised while `python -m tinygen` imports its modules (before main runs)
+    code = ("import runpy, sys\n"
+            "class Stop:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'tinygen.models': raise KeyboardInterrupt\n"
+            "sys.meta_path.insert(0, Stop())\n"
+            "sys.argv = ['tinygen', 'list']\n"
+            "runpy.run_module('tinygen', run_name='__main__', alter_sys=True)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 130 and proc.stderr == "python -m tinygen: interrupted\n", proc.stderr

@@ -16,9 +16,13 @@ import json
 import sys
 from pathlib import Path
 
-from . import models
-from .cli import (OneLineParser, UsageError, finite_number, parse_settings,  # noqa: F401 (re-exported)
-                  run_command, whole_number)
+try:  # Ctrl-C while the modules load (NumPy, the models: a second or more) is one line too, status 130
+    from . import models
+    from .cli import (OneLineParser, UsageError, finite_number, parse_settings,  # noqa: F401 (re-exported)
+                      run_command, whole_number)
+except KeyboardInterrupt:
+    sys.stderr.write("python -m tinygen: interrupted\n")
+    raise SystemExit(130) from None
 
 SAMPLE_SUFFIXES = {".png": "a PNG grid of the samples",
                    ".npz": "the samples as data: images (n, 1, 28, 28) float32 in [0, 1], labels (n,) int64, "
