@@ -143,3 +143,22 @@ def test_ctrl_c_during_start_up_is_one_line_and_status_130(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 130 and proc.stderr == "python -m tinygen: interrupted\n", proc.stderr
+
+
+# ---------------------------------------------------------------------- values refused before anything is written
+@pytest.mark.parametrize("argv, culprit", [
+    (["train", "ddpm", "--set", "T=20", "--max-steps", "1"], r"--set sample_steps=50: .*1..T = 1..20"),
+    (["train", "mlp", "--set", "hidden=0"], r"--set hidden=0: hidden must be a whole number >= 1"),
+    (["train", "mlp", "--set", "hidden=null"], r"--set hidden=null: hidden takes a value"),
+    (["train", "ddpm", "--set", "p_uncond=2"], r"p_uncond is a probability"),
+    (["train", "mlp", "--lr", "1e39"], r"--lr: must be finite in float32"),
+    (["sample", "ddpm", "--checkpoint", "nothere.npz", "--label", "1", "--guidance", "1e39"],
+     r"--guidance: must be finite in float32"),
+], ids=["ddpm-T-20", "hidden-0", "null", "p-uncond", "lr-float32", "guidance-float32"])
+def test_bad_values_are_refused_before_the_run_folder_is_made(tmp_path, capsys, monkeypatch, argv, culprit):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--out", "run.png" if argv[0] == "sample" else "run"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1 and re.search(culprit, err), err
+    assert list(tmp_path.iterdir()) == []

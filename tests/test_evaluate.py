@@ -67,3 +67,20 @@ def test_tampered_judge_is_refused(tmp_path, monkeypatch):
     assert hashlib.sha256(copy.read_bytes()).hexdigest() != evaluate.JUDGE_SHA256["mnist"]
     with pytest.raises(evaluate.JudgeError, match="does not match the shipped judge"):
         evaluate.load_judge("mnist")
+
+
+# ---------------------------------------------------------------------- a guidance sweep's classifier
+def test_a_guidance_sweep_refuses_a_classifier_of_another_dataset(tmp_path, capsys):
+    from tinygen.models import build_model, save_model
+    ddpm = build_model("ddpm", {"T": 5, "base_channels": 8, "channel_mult": (1, 2, 2), "sample_steps": 2})
+    ddpm.dataset = "mnist"
+    save_model(ddpm, tmp_path / "ddpm.npz")
+    classifier = build_model("noisy_classifier", {"T": 5, "base_channels": 8})
+    classifier.dataset = "fashion"
+    save_model(classifier, tmp_path / "fashion.npz")
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main(["guidance-sweep", "--checkpoint", str(tmp_path / "ddpm.npz"), "--steps", "2", "--n", "2",
+                       "--classifier", str(tmp_path / "fashion.npz")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "fashion.npz was trained on fashion, the --checkpoint" in err and "on mnist" in err

@@ -12,6 +12,8 @@ import math
 import os
 import sys
 
+FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max, without importing NumPy here
+
 
 class UsageError(ValueError):
     """A command-line value that the command refuses (the message names the option)."""
@@ -74,6 +76,8 @@ def finite_number(low, strict):
             raise argparse.ArgumentTypeError(f"expects a number, got {text!r}") from None
         if not math.isfinite(value) or value < low or (strict and value == low):
             raise argparse.ArgumentTypeError(f"must be a finite number {'>' if strict else '>='} {low:g}, got {text}")
+        if abs(value) > FLOAT32_MAX:  # finite here, inf in the float32 the models compute in: NaN images
+            raise argparse.ArgumentTypeError(f"must be finite in float32 (at most {FLOAT32_MAX:.4g}), got {text}")
         return value
     parse.__name__ = "number"
     return parse
@@ -90,4 +94,6 @@ def parse_settings(items):
             settings[key] = json.loads(value)
         except json.JSONDecodeError:
             settings[key] = value
+        if settings[key] is None:  # the library reads None as "the recipe's value": say so, do not ignore it
+            raise UsageError(f"--set {item}: {key} takes a value; leave --set {key} out for the recipe's")
     return settings
