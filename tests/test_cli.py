@@ -162,3 +162,49 @@ def test_bad_values_are_refused_before_the_run_folder_is_made(tmp_path, capsys, 
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1 and re.search(culprit, err), err
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------- sample --out and --n checked before the work
+@pytest.fixture
+def vae_checkpoint(tmp_path):
+    from tinygen.models import build_model, save_model
+    save_model(build_model("vae", {"hidden": 16, "latent_dim": 2}), tmp_path / "vae.npz")
+    return tmp_path / "vae.npz"
+
+
+def _make_read_only(tmp_path):
+    (tmp_path / "ro").mkdir()
+    if os.geteuid() == 0 and Path("/proc/self").exists():
+        return "/proc/tinygen-samples.png"     # root writes in a chmod 555 folder; nobody writes in /proc
+    (tmp_path / "ro").chmod(0o555)
+    return "ro/x.png"
+
+
+@pytest.mark.parametrize("make_out, culprit", [
+    (lambda tmp: (tmp.joinpath("notes.txt").write_text("mine"), "notes.txt/x.png")[1], r"notes.txt is a file, not a folder"),
+    (_make_read_only, r"(cannot write in|is not writable)"),
+    (lambda tmp: "x" * 250 + ".png", r"bytes long \(with the temporary file's suffix.*more than the 255"),
+    (lambda tmp: (os.mkfifo(tmp / "fifo.png"), "fifo.png")[1], r"is not a regular file"),
+], ids=["parent-is-a-file", "read-only", "name-too-long", "fifo"])
+def test_sample_out_that_cannot_be_written_is_refused_before_loading(tmp_path, vae_checkpoint, make_out, culprit):
+    out = make_out(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "tinygen", "sample", "vae", "--checkpoint", str(vae_checkpoint),
+                           "--n", "4", "--out", out], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(f"python -m tinygen: error: --out {out}: ") and re.search(culprit, proc.stderr), \
+        proc.stderr
+    assert ".tmp" not in proc.stderr and not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_a_sample_request_too_large_for_memory_is_refused_up_front(tmp_path, vae_checkpoint, capsys, monkeypatch):
+    import tinygen.models
+    monkeypatch.setattr(tinygen.models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    for command in ("sample", "evaluate"):
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "vae", "--checkpoint", str(vae_checkpoint), "--n", "1000000000",
+                  *(["--out", str(tmp_path / "s.png")] if command == "sample" else [])])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1, err
+        assert re.search(r"--n 1000000000: needs at least \d+\.\d GiB of memory .* available; ask for fewer", err)
+    assert not (tmp_path / "s.png").exists()

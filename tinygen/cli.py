@@ -83,6 +83,30 @@ def finite_number(low, strict):
     return parse
 
 
+def available_memory():
+    """Bytes of memory available to a new allocation (MemAvailable on Linux), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(option, n, bytes_each):
+    """Refuse a request of n items of bytes_each (a lower bound) that cannot fit in the memory available,
+    before the work starts, rather than a MemoryError after it."""
+    need, have = n * bytes_each, available_memory()
+    if have is not None and need > have:
+        raise UsageError(f"{option} {n}: needs at least {need / 2**30:.1f} GiB of memory ({bytes_each} bytes an "
+                         f"item), {have / 2**30:.1f} GiB are available; ask for fewer")
+
+
 def parse_settings(items):
     """['latent_dim=2', 'loss=minimax'] -> {'latent_dim': 2, 'loss': 'minimax'} (JSON values, else strings)."""
     settings = {}

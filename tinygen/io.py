@@ -34,6 +34,7 @@ import math
 import os
 import re
 import secrets
+import stat
 import sys
 import zipfile
 import zlib
@@ -72,7 +73,7 @@ def atomic_open(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    tmp = temporary_path(path)
     # O_EXCL: never reuse an existing file; mode 0o666 minus the umask, like open() does
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
@@ -84,6 +85,46 @@ def atomic_open(path):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def temporary_path(path) -> Path:
+    """The temporary file atomic_open writes before renaming it to `path`: .<name>.<12 hex digits>.tmp"""
+    path = Path(path)
+    return path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+
+
+def unwritable_reason(path) -> str | None:
+    """Why atomic_open(path) would fail, found before any work is done (None: it would succeed). The
+    folders it would make must be makeable, the file must be a regular file or absent (opening a FIFO
+    blocks), and the name with its temporary suffix must fit the file system's NAME_MAX. Where the folder
+    exists, a temporary file of that very name is made and deleted at once, which also finds read-only
+    file systems and folders only the kernel writes to."""
+    path = Path(path)
+    folder, missing = path.parent, []
+    while not os.path.lexists(folder) and folder != folder.parent:
+        missing.append(folder.name)
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    if os.path.lexists(path) and not (path.exists() and stat.S_ISREG(os.stat(path).st_mode)):
+        return "is not a regular file (a FIFO, a device, a socket or a broken link); give a file name"
+    try:
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows): the common limit
+        name_max = 255
+    temporary = temporary_path(path)
+    for name in [*missing, temporary.name]:
+        if len(name.encode()) > name_max:
+            return (f"the name {name[:24]}... is {len(name.encode())} bytes long (with the temporary file's "
+                    f"suffix, where it applies), more than the {name_max} this file system takes")
+    if missing:
+        return None if os.access(folder, os.W_OK | os.X_OK) else f"the folder {folder} is not writable"
+    try:
+        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(temporary)
+    except OSError as error:
+        return f"cannot write in {folder} ({error.strerror})"
+    return None
 
 
 _TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")  # the names atomic_open gives its temporary files
