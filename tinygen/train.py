@@ -64,8 +64,9 @@ class Interrupted(KeyboardInterrupt):
         self.signum, self.status = signum, 128 + signum
 
 
-class _SkipEvaluation(Exception):
-    """Raised by the signal handler out of an end-of-epoch evaluation: the checkpoint is saved instead."""
+class _SkipEvaluation(BaseException):
+    """Raised by the signal handler out of an end-of-epoch evaluation: the checkpoint is saved instead.
+    A BaseException, so that no `except Exception` in a model's evaluation swallows it."""
 
 
 # the signals a user or a scheduler stops a run with (Ctrl-C, kill, a closed terminal or ssh session)
@@ -487,7 +488,8 @@ class Progress:
         self.label, self.total, self.done, self.postfix = label, total, done, {}
         self.stream = stream or sys.stderr
         self.enabled = enabled and total > 0
-        plain = not getattr(self.stream, "isatty", lambda: False)() or bool(os.environ.get("CI"))
+        ci = os.environ.get("CI", "").lower() not in ("", "0", "false")
+        plain = ci or not getattr(self.stream, "isatty", lambda: False)()
         self.bar = None
         if self.enabled and not plain and tqdm is not None:
             self.bar = tqdm(total=total, initial=done, desc=label, leave=True, dynamic_ncols=True, file=self.stream)
