@@ -20,7 +20,7 @@ it holds the folder's lock file (io.FolderLock) from before its first write to i
 What the loop refuses, before it writes anything (a TrainingError or ValueError naming the option):
 - a fresh run into a folder that already holds a run (use resume=True, another out, or overwrite=True);
 - options and recipe fields out of range (epochs, batch_size, max_steps >= 1; lr > 0 and finite;
-  grad_clip >= 0), and missing data;
+  grad_clip >= 0; the model's check_config, such as ddpm's sample_steps <= T), and missing data;
 - resume=True with another seed, --quick setting, dataset, model or recipe than the checkpoint's, or on
   a run that has already finished;
 - a run folder that another process is training in (its lock names the holder).
@@ -149,6 +149,7 @@ def _config_differences(saved, now, defaults):
 class Trainer:
     def __init__(self, model, options):
         check_options(options, model.config)
+        model.check_config(model.config)  # what the pictures and the evaluation read: fail now, not after an epoch
         self.model, self.opt = model, options
         model.dataset = options.dataset
         self.out = Path(options.out or f"runs/{model.name}-{options.dataset}")
@@ -497,8 +498,18 @@ class Progress:
 
     def update(self, n=1):
         self.done += n
-        if not self.enabled:
-            return
+        if self.enabled:
+            self._quietly(self._show, n)
+
+    def _quietly(self, show, *args):
+        """Show progress, and stop showing it if the terminal is gone (SIGHUP: writes fail with EIO), so
+        that the step is still saved."""
+        try:
+            show(*args)
+        except OSError:
+            self.enabled, self.bar = False, None
+
+    def _show(self, n):
         if self.bar is not None:
             if self.postfix:
                 self.bar.set_postfix({k: f"{v:.4g}" for k, v in self.postfix.items()}, refresh=False)
@@ -515,9 +526,9 @@ class Progress:
 
     def close(self):
         if self.bar is not None:
-            self.bar.close()
+            self._quietly(self.bar.close)
         elif self.enabled and self._shown_done != self.done:
-            self._line()
+            self._quietly(self._line)
 
 
 def train(name, options=None, **config_overrides):

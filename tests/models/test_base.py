@@ -107,13 +107,20 @@ BAD_VALUES = [  # (model, overrides, what the one-line refusal must say)
 ]
 
 
+def build_and_check(name, overrides):
+    """What the trainer does before it writes anything: build (check_values), then check_config."""
+    model = build_model(name, overrides)
+    model.check_config(model.config)
+    return model
+
+
 @pytest.mark.parametrize("name, overrides, culprit", BAD_VALUES, ids=[f"{m}-{sorted(o)[0]}" for m, o, _ in BAD_VALUES])
-def test_every_field_is_checked_when_the_model_is_built(name, overrides, culprit):
+def test_every_field_is_checked_before_training(name, overrides, culprit):
     if culprit is None:
-        assert build_model(name, overrides).config.hidden == 512
+        assert build_and_check(name, overrides).config.hidden == 512
         return
     with pytest.raises(ValueError, match=culprit):
-        build_model(name, overrides)
+        build_and_check(name, overrides)
 
 
 def test_every_models_recipe_and_tiny_config_pass_the_checks():

@@ -21,8 +21,8 @@ from .registry import MODULES, available, get_model_class, registered_name  # no
 # ---------------------------------------------------------------------- building and loading
 def build_model(name, overrides=None, seed=0):
     """A fresh model from its registered class, its Config updated with `overrides` (each checked against
-    the type of the recipe's value; None keeps the recipe's), then every field checked (base.check_values,
-    the class's check_config), its initial weights drawn from the generator seeded with `seed`."""
+    the type of the recipe's value; None keeps the recipe's), then every field checked (base.check_values),
+    its initial weights drawn from the generator seeded with `seed`."""
     cls = get_model_class(name)
     nn.manual_seed(seed)
     defaults = asdict(cls.Config())
@@ -31,8 +31,7 @@ def build_model(name, overrides=None, seed=0):
         if v is not None:
             values[k] = check_field(k, v, defaults[k]) if k in defaults and defaults[k] is not None else v
     config = config_from_dict(cls.Config, values)
-    check_values(config)      # every field, before a network is built or a run folder written
-    cls.check_config(config)  # the model's own rules
+    check_values(config)  # every field, before a network is built (the trainer adds the model's check_config)
     return cls(config)
 
 

@@ -188,8 +188,9 @@ class Model(nn.Module):
 
     @classmethod
     def check_config(cls, config):
-        """Refuse (ValueError naming the --set field) values that only this model cannot take: one field
-        against another. build_model calls it after the generic check_values, before the model is built."""
+        """Refuse (ValueError naming the --set field) what only this model cannot train with: one field
+        against another, read by the pictures or the evaluation after an epoch (ddpm: sample_steps <= T).
+        The trainer calls it before it writes anything; build_model has run check_values already."""
 
     # ---------------------------------------------------------------- training
     def configure_optimizers(self):
