@@ -116,6 +116,7 @@ def check_field(name, value, default):
 ZERO_ALLOWED = frozenset({"augment", "num_classes", "ae_steps", "res_blocks", "couplings_7", "blocks",
                           "anneal_steps", "kl_warmup_steps"})
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+TRAINER_FIELDS = frozenset(f.name for f in fields(Config))
 
 
 def is_probability(name):
@@ -133,9 +134,12 @@ def check_values(config):
     - a float is finite in float32, the precision the models compute in (1e39 is finite in Python and inf in
       float32); >= 0 where the recipe is (a negative weight or rate flips its meaning);
     - probabilities (is_probability) lie in [0, 1]; dropout in [0, 1) (it divides by 1 - p).
-    A model's own rules (one field against another) live in its check_config."""
+    A model's own rules (one field against another) live in its check_config. The fields of the base Config
+    (epochs, batch_size, lr, ...) are the trainer's options: its check_options names them as such."""
     defaults = type(config)()
     for f in fields(config):
+        if f.name in TRAINER_FIELDS:
+            continue
         name, value, default = f.name, getattr(config, f.name), getattr(defaults, f.name)
         shown = f"--set {name}={json.dumps(value) if not isinstance(value, str) else value}"
         if value is None and default is not None:
