@@ -131,3 +131,20 @@ def test_attribute_agreement_reads_the_caption_bins():
     assert evaluate.attribute_agreement(x[:50], attrs, asked, "mnist").all()
     wrong = np.where(asked == "thin", "thick", "thin")[:25]
     assert not evaluate.attribute_agreement(x[:25], attrs[:25], wrong, "mnist").any()
+
+
+# ---------------------------------------------------------------------- a guidance sweep's classifier
+def test_a_guidance_sweep_refuses_a_classifier_of_another_dataset(tmp_path, capsys):
+    from tinygen.models import build_model, save_model
+    ddpm = build_model("ddpm", {"T": 5, "base_channels": 8, "channel_mult": (1, 2, 2), "sample_steps": 2})
+    ddpm.dataset = "mnist"
+    save_model(ddpm, tmp_path / "ddpm.npz")
+    classifier = build_model("noisy_classifier", {"T": 5, "base_channels": 8})
+    classifier.dataset = "fashion"
+    save_model(classifier, tmp_path / "fashion.npz")
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main(["guidance-sweep", "--checkpoint", str(tmp_path / "ddpm.npz"), "--steps", "2", "--n", "2",
+                       "--classifier", str(tmp_path / "fashion.npz")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "fashion.npz was trained on fashion, the --checkpoint" in err and "on mnist" in err

@@ -1,6 +1,7 @@
 """Tests for tinygen.io: checkpoints, atomic writes, image grids, GIFs and scatter plots."""
 import json
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -230,3 +231,38 @@ def test_scatter(tmp_path):
     assert sum(tuple(c) in colours for c in tio.PALETTE) == 10
     with pytest.raises(ValueError, match=r"\(N, 2\)"):
         tio.save_scatter(np.zeros((3, 3)), np.zeros(3), tmp_path / "bad.png")
+
+
+# ----------------------------------------------------------------------- what atomic_open would refuse, found first
+
+
+def test_unwritable_reason_finds_what_atomic_open_would_fail_on(tmp_path):
+    assert tio.unwritable_reason(tmp_path / "new" / "deeper" / "x.png") is None      # atomic_open makes folders
+    assert tio.unwritable_reason(tmp_path / "x.png") is None
+    (tmp_path / "file").write_text("mine")
+    assert "is a file, not a folder" in tio.unwritable_reason(tmp_path / "file" / "x.png")
+    assert "is a file, not a folder" in tio.unwritable_reason(tmp_path / "file" / "sub" / "x.png")
+    os.mkfifo(tmp_path / "fifo.png")
+    assert "not a regular file" in tio.unwritable_reason(tmp_path / "fifo.png")
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "nowhere")
+    assert "not a regular file" in tio.unwritable_reason(tmp_path / "dangling.png")
+    fits = "x" * 250 + ".png"                 # 254 bytes fit; with ".<name>.<12 hex>.tmp" they do not
+    assert "more than the 255" in tio.unwritable_reason(tmp_path / fits)
+    assert "more than the 255" in tio.unwritable_reason(tmp_path / ("d" * 256) / "x.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling.png", "fifo.png", "file"]  # nothing left
+
+
+def test_folder_lock_names_its_holder_and_is_taken_over_when_left_by_a_dead_one(tmp_path):
+    lock = tio.FolderLock.acquire(tmp_path)
+    record = json.loads((tmp_path / tio.FolderLock.NAME).read_text())
+    assert record["pid"] == os.getpid() and record["started"] and lock.previous is None
+    with pytest.raises(tio.FolderLocked, match=rf"in use by process {os.getpid()} \(started {re.escape(record['started'])}\)"):
+        tio.FolderLock.acquire(tmp_path)
+    lock.release()
+    assert not (tmp_path / tio.FolderLock.NAME).exists()
+    # what kill -9 leaves: the file, its holder's record, no flock (the kernel dropped it)
+    (tmp_path / tio.FolderLock.NAME).write_text(json.dumps({"pid": 999999999, "started": "2026-01-01T00:00:00"}))
+    lock = tio.FolderLock.acquire(tmp_path)
+    assert lock.previous == {"pid": 999999999, "started": "2026-01-01T00:00:00"}
+    assert tio.FolderLock.describe(lock.previous) == "process 999999999 (started 2026-01-01T00:00:00)"
+    lock.release()

@@ -115,3 +115,129 @@ def test_unknown_model_and_dataset_list_valid_ones():
         Trainer(build_model("mlp", TINY), TrainOptions(dataset="cifar"))
     with pytest.raises(ValueError, match="unknown config field"):
         build_model("mlp", {"depth": 3})
+
+
+# ---------------------------------------------------------------------- signals: a stopped run resumes exactly
+import os      # noqa: E402  (this section's own imports)
+import signal  # noqa: E402
+
+from tinygen.train import Interrupted  # noqa: E402
+
+
+def signalled(model, at_call, *signums):
+    """Make training_step send this process `signums` during its call number `at_call`."""
+    real_step, calls = model.training_step, {"n": 0}
+
+    def training_step(batch, optimizers):
+        calls["n"] += 1
+        logs = real_step(batch, optimizers)
+        if calls["n"] == at_call:
+            for signum in signums:
+                os.kill(os.getpid(), signum)
+        return logs
+    model.training_step = training_step
+    return model
+
+
+def run_to(out, max_steps, model=None, resume=False):
+    options = TrainOptions(out=str(out), max_steps=max_steps, resume=resume, log_every=3, checkpoint_every=3,
+                           progress=False, evaluate=True)
+    return Trainer(model or build_model("mlp", TINY), options).fit()
+
+
+def same_run(a, b):
+    """metrics.jsonl equal line for line, and the checkpoints' weights and optimiser state bit for bit."""
+    assert (a / "metrics.jsonl").read_text() == (b / "metrics.jsonl").read_text()
+    arrays_a, meta_a = io.load_checkpoint(a / "last.npz")
+    arrays_b, meta_b = io.load_checkpoint(b / "last.npz")
+    assert sorted(arrays_a) == sorted(arrays_b) and meta_a["step"] == meta_b["step"]
+    for name in arrays_a:
+        np.testing.assert_array_equal(arrays_a[name], arrays_b[name], err_msg=name)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["INT", "TERM", "HUP"])
+def test_a_signal_saves_the_last_step_and_the_resumed_run_equals_a_straight_one(tmp_path, signum):
+    run_to(tmp_path / "straight", 8)
+    with pytest.raises(Interrupted, match=rf"stopped by {signal.Signals(signum).name}: saved .*step 4") as stop:
+        run_to(tmp_path / "split", 8, model=signalled(build_model("mlp", TINY), 4, signum))
+    assert stop.value.status == 128 + signum                       # 130, 143, 129: what a shell reports
+    split = tmp_path / "split"
+    assert io.load_checkpoint(split / "last.npz")[1]["step"] == 4
+    assert json.loads((split / "summary.json").read_text())["interrupted"] == signal.Signals(signum).name
+    assert [json.loads(line)["step"] for line in (split / "metrics.jsonl").read_text().splitlines()] == [3]  # no test line
+    assert not (split / io.FolderLock.NAME).exists()
+    run_to(split, 8, resume=True)
+    same_run(split, tmp_path / "straight")
+    assert "interrupted" not in json.loads((split / "summary.json").read_text())
+
+
+def test_a_signal_during_the_last_evaluation_skips_it_and_the_resumed_run_does_it(tmp_path):
+    run_to(tmp_path / "straight", 6)
+    model = build_model("mlp", TINY)
+    real_evaluate = model.evaluate
+
+    def evaluate(images, labels):  # Ctrl-C while the end-of-run test metrics are computed
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_evaluate(images, labels)
+    model.evaluate = evaluate
+    with pytest.raises(Interrupted, match="step 6"):
+        run_to(tmp_path / "split", 6, model=model)
+    assert io.load_checkpoint(tmp_path / "split" / "last.npz")[1]["evaluation_pending"]
+    summary = run_to(tmp_path / "split", 6, resume=True)          # finished, but for its evaluation
+    assert summary["steps"] == 6 and "test_acc" in summary
+    same_run(tmp_path / "split", tmp_path / "straight")
+
+
+def test_a_second_signal_during_the_save_lets_the_checkpoint_be_written_whole(tmp_path, monkeypatch):
+    real_save = io.save_checkpoint
+
+    def save_checkpoint(path, arrays, meta=None):  # the second Ctrl-C arrives while step 4 is written
+        if meta["step"] == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+        real_save(path, arrays, meta)
+    with pytest.raises(Interrupted, match="SIGINT: saved .*step 4"):
+        monkeypatch.setattr(io, "save_checkpoint", save_checkpoint)
+        run_to(tmp_path, 8, model=signalled(build_model("mlp", TINY), 4, signal.SIGINT))
+    monkeypatch.undo()
+    assert io.load_checkpoint(tmp_path / "last.npz")[1]["step"] == 4
+    assert sorted(p.name for p in tmp_path.glob(".*")) == []       # no temporary file, no lock left
+
+
+def test_a_second_signal_during_a_step_stops_at_once_keeping_the_last_checkpoint(tmp_path):
+    run_to(tmp_path / "straight", 8)
+    with pytest.raises(Interrupted, match=r"SIGINT at once: the last good checkpoint is .*\(step 3\)"):
+        run_to(tmp_path / "split", 8, model=signalled(build_model("mlp", TINY), 5, signal.SIGINT, signal.SIGINT))
+    assert io.load_checkpoint(tmp_path / "split" / "last.npz")[1]["step"] == 3
+    run_to(tmp_path / "split", 8, resume=True)
+    same_run(tmp_path / "split", tmp_path / "straight")
+
+
+# ---------------------------------------------------------------------- one trainer per run folder
+def test_a_second_trainer_in_a_locked_folder_is_refused_naming_the_holder(tmp_path):
+    run_to(tmp_path, 3)
+    lock = io.FolderLock.acquire(tmp_path)          # as if another `train` were running there
+    try:
+        before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+        with pytest.raises(io.FolderLocked, match=rf"is in use by process {os.getpid()} \(started "):
+            run_to(tmp_path, 6, resume=True)
+        assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    finally:
+        lock.release()
+    run_to(tmp_path, 6, resume=True)
+    assert io.load_checkpoint(tmp_path / "last.npz")[1]["step"] == 6
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over_saying_so(tmp_path, capsys):
+    tmp_path.joinpath(io.FolderLock.NAME).write_text(json.dumps({"pid": 999999999, "started": "2026-01-01T00:00:00"}))
+    run_to(tmp_path, 3)
+    assert "took over the lock left by process 999999999 (started 2026-01-01T00:00:00)" in capsys.readouterr().out
+    assert not (tmp_path / io.FolderLock.NAME).exists()
+
+
+# ---------------------------------------------------------------------- progress in a log
+def test_progress_in_a_pipe_is_a_few_plain_lines_labelled_with_the_steps(tmp_path, capfd):
+    options = TrainOptions(out=str(tmp_path), max_steps=200, log_every=20, progress=True, evaluate=False)
+    Trainer(build_model("mlp", TINY), options).fit()
+    err = capfd.readouterr().err
+    assert "\r" not in err and 1 <= len(err.splitlines()) <= 11, err
+    assert err.splitlines()[-1].startswith("mlp 200 steps: 200/200 (100%), loss ") and "epoch" not in err

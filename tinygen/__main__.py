@@ -16,13 +16,18 @@ import json
 import sys
 from pathlib import Path
 
-from . import models
-from .cli import (OneLineParser, UsageError, finite_number, parse_settings,  # noqa: F401 (re-exported)
-                  run_command, whole_number)
+try:  # Ctrl-C while the modules load (NumPy, the models: a second or more) is one line too, status 130
+    from . import models
+    from .cli import (OneLineParser, UsageError, check_memory, finite_number,  # noqa: F401 (re-exported)
+                      parse_settings, run_command, whole_number)
+except KeyboardInterrupt:
+    sys.stderr.write("python -m tinygen: interrupted\n")
+    raise SystemExit(130) from None
 
 SAMPLE_SUFFIXES = {".png": "a PNG grid of the samples",
                    ".npz": "the samples as data: images (n, 1, 28, 28) float32 in [0, 1], labels (n,) int64, "
                            "-1 where none was asked for"}
+IMAGE_BYTES = 28 * 28 * 4  # one image as float32: what a request of n images needs at the least, n times
 SAMPLE_MARK = "tinygen-samples"  # what marks a file as written by `sample` (a PNG text chunk, an .npz's meta kind)
 
 
@@ -143,8 +148,9 @@ def check_sampling(model, given, checkpoint, labelled):
 
 
 def check_sample_out(out, checkpoint):
-    """Refuse an --out with another suffix than .png / .npz, and one that would replace a file `sample`
-    did not write (a checkpoint, a picture of the user's)."""
+    """Refuse an --out with another suffix than .png / .npz, one that would replace a file `sample` did
+    not write (a checkpoint, a picture of the user's), and one that cannot be written (io.unwritable_reason)."""
+    from . import io
     path = Path(out)
     if path.suffix.lower() not in SAMPLE_SUFFIXES:
         valid = "; ".join(f"{k} ({v.split(':')[0]})" for k, v in SAMPLE_SUFFIXES.items())
@@ -153,6 +159,9 @@ def check_sample_out(out, checkpoint):
         raise UsageError(f"--out {out}: that is the --checkpoint itself; choose another file")
     if path.is_dir():
         raise UsageError(f"--out {out}: is a folder; give a file name ending in .png or .npz")
+    reason = io.unwritable_reason(path)  # found now, not after the sampling (and before a FIFO is opened)
+    if reason:
+        raise UsageError(f"--out {out}: {reason}")
     if path.exists() and not is_sample_file(path):
         raise UsageError(f"--out {out}: the file exists and was not written by `python -m tinygen sample`; "
                          f"choose another file (nothing was changed)")
@@ -174,6 +183,7 @@ def sample_command(args):
     import numpy as np
     from . import io
     out = check_sample_out(args.out or str(Path(args.checkpoint).with_name("samples.png")), args.checkpoint)
+    check_memory("--n", args.n, IMAGE_BYTES * 2)  # the samples, and their picture or archive
     model, _ = models.load_model(args.checkpoint, args.model)
     if not hasattr(model, "sample"):
         raise UsageError(f"{args.model} is not a generative model: it has no sample()")
@@ -283,6 +293,7 @@ def _main(argv):
         return edit_command(args)
 
     from .evaluate import evaluate_model
+    check_memory("--n", args.n, IMAGE_BYTES * 2)  # the samples, and the judge's view of them
     model, meta = models.load_model(args.checkpoint, args.model)
     check_sampling(model, {"steps": args.steps, "guidance": args.guidance}, args.checkpoint,
                    labelled=model.conditional)

@@ -3,13 +3,16 @@ one-line refusal (UsageError, OneLineParser, run_command) and the number parsers
 the door. It imports nothing of the models, so both commands (and anything below them) may use it.
 
 Every refusal is one line on stderr that names the option or the file and says what is valid, with
-exit status 2. TINYGEN_TRACEBACK=1 shows the traceback as well.
+exit status 2. TINYGEN_TRACEBACK=1 shows the traceback as well. An interrupt is one line too, with the
+shell's status for its signal (130 for Ctrl-C).
 """
 import argparse
 import json
 import math
 import os
 import sys
+
+FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max, without importing NumPy here
 
 
 class UsageError(ValueError):
@@ -38,9 +41,9 @@ def run_command(main_fn, argv, prog):
     try:
         with np.errstate(all="ignore"):  # NaN and overflow are caught and named by the library, not warned of
             return main_fn(argv)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+    except KeyboardInterrupt as stop:  # Ctrl-C, or train.Interrupted: a signal, after the run was saved
+        print(f"{prog}: {' '.join(str(stop).split()) or 'interrupted'}", file=sys.stderr)
+        raise SystemExit(getattr(stop, "status", 130)) from None
     except library_errors() as error:
         if os.environ.get("TINYGEN_TRACEBACK"):
             raise
@@ -73,9 +76,35 @@ def finite_number(low, strict):
             raise argparse.ArgumentTypeError(f"expects a number, got {text!r}") from None
         if not math.isfinite(value) or value < low or (strict and value == low):
             raise argparse.ArgumentTypeError(f"must be a finite number {'>' if strict else '>='} {low:g}, got {text}")
+        if abs(value) > FLOAT32_MAX:  # finite here, inf in the float32 the models compute in: NaN images
+            raise argparse.ArgumentTypeError(f"must be finite in float32 (at most {FLOAT32_MAX:.4g}), got {text}")
         return value
     parse.__name__ = "number"
     return parse
+
+
+def available_memory():
+    """Bytes of memory available to a new allocation (MemAvailable on Linux), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(option, n, bytes_each):
+    """Refuse a request of n items of bytes_each (a lower bound) that cannot fit in the memory available,
+    before the work starts, rather than a MemoryError after it."""
+    need, have = n * bytes_each, available_memory()
+    if have is not None and need > have:
+        raise UsageError(f"{option} {n}: needs at least {need / 2**30:.1f} GiB of memory ({bytes_each} bytes an "
+                         f"item), {have / 2**30:.1f} GiB are available; ask for fewer")
 
 
 def parse_settings(items):
@@ -89,4 +118,6 @@ def parse_settings(items):
             settings[key] = json.loads(value)
         except json.JSONDecodeError:
             settings[key] = value
+        if settings[key] is None:  # the library reads None as "the recipe's value": say so, do not ignore it
+            raise UsageError(f"--set {item}: {key} takes a value; leave --set {key} out for the recipe's")
     return settings

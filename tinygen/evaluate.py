@@ -481,6 +481,10 @@ def _main(argv):
             classifier = _load_any(args.classifier)
             if not hasattr(classifier, "log_prob_grad"):
                 raise UsageError(f"--classifier {args.classifier} holds a {classifier.name}, not a noisy_classifier")
+            if classifier.dataset != model.dataset:  # it would steer towards another dataset's classes
+                raise UsageError(f"--classifier {args.classifier} was trained on {classifier.dataset}, the "
+                                 f"--checkpoint {args.checkpoint} on {model.dataset}; give a classifier of "
+                                 f"{model.dataset}")
         cpu0 = time.process_time()
         if args.command == "sampler-sweep":
             rows = sampler_sweep(model, model.dataset, args.steps, args.n, args.seed)

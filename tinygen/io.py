@@ -13,6 +13,12 @@ Atomic writes
     mid-write leaves the previous version untouched: readers see the old file or the
     new one, never half of one.
 
+Run-folder locks
+    ``FolderLock.acquire(folder)`` makes one process at a time the writer of a run folder: two trainers
+    in one folder delete each other's temporary files and send the checkpoint backwards. The lock file
+    names its holder (pid, start time, command); the kernel drops the lock when its holder dies, so a
+    lock left by kill -9 is taken over (the caller says so).
+
 Pictures
     ``make_grid`` tiles a batch of images into one uint8 picture; ``save_image_grid``,
     ``save_gif`` and ``save_scatter`` write PNG and GIF files with Pillow.
@@ -20,6 +26,7 @@ Pictures
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import io
 import json
@@ -27,9 +34,16 @@ import math
 import os
 import re
 import secrets
+import stat
+import sys
 import zipfile
 import zlib
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: the lock falls back to an exclusive create and a pid check
+    fcntl = None
 
 import numpy as np
 
@@ -59,7 +73,7 @@ def atomic_open(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    tmp = temporary_path(path)
     # O_EXCL: never reuse an existing file; mode 0o666 minus the umask, like open() does
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
@@ -71,6 +85,46 @@ def atomic_open(path):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def temporary_path(path) -> Path:
+    """The temporary file atomic_open writes before renaming it to `path`: .<name>.<12 hex digits>.tmp"""
+    path = Path(path)
+    return path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+
+
+def unwritable_reason(path) -> str | None:
+    """Why atomic_open(path) would fail, found before any work is done (None: it would succeed). The
+    folders it would make must be makeable, the file must be a regular file or absent (opening a FIFO
+    blocks), and the name with its temporary suffix must fit the file system's NAME_MAX. Where the folder
+    exists, a temporary file of that very name is made and deleted at once, which also finds read-only
+    file systems and folders only the kernel writes to."""
+    path = Path(path)
+    folder, missing = path.parent, []
+    while not os.path.lexists(folder) and folder != folder.parent:
+        missing.append(folder.name)
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    if os.path.lexists(path) and not (path.exists() and stat.S_ISREG(os.stat(path).st_mode)):
+        return "is not a regular file (a FIFO, a device, a socket or a broken link); give a file name"
+    try:
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows): the common limit
+        name_max = 255
+    temporary = temporary_path(path)
+    for name in [*missing, temporary.name]:
+        if len(name.encode()) > name_max:
+            return (f"the name {name[:24]}... is {len(name.encode())} bytes long (with the temporary file's "
+                    f"suffix, where it applies), more than the {name_max} this file system takes")
+    if missing:
+        return None if os.access(folder, os.W_OK | os.X_OK) else f"the folder {folder} is not writable"
+    try:
+        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(temporary)
+    except OSError as error:
+        return f"cannot write in {folder} ({error.strerror})"
+    return None
 
 
 _TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")  # the names atomic_open gives its temporary files
@@ -96,6 +150,116 @@ def atomic_write_bytes(path, data: bytes):
 def atomic_write_text(path, text: str, encoding: str = "utf-8"):
     """Write ``text`` to ``path`` atomically (old content survives a failed write)."""
     atomic_write_bytes(path, text.encode(encoding))
+
+
+# ------------------------------------------------------------------------- run-folder locks
+
+
+class FolderLocked(RuntimeError):
+    """Another process holds the lock of a run folder (the message names it)."""
+
+
+class FolderLock:
+    """The lock of a run folder: the file ``<folder>/.tinygen.lock``, locked with flock(2) while held and
+    holding the holder's pid, start time and command (JSON) for the message a second process gets.
+
+        lock = FolderLock.acquire(folder)    # FolderLocked if another live process holds it
+        lock.previous                        # the record of a dead holder it took over, or None
+        lock.release()
+    """
+    NAME = ".tinygen.lock"
+
+    def __init__(self, path, fd, previous):
+        self.path, self.fd, self.previous = path, fd, previous
+
+    @classmethod
+    def acquire(cls, folder):
+        path = Path(folder) / cls.NAME
+        if fcntl is None:
+            return cls._acquire_without_flock(path)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # held: by a live process, since the kernel drops the locks of dead ones
+                holder = cls._read(fd)
+                os.close(fd)
+                raise FolderLocked(f"{folder} is in use by {cls.describe(holder)}; wait for it to finish or "
+                                   f"stop it (kill -INT {holder.get('pid', '?')} saves and stops), or "
+                                   f"choose another --out") from None
+            # the holder may have released (and deleted) the file between our open and flock: then we
+            # locked a file no longer in the folder, so try again with the one there now
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        previous = cls._read(fd) or None  # a holder that died without releasing (kill -9, power cut)
+        cls._write(fd)
+        return cls(path, fd, previous)
+
+    @classmethod
+    def _acquire_without_flock(cls, path):
+        previous = None
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                holder = json.loads(path.read_text() or "{}")
+                if _pid_alive(holder.get("pid")):
+                    raise FolderLocked(f"{path.parent} is in use by {cls.describe(holder)}; choose another "
+                                       f"--out or wait for it to finish") from None
+                previous = holder
+                path.unlink(missing_ok=True)
+                continue
+            cls._write(fd)
+            return cls(path, fd, previous)
+        raise FolderLocked(f"{path.parent}: could not take the lock {path}")
+
+    @staticmethod
+    def _read(fd):
+        os.lseek(fd, 0, os.SEEK_SET)
+        raw = os.read(fd, 65536)
+        try:
+            return json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            return {"pid": "?", "note": "unreadable lock file"}
+
+    @staticmethod
+    def _write(fd):
+        record = {"pid": os.getpid(), "started": datetime.datetime.now(datetime.timezone.utc)
+                  .isoformat(timespec="seconds"), "command": " ".join(sys.argv)}
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, json.dumps(record).encode())
+        os.fsync(fd)
+
+    @staticmethod
+    def describe(record):
+        return f"process {record.get('pid', '?')} (started {record.get('started', '?')})"
+
+    def release(self):
+        """Delete the lock file, then drop the lock (in that order: see acquire's inode check)."""
+        if self.fd is None:
+            return
+        Path(self.path).unlink(missing_ok=True)
+        os.close(self.fd)
+        self.fd = None
+
+
+def _pid_alive(pid):
+    """Whether a process `pid` exists (without flock, the only sign that a lock is held)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, but belongs to someone else
+        return True
+    return True
 
 
 # ----------------------------------------------------------------------- checkpoints

@@ -7,15 +7,23 @@ A run folder (default runs/<model>-<dataset>) holds config.json, metrics.jsonl (
 line), the pictures, last.npz (the checkpoint) and summary.json. A checkpoint holds everything needed
 to continue exactly where the run stopped: weights, optimiser moments, EMA weights, the step and the
 position in the epoch, and the state of every random number generator, so that `--resume` gives the
-same losses as a run that was never interrupted. Ctrl-C finishes the current step and saves; a
-non-finite loss stops the run with a message, leaving the last good checkpoint untouched.
+same losses as a run that was never interrupted (metrics.jsonl included). A non-finite loss stops the run
+with a message, leaving the last good checkpoint untouched.
+
+Signals (Ctrl-C = SIGINT, kill = SIGTERM, a closed terminal = SIGHUP) finish the current step, skip the
+end-of-epoch evaluation and picture (they can take minutes; a resumed run does them first), save, write a
+summary.json marked "interrupted" and raise Interrupted, whose exit status is the shell's 128 + signal
+(130, 143, 129). A second signal stops at once, except during a save, which takes seconds and is let
+finish: either way the newest checkpoint on disk is whole. One process at a time trains in a run folder:
+it holds the folder's lock file (io.FolderLock) from before its first write to its end.
 
 What the loop refuses, before it writes anything (a TrainingError or ValueError naming the option):
 - a fresh run into a folder that already holds a run (use resume=True, another out, or overwrite=True);
 - options and recipe fields out of range (epochs, batch_size, max_steps >= 1; lr > 0 and finite;
-  grad_clip >= 0), and missing data;
+  grad_clip >= 0; the model's check_config, such as ddpm's sample_steps <= T), and missing data;
 - resume=True with another seed, --quick setting, dataset, model or recipe than the checkpoint's, or on
-  a run that has already finished.
+  a run that has already finished;
+- a run folder that another process is training in (its lock names the holder).
 A checkpoint is written only when every array in it is finite: a step that makes the weights or the
 optimiser state non-finite stops the run and leaves the last good checkpoint in place.
 """
@@ -23,6 +31,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +53,24 @@ DATASETS = ("mnist", "fashion")
 
 class TrainingError(RuntimeError):
     """Training cannot go on (a non-finite loss, or a checkpoint that belongs to another run)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by a signal; the message says what was saved. `status` is the exit status a shell
+    reports for that signal, 128 + its number (130 SIGINT, 143 SIGTERM, 129 SIGHUP)."""
+
+    def __init__(self, signum, message):
+        super().__init__(message)
+        self.signum, self.status = signum, 128 + signum
+
+
+class _SkipEvaluation(BaseException):
+    """Raised by the signal handler out of an end-of-epoch evaluation: the checkpoint is saved instead.
+    A BaseException, so that no `except Exception` in a model's evaluation swallows it."""
+
+
+# the signals a user or a scheduler stops a run with (Ctrl-C, kill, a closed terminal or ssh session)
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 
 @dataclass
@@ -122,6 +149,7 @@ def _config_differences(saved, now, defaults):
 class Trainer:
     def __init__(self, model, options):
         check_options(options, model.config)
+        model.check_config(model.config)  # what the pictures and the evaluation read: fail now, not after an epoch
         self.model, self.opt = model, options
         model.dataset = options.dataset
         self.out = Path(options.out or f"runs/{model.name}-{options.dataset}")
@@ -129,7 +157,8 @@ class Trainer:
         self.optimizers = model.configure_optimizers()
         self.base_lrs = {name: [g["lr"] for g in o.param_groups] for name, o in self.optimizers.items()}
         self.step, self.epoch, self.batch_index = 0, 0, 0
-        self._stop_requested = False
+        self.log_sums, self.log_count, self.evaluation_pending = {}, 0, False
+        self._stop, self._phase, self.lock = None, "starting", None
 
     # ---------------------------------------------------------------- checkpoints
     def save(self):
@@ -150,6 +179,10 @@ class Trainer:
                 "config": self.model.config_dict(), "step": self.step, "epoch": self.epoch,
                 "batch_index": self.batch_index, "scalars": scalars,
                 "seed": self.opt.seed, "quick": self.opt.quick, "metrics": self.last_metrics,
+                # the steps since the last metrics line, so that a resumed run's next line averages the same
+                # steps as an uninterrupted run's; and an end-of-epoch evaluation a signal skipped
+                "log_sums": list(self.log_sums.items()), "log_count": self.log_count,  # pairs: keep the order
+                "evaluation_pending": self.evaluation_pending,
                 "cpu_seconds": round(self.cpu_before + time.process_time() - self.cpu0, 1),
                 "cpu_counted_from_step": self.cpu_from_step,
                 "rng": {"model": self.model.rng.bit_generator.state, "nn": nn.get_rng_state()}}
@@ -188,17 +221,43 @@ class Trainer:
         nn.set_rng_state(meta["rng"]["nn"])
         self.step, self.epoch, self.batch_index = meta["step"], meta["epoch"], meta["batch_index"]
         self.last_good, self.last_metrics = self.step, meta.get("metrics", {})
+        self.log_sums, self.log_count = dict(meta.get("log_sums", [])), meta.get("log_count", 0)
+        self.evaluation_pending = meta.get("evaluation_pending", False)
         # CPU time adds up across resumes; a checkpoint written before it was counted starts the count here
         self.cpu_before = meta.get("cpu_seconds", 0.0)
         self.cpu_from_step = meta.get("cpu_counted_from_step", 0 if "cpu_seconds" in meta else self.step)
 
     # ---------------------------------------------------------------- the loop
     def fit(self):
+        """Train to the end of the recipe (or max_steps); returns the summary. Raises Interrupted when a
+        signal stops it (after saving), TrainingError or ValueError when it refuses or cannot go on."""
+        self._stop, self._phase, self.lock = None, "starting", None
+        previous = self._install_signal_handlers()
+        try:
+            return self._fit()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            if self.lock is not None:
+                self.lock.release()
+
+    def _take_lock(self):
+        """Hold the run folder's lock (before anything in it is read for a resume or written)."""
+        if self.lock is None:
+            self.lock = io.FolderLock.acquire(self.out)
+            if self.lock.previous:  # kill -9 or a power cut left it; flock says its holder is gone
+                print(f"{self.out}: took over the lock left by {io.FolderLock.describe(self.lock.previous)}, "
+                      f"which is no longer running")
+
+    def _fit(self):
         opt, model = self.opt, self.model
         nn.manual_seed(opt.seed)
         model.rng = np.random.default_rng([opt.seed, 1])
         self.cpu0, self.cpu_before, self.cpu_from_step = time.process_time(), 0.0, 0
+        self.log_sums, self.log_count, self.evaluation_pending, self.evaluated_at = {}, 0, False, None
         # ---- everything is checked before anything is written
+        if self.out.is_dir():
+            self._take_lock()
         existing = self.run_files()
         if opt.resume:
             if not self.checkpoint_path.exists():
@@ -217,13 +276,19 @@ class Trainer:
         else:
             max_steps = model.config.quick_steps if opt.quick else epochs * len(loader)
         epochs = max(epochs, math.ceil(max_steps / len(loader)))
-        if opt.resume and not (self.epoch < epochs and self.step < max_steps):
+        if opt.resume and not self.evaluation_pending and not (self.epoch < epochs and self.step < max_steps):
             raise TrainingError(f"--resume: the run in {self.out} has already finished (step {self.step}, "
                                 f"{self.epoch} of {epochs} epochs); nothing was changed. To train it further, "
                                 f"give a larger --epochs or --max-steps")
         # ---- now the run folder is written
         self.out.mkdir(parents=True, exist_ok=True)
-        io.remove_stale_temporaries(self.out)  # left by a process killed mid-write (kill -9)
+        if self.lock is None:  # a new folder: lock it, then make sure no run started there meanwhile
+            self._take_lock()
+            if any(p.name in RUN_OUTPUTS for p in self.run_files()) and not opt.overwrite:
+                raise TrainingError(f"--out {self.out}: another run started there while this one was starting; "
+                                    f"nothing was changed")
+            existing = self.run_files()
+        io.remove_stale_temporaries(self.out)  # left by a process killed mid-write (kill -9); the lock makes it safe
         if opt.resume:
             self._truncate_log(self.step)
             print(f"resumed {self.checkpoint_path} at step {self.step} (epoch {self.epoch + 1})")
@@ -242,58 +307,90 @@ class Trainer:
                 schedules.append(optim.CosineSchedule(o, total))
                 schedules[-1].base_lrs = self.base_lrs[name]  # the recipe's lr, not one restored mid-decay
 
-        previous_handler = self._install_interrupt_handler()
         wall0 = time.time()
-        sums, count = {}, 0
-        try:
-            while self.epoch < epochs and self.step < max_steps:
-                total = min(len(loader), max_steps - self.step + self.batch_index)
-                bar = tqdm(total=total, initial=self.batch_index, desc=f"{model.name} epoch {self.epoch + 1}/{epochs}",
-                           disable=not opt.progress, leave=True, dynamic_ncols=True) if tqdm else None
-                for images, labels in loader.batches(self.epoch, start=self.batch_index):
-                    batch = model.prepare_batch(images, labels)
-                    for schedule in schedules:
-                        schedule.set_step(self.step)
-                    logs = model.training_step(batch, self.optimizers)
-                    bad = {k: v for k, v in logs.items() if isinstance(v, float) and not math.isfinite(v)}
-                    if bad:
-                        raise TrainingError(f"non-finite {bad} at step {self.step + 1} (epoch {self.epoch + 1}); "
-                                            f"stopped: {self._last_good_message()}. Try a lower --lr or gradient "
-                                            f"clipping (--set grad_clip=1).")
-                    self.step += 1
-                    self.batch_index += 1
-                    for k, v in logs.items():
-                        sums[k] = sums.get(k, 0.0) + float(v)
-                    count += 1
-                    if self.step % opt.log_every == 0:
-                        self._log({"step": self.step, "epoch": self.epoch + 1,
-                                   **{k: v / count for k, v in sums.items()}})
-                        if bar is not None:
-                            bar.set_postfix({k: f"{v / count:.4g}" for k, v in sums.items()}, refresh=False)
-                        sums, count = {}, 0
-                    if bar is not None:
-                        bar.update(1)
-                    if self.step % opt.checkpoint_every == 0:
-                        self.save()
-                    if self._stop_requested or self.step >= max_steps:
-                        break
-                if bar is not None:
-                    bar.close()
+        self._phase = "training"
+        if self.evaluation_pending:  # a signal skipped the evaluation of the step the run stopped at
+            self._end_of_epoch_and_save(test_x, test_y)
+        # a run stopped by --max-steps or --quick is shown as one bar over its steps, not as "epoch 1/8"
+        by_steps = opt.quick or opt.max_steps is not None
+        progress = None
+        while self.epoch < epochs and self.step < max_steps and self._stop is None:
+            if progress is None or not by_steps:
+                label = f"{model.name} {max_steps} steps" if by_steps else f"{model.name} epoch {self.epoch + 1}/{epochs}"
+                total, done = ((max_steps, self.step) if by_steps else
+                               (min(len(loader), max_steps - self.step + self.batch_index), self.batch_index))
+                progress = Progress(label, total, done, opt.progress)
+            for images, labels in loader.batches(self.epoch, start=self.batch_index):
+                batch = model.prepare_batch(images, labels)
+                for schedule in schedules:
+                    schedule.set_step(self.step)
+                logs = model.training_step(batch, self.optimizers)
+                bad = {k: v for k, v in logs.items() if isinstance(v, float) and not math.isfinite(v)}
+                if bad:
+                    raise TrainingError(f"non-finite {bad} at step {self.step + 1} (epoch {self.epoch + 1}); "
+                                        f"stopped: {self._last_good_message()}. Try a lower --lr or gradient "
+                                        f"clipping (--set grad_clip=1).")
+                self.step += 1
+                self.batch_index += 1
+                for k, v in logs.items():
+                    self.log_sums[k] = self.log_sums.get(k, 0.0) + float(v)
+                self.log_count += 1
+                if self.step % opt.log_every == 0:
+                    means = {k: v / self.log_count for k, v in self.log_sums.items()}
+                    self._log({"step": self.step, "epoch": self.epoch + 1, **means})
+                    progress.postfix = means
+                    self.log_sums, self.log_count = {}, 0
+                progress.update(1)
                 if self.batch_index >= len(loader):
                     self.epoch, self.batch_index = self.epoch + 1, 0
-                if self._stop_requested:  # Ctrl-C: save first, so that a second Ctrl-C cannot lose the steps
-                    self.save()
-                    self._end_of_epoch(test_x, test_y)
-                else:  # test metrics first: weights whose metrics are not finite are not saved
-                    self._end_of_epoch(test_x, test_y)
-                    self.save()
-                if self._stop_requested:
-                    print(f"\ninterrupted: saved {self.checkpoint_path} at step {self.step}; "
-                          f"continue with --resume")
+                if self._stop is not None:
                     break
+                if self.step % opt.checkpoint_every == 0:
+                    self._save_guarded()
+                if self.step >= max_steps or self.batch_index == 0:
+                    break
+            if not by_steps or self.step >= max_steps or self._stop is not None:
+                progress.close()
+            if self._stop is not None:
+                break
+            self._end_of_epoch_and_save(test_x, test_y)
+        finished = self.step >= max_steps or self.epoch >= epochs
+        if self._stop is not None:  # the evaluation and picture are left to the resumed run, where an
+            # uninterrupted run would have done them: at the end of an epoch or of the run
+            due = self.batch_index == 0 or finished
+            self.evaluation_pending = self.evaluation_pending or (due and self.evaluated_at != self.step)
+        if self._stop is not None and not (finished and not self.evaluation_pending):
+            self._save_guarded()
+            self._write_summary(wall0, interrupted=signal.Signals(self._stop).name)
+            raise Interrupted(self._stop, f"stopped by {signal.Signals(self._stop).name}: saved "
+                                          f"{self.checkpoint_path} at step {self.step}; continue with --resume")
+        self._phase = "finishing"  # a signal now is let the summary be written: the run is complete
+        return self._write_summary(wall0)
+
+    def _end_of_epoch_and_save(self, test_x, test_y):
+        """Test metrics and a picture, then the checkpoint (weights whose metrics are not finite are not
+        saved). A signal during the evaluation skips it: the checkpoint marks it pending instead."""
+        self._phase = "evaluating"
+        try:
+            self._end_of_epoch(test_x, test_y)
+            self.evaluation_pending, self.evaluated_at = False, self.step
+        except _SkipEvaluation:
+            self.evaluation_pending = True
+        self._phase = "training"
+        self._save_guarded()
+
+    def _save_guarded(self):
+        """save(), during which a signal only asks for the stop (the save takes seconds; let it finish)."""
+        phase, self._phase = self._phase, "saving"
+        try:
+            self.save()
         finally:
-            signal.signal(signal.SIGINT, previous_handler) if previous_handler is not None else None
-        summary = {"model": model.name, "dataset": opt.dataset, "steps": self.step,
+            self._phase = phase
+
+    def _write_summary(self, wall0, interrupted=None):
+        """summary.json; an interrupted run's says so, so that `train && evaluate` scripts can tell."""
+        summary = {"model": self.model.name, "dataset": self.opt.dataset, "steps": self.step,
+                   **({"interrupted": interrupted} if interrupted else {}),
                    "cpu_seconds": round(self.cpu_before + time.process_time() - self.cpu0, 1),
                    **({"cpu_counted_from_step": self.cpu_from_step} if self.cpu_from_step else {}),
                    "wall_seconds": round(time.time() - wall0, 1), **self.last_metrics}
@@ -357,20 +454,81 @@ class Trainer:
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
-    def _install_interrupt_handler(self):
-        """First Ctrl-C: finish this step, save, stop. A second one stops at once."""
-        if os.name == "nt" or not hasattr(signal, "SIGINT"):
-            return None
+    def _install_signal_handlers(self):
+        """Handle STOP_SIGNALS (in the main thread only); returns the handlers they had before."""
+        previous = {}
+        for signum in STOP_SIGNALS:
+            try:
+                previous[signum] = signal.signal(signum, self._on_signal)
+            except (ValueError, OSError):  # not the main thread, or a signal this platform cannot catch
+                pass
+        return previous
 
-        def handler(signum, frame):
-            if self._stop_requested:
-                raise KeyboardInterrupt
-            self._stop_requested = True
-            print("\nCtrl-C: saving a checkpoint after this step (press again to abort without saving)")
+    def _on_signal(self, signum, frame):
+        """First signal: stop after the current step, skip an evaluation under way, save. It only sets
+        flags or raises: printing here could re-enter a print the signal interrupted."""
+        first = self._stop is None
+        if first:
+            self._stop = signum
+        if self._phase in ("saving", "finishing"):  # seconds: let the file be written whole, then stop
+            return
+        if self._phase == "evaluating" and first:   # the test metrics and picture can take minutes
+            raise _SkipEvaluation
+        if self._phase == "starting" or not first:  # nothing to save yet, or asked twice: stop now
+            raise Interrupted(signum, f"stopped by {signal.Signals(signum).name} at once: "
+                                      f"{self._last_good_message()}; continue with --resume")
+
+
+class Progress:
+    """How far a run is. On a terminal, a tqdm bar. In a pipe, a log file or CI (stderr not a terminal, or
+    CI set), where a bar's carriage returns pile up as hundreds of partial lines, a plain line every
+    PLAIN_EVERY_S seconds or tenth of the way instead."""
+    PLAIN_EVERY_S = 10.0
+
+    def __init__(self, label, total, done=0, enabled=True, stream=None):
+        self.label, self.total, self.done, self.postfix = label, total, done, {}
+        self.stream = stream or sys.stderr
+        self.enabled = enabled and total > 0
+        ci = os.environ.get("CI", "").lower() not in ("", "0", "false")
+        plain = ci or not getattr(self.stream, "isatty", lambda: False)()
+        self.bar = None
+        if self.enabled and not plain and tqdm is not None:
+            self.bar = tqdm(total=total, initial=done, desc=label, leave=True, dynamic_ncols=True, file=self.stream)
+        self._shown_at, self._shown_done, self._t0 = time.time(), done, time.time()
+
+    def update(self, n=1):
+        self.done += n
+        if self.enabled:
+            self._quietly(self._show, n)
+
+    def _quietly(self, show, *args):
+        """Show progress, and stop showing it if the terminal is gone (SIGHUP: writes fail with EIO), so
+        that the step is still saved."""
         try:
-            return signal.signal(signal.SIGINT, handler)
-        except ValueError:  # not in the main thread
-            return None
+            show(*args)
+        except OSError:
+            self.enabled, self.bar = False, None
+
+    def _show(self, n):
+        if self.bar is not None:
+            if self.postfix:
+                self.bar.set_postfix({k: f"{v:.4g}" for k, v in self.postfix.items()}, refresh=False)
+            self.bar.update(n)
+        elif (self.done - self._shown_done >= self.total / 10 or time.time() - self._shown_at >= self.PLAIN_EVERY_S
+              or self.done == self.total):
+            self._line()
+
+    def _line(self):
+        losses = "".join(f", {k} {v:.4g}" for k, v in self.postfix.items())
+        print(f"{self.label}: {self.done}/{self.total} ({100 * self.done / self.total:.0f}%){losses}, "
+              f"{time.time() - self._t0:.0f} s", file=self.stream, flush=True)
+        self._shown_at, self._shown_done = time.time(), self.done
+
+    def close(self):
+        if self.bar is not None:
+            self._quietly(self.bar.close)
+        elif self.enabled and self._shown_done != self.done:
+            self._quietly(self._line)
 
 
 def train(name, options=None, **config_overrides):

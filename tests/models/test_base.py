@@ -81,3 +81,54 @@ def test_a_models_name_is_its_registered_one():
     from tinygen.models.cvae import CVAE
     from tinygen.models.vae import VAE
     assert VAE.name == "vae" and CVAE.name == "cvae" and Tiny.name == "tiny" and Model.name == "model"
+
+
+# ---------------------------------------------------------------------- every Config field checked before the first step
+from tinygen.models import build_model  # noqa: E402  (this section's own import)
+
+BAD_VALUES = [  # (model, overrides, what the one-line refusal must say)
+    ("mlp", {"hidden": 0}, r"--set hidden=0: hidden must be a whole number >= 1"),
+    ("ddpm", {"T": 0}, r"--set T=0: T must be a whole number >= 1"),
+    ("vit", {"num_heads": 0}, r"--set num_heads=0: num_heads must be a whole number >= 1"),
+    ("igpt", {"dim": 0}, r"--set dim=0: dim must be a whole number >= 1"),
+    ("ddpm", {"channel_mult": [1, 0]}, r"channel_mult=\[1, 0\]: channel_mult must be a whole number >= 1"),
+    ("ddpm", {"channel_mult": []}, r"channel_mult takes at least one value"),
+    ("ddpm", {"num_classes": -1}, r"--set num_classes=-1: num_classes must be a whole number >= 0"),
+    ("ddpm", {"p_uncond": 2}, r"--set p_uncond=2.0: p_uncond is a probability: it must lie in \[0, 1\]"),
+    ("clip", {"template_prob": -0.1}, r"template_prob is a probability"),
+    ("mlp", {"dropout": 1.0}, r"--set dropout=1.0: dropout is a probability below 1"),
+    ("ddpm", {"ema_decay": 1e39}, r"--set ema_decay=1e\+39: ema_decay must be finite in float32"),
+    ("pix2pix", {"lambda_l1": -5.0}, r"--set lambda_l1=-5.0: lambda_l1 must be >= 0"),
+    ("ddpm", {"T": 20}, r"--set sample_steps=50: .* 1..T = 1..20"),          # the picture would fail after an epoch
+    ("latent_diffusion", {"T": 10}, r"--set sample_steps=50: .* 1..10"),
+    ("igpt", {"probe_layer": 4}, r"--set probe_layer=4: .* 0..3 \(or -1 for depth // 2\)"),
+    ("igpt", {"probe_layer": -2}, r"--set probe_layer=-2"),
+    ("mlp", {"hidden": None, "lr": 1e-3}, None),                              # None keeps the recipe (the API's)
+]
+
+
+def build_and_check(name, overrides):
+    """What the trainer does before it writes anything: build (check_values), then check_config."""
+    model = build_model(name, overrides)
+    model.check_config(model.config)
+    return model
+
+
+@pytest.mark.parametrize("name, overrides, culprit", BAD_VALUES, ids=[f"{m}-{sorted(o)[0]}" for m, o, _ in BAD_VALUES])
+def test_every_field_is_checked_before_training(name, overrides, culprit):
+    if culprit is None:
+        assert build_and_check(name, overrides).config.hidden == 512
+        return
+    with pytest.raises(ValueError, match=culprit):
+        build_and_check(name, overrides)
+
+
+def test_every_models_recipe_and_tiny_config_pass_the_checks():
+    from tinygen.models import MODULES, get_model_class
+    from tinygen.models.base import check_values
+    for name in MODULES:
+        cls = get_model_class(name)
+        check_values(cls.Config())
+        config = cls.Config(**{**vars(cls.Config()), **(cls.tiny_config or {})})
+        check_values(config)
+        cls.check_config(config)

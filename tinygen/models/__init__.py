@@ -16,15 +16,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .. import io, nn
-from .base import check_field, config_from_dict
+from .base import check_field, check_values, config_from_dict
 from .registry import MODULES, available, get_model_class, registered_name  # noqa: F401 (the package's API)
 
 
 # ---------------------------------------------------------------------- building and loading
 def build_model(name, overrides=None, seed=0):
     """A fresh model from its registered class, its Config updated with `overrides` (each checked against
-    the type of the recipe's value; None keeps the recipe's), its initial weights drawn from the generator
-    seeded with `seed`."""
+    the type of the recipe's value; None keeps the recipe's), then every field checked (base.check_values),
+    its initial weights drawn from the generator seeded with `seed`."""
     cls = get_model_class(name)
     nn.manual_seed(seed)
     defaults = asdict(cls.Config())
@@ -32,7 +32,9 @@ def build_model(name, overrides=None, seed=0):
     for k, v in (overrides or {}).items():
         if v is not None:
             values[k] = check_field(k, v, defaults[k]) if k in defaults and defaults[k] is not None else v
-    return cls(config_from_dict(cls.Config, values))
+    config = config_from_dict(cls.Config, values)
+    check_values(config)  # every field, before a network is built (the trainer adds the model's check_config)
+    return cls(config)
 
 
 def save_model(model, path, **meta):

@@ -112,6 +112,63 @@ def check_field(name, value, default):
     return value
 
 
+# whole-number fields for which 0 is a setting ("none" / "off"), not a size that would divide by zero
+ZERO_ALLOWED = frozenset({"augment", "num_classes", "ae_steps", "res_blocks", "couplings_7", "blocks",
+                          "anneal_steps", "kl_warmup_steps"})
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+TRAINER_FIELDS = frozenset(f.name for f in fields(Config))
+
+
+def is_probability(name):
+    """Fields holding a probability by their name: *_prob, p_*."""
+    return name.endswith("_prob") or name.startswith("p_")
+
+
+def check_values(config):
+    """Refuse, naming the field as --set would, values that no recipe can train or sample with, whatever
+    reads them (the loop, sampling, the evaluation, the picture), so that a bad value fails before the
+    first step and not hours later. The rules read the recipe's value of each field:
+    - a field takes a value (None is refused where the recipe has one);
+    - a whole number whose recipe is >= 1 is a size or a count: >= 1 (>= 0 for ZERO_ALLOWED); one whose
+      recipe is 0 stays >= 0; lists of them likewise, and not empty;
+    - a float is finite in float32, the precision the models compute in (1e39 is finite in Python and inf in
+      float32); >= 0 where the recipe is (a negative weight or rate flips its meaning);
+    - probabilities (is_probability) lie in [0, 1]; dropout in [0, 1) (it divides by 1 - p).
+    A model's own rules (one field against another) live in its check_config. The fields of the base Config
+    (epochs, batch_size, lr, ...) are the trainer's options: its check_options names them as such."""
+    defaults = type(config)()
+    for f in fields(config):
+        if f.name in TRAINER_FIELDS:
+            continue
+        name, value, default = f.name, getattr(config, f.name), getattr(defaults, f.name)
+        shown = f"--set {name}={json.dumps(value) if not isinstance(value, str) else value}"
+        if value is None and default is not None:
+            raise ValueError(f"{shown}: {name} takes a value; leave --set {name} out for the recipe's "
+                             f"{json.dumps(default)}")
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if isinstance(value, (list, tuple)) and default and not value:
+            raise ValueError(f"{shown}: {name} takes at least one value (the recipe: {json.dumps(default)})")
+        example = default[0] if isinstance(default, (list, tuple)) and default else default
+        for v in items:
+            if isinstance(v, bool) or isinstance(example, bool) or not isinstance(v, (int, float)):
+                continue
+            if isinstance(v, int) and isinstance(example, int):
+                low = 1 if example >= 1 and name not in ZERO_ALLOWED else 0
+                if example >= 0 and v < low:
+                    raise ValueError(f"{shown}: {name} must be a whole number >= {low} (the recipe: "
+                                     f"{json.dumps(default)})")
+            elif isinstance(v, float):
+                if not math.isfinite(v) or abs(v) > FLOAT32_MAX:
+                    raise ValueError(f"{shown}: {name} must be finite in float32 (at most {FLOAT32_MAX:.4g} in "
+                                     f"size), the precision the models compute in")
+                if is_probability(name) and not 0 <= v <= 1:
+                    raise ValueError(f"{shown}: {name} is a probability: it must lie in [0, 1]")
+                if name == "dropout" and not 0 <= v < 1:
+                    raise ValueError(f"{shown}: dropout is a probability below 1 (it divides by 1 - p): [0, 1)")
+                if isinstance(example, (int, float)) and example >= 0 and v < 0:
+                    raise ValueError(f"{shown}: {name} must be >= 0 (the recipe: {json.dumps(default)})")
+
+
 class Model(nn.Module):
     Config = Config
     name = "model"
@@ -132,6 +189,12 @@ class Model(nn.Module):
 
     def config_dict(self):
         return asdict(self.config)
+
+    @classmethod
+    def check_config(cls, config):
+        """Refuse (ValueError naming the --set field) what only this model cannot train with: one field
+        against another, read by the pictures or the evaluation after an epoch (ddpm: sample_steps <= T).
+        The trainer calls it before it writes anything; build_model has run check_values already."""
 
     # ---------------------------------------------------------------- training
     def configure_optimizers(self):

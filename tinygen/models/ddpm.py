@@ -168,6 +168,13 @@ class DiffusionModel(Model):
     """What pixel and latent diffusion share: eps_theta on NumPy, the null label, the loss, sampling
     through tinygen/diffusion.py, EMA."""
     image_range = "signed"
+
+    @classmethod
+    def check_config(cls, c):
+        # the picture after each epoch samples with sample_steps: out of 1..T it fails after an epoch
+        if not 1 <= c.sample_steps <= c.T:
+            raise ValueError(f"--set sample_steps={c.sample_steps}: the steps the pictures are sampled with must "
+                             f"lie in 1..T = 1..{c.T}; lower sample_steps or raise T")
     learned_variance = False  # True: eps() returns [eps, v] on axis 1 (improved DDPM; dit.py)
 
     def setup_diffusion(self, net, shape, clip_x0=True):

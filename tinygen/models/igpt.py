@@ -120,6 +120,13 @@ class ImageGPT(Model):
     tiny_config = {"dim": 16, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0, "palette_size": 4, "side": 7,
                    "batch_size": 8, "probe_train": 40, "probe_steps": 20, "monitor_test": 20, "monitor_train": 40}
 
+    @classmethod
+    def check_config(cls, c):
+        # the probe reads probe_layer after each epoch: out of range, it fails after an epoch
+        if not -1 <= c.probe_layer < c.depth:
+            raise ValueError(f"--set probe_layer={c.probe_layer}: the probed block must lie in 0..depth-1 = "
+                             f"0..{c.depth - 1} (or -1 for depth // 2)")
+
     def __init__(self, config=None):
         super().__init__(config)
         c = self.config
