@@ -114,7 +114,7 @@ def check_field(name, value, default):
 
 # whole-number fields for which 0 is a setting ("none" / "off"), not a size that would divide by zero
 ZERO_ALLOWED = frozenset({"augment", "num_classes", "ae_steps", "res_blocks", "couplings_7", "blocks",
-                          "anneal_steps", "kl_warmup_steps"})
+                          "anneal_steps", "kl_warmup_steps", "top_k"})
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 TRAINER_FIELDS = frozenset(f.name for f in fields(Config))
 
