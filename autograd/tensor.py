@@ -19,7 +19,7 @@ Writing to .data directly bypasses the counter, as in PyTorch.
 import numpy
 
 from . import backend
-from .function import ShapeError
+from .function import ShapeError, _owner
 
 _grad_enabled = True
 
@@ -84,6 +84,9 @@ class Tensor:
         self._requires_grad = False
         self.requires_grad = requires_grad  # checked: floating tensors only
         self._version_counter = [0]  # bumped by in-place methods; a list, so that views and detach() share it
+        if isinstance(data, Tensor) and _owner(self.data) is _owner(data.data):
+            # Tensor(t) (and Parameter(t)) without a copy is one more name for t's memory: one counter
+            self._version_counter = data._version_counter
 
     @classmethod
     def _make(cls, data, requires_grad, ctx):

@@ -154,3 +154,14 @@ def test_integer_outputs_do_not_require_grad():
     y = (x * 2).sum()
     y.backward()
     assert x.grad.dtype == np.float32
+
+
+def test_a_tensor_built_on_another_without_a_copy_shares_the_counter():
+    x, w = _leaf([1.0, 2.0], False), _leaf([1.0, 1.0], True)
+    y = Tensor(x)                      # same dtype: no copy, the same memory
+    assert np.shares_memory(y.data, x.data) and y._version_counter is x._version_counter
+    z = (y * w).sum()
+    x.add_(1.0)
+    with pytest.raises(RuntimeError, match=STALE):
+        z.backward()
+    assert Tensor(x, dtype="float64")._version_counter is not x._version_counter   # a converted copy
