@@ -190,7 +190,7 @@ class Tensor:
         return self._in_place(value, lambda d, v: d.fill(v), "fill_")
 
     def zero_(self):
-        return self.fill_(0)
+        return self._in_place(0, lambda d, v: d.fill(v), "zero_")
 
     def add_(self, other, alpha=1):
         """self += alpha * other, in place."""

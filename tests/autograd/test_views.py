@@ -128,6 +128,8 @@ def test_in_place_on_a_computed_tensor_that_requires_grad_is_refused():
     v = x[0:1]           # a view of a leaf that requires grad, computed by getitem
     with pytest.raises(RuntimeError, match=r"add_: in-place change .* computed by getitem"):
         v.add_(1.0)
+    with pytest.raises(RuntimeError, match=r"zero_: in-place change"):
+        y.zero_()
     with no_grad():      # under no_grad the change is the user's explicit choice
         y.mul_(3.0)
     assert y.data.tolist() == [3.0, 6.0]
