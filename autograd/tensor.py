@@ -104,7 +104,7 @@ class Tensor:
     def requires_grad(self, flag):
         # a gradient is a direction of infinitesimal change: integers and booleans have none (PyTorch refuses too)
         if flag and self.data.dtype.kind != "f":
-            raise TypeError(f"only floating-point tensors can require gradients, got a {self.data.dtype} tensor; "
+            raise TypeError(f"only floating-point tensors can require gradients, got dtype {self.data.dtype}; "
                             f"cast it first with .astype('float32')")
         self._requires_grad = bool(flag)
 
