@@ -18,6 +18,10 @@ Checks that turn silent wrong answers into errors (as NumPy and PyTorch do):
 - saved arrays: each Tensor carries a version counter that its in-place methods (add_, copy_, ...)
   bump. `apply` notes the versions of the tensors whose arrays forward saved, and backward refuses
   to use an array changed in place since then, which would give a plausible but wrong gradient.
+- views: an output that shares memory with an input (basic slicing, reshape, transpose, expand, ...
+  whatever NumPy or CuPy returns as a view) takes that input's version counter, as in PyTorch, so an
+  in-place change through the base or through any of its views is seen by every op that saved one.
+- integer outputs never require grad (argmax-like casts): only floating tensors carry gradients.
 """
 from abc import ABC, abstractmethod
 
@@ -63,15 +67,17 @@ class Function(ABC):
         out = ctx.forward(*(t.data for t in inputs), **attrs)
         if out.dtype == numpy.float64 and "dtype" not in attrs and not any(t.dtype.kind == "f" for t in inputs):
             out = out.astype(numpy.float32)  # int / int: float32 as in PyTorch, not NumPy's float64
-        requires_grad = is_grad_enabled() and any(ctx.needs_input_grad)
+        # a gradient is only defined for floating outputs (x.astype('int64') is a constant, as in PyTorch)
+        requires_grad = is_grad_enabled() and any(ctx.needs_input_grad) and out.dtype.kind == "f"
         if requires_grad:
             ctx.parents = inputs
-            result = Tensor._make(out, True, ctx)
+            result = _share_version_with_base(Tensor._make(out, True, ctx), inputs)
             if ctx.saved:
                 ctx.saved_versions = _saved_versions(ctx.saved, inputs, result)
             return result
         ctx.saved = ()  # nothing will call backward: drop what forward saved
-        return Tensor._make(out, False, None)
+        # a view made under no_grad still shares its base's counter: changing it changes the base
+        return _share_version_with_base(Tensor._make(out, False, None), inputs)
 
     def check_saved_versions(self):
         """Refuse to run backward on arrays that were changed in place after forward saved them."""
@@ -85,9 +91,23 @@ class Function(ABC):
 
 
 def _owner(array):
-    """The array that owns the memory of `array` (NumPy and CuPy views keep it in .base)."""
-    base = getattr(array, "base", None)
-    return array if base is None else base
+    """The object that owns the memory of `array`: NumPy and CuPy views keep their base in .base, and a
+    view of a view (or an as_strided window, whose .base is a helper object) leads there step by step."""
+    while getattr(array, "base", None) is not None:
+        array = array.base
+    return array
+
+
+def _share_version_with_base(result, inputs):
+    """Give `result` the version counter of the input whose memory it shares (it is a view of it), as
+    PyTorch does: x[0:2], x.reshape(...), x.T, x.expand(...) and x itself are one piece of memory, so an
+    in-place change through any of them must be seen by every op that saved any of them."""
+    owner = _owner(result.data)
+    for t in inputs:
+        if _owner(t.data) is owner:
+            result._version_counter = t._version_counter
+            break
+    return result
 
 
 def _saved_versions(saved, inputs, output):

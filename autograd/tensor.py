@@ -9,14 +9,17 @@ so a chain of 10,000 ops is fine), adds up the gradients of tensors used more th
 what each op saved once its backward has run.
 
 In-place methods (copy_, fill_, zero_, add_, sub_, mul_) change .data without recording an op; each
-bumps the tensor's version counter (shared with its detach()), and backward refuses an op whose saved
-array was changed since its forward pass, as PyTorch does. Writing to .data directly bypasses the
-counter, as in PyTorch.
+bumps the tensor's version counter, and backward refuses an op whose saved array was changed since
+its forward pass, as PyTorch does. The counter is shared by every tensor that shares the memory: the
+detach()ed copy and every view (x[0:2], x.reshape(...), x.T, x.expand(...), made with or without
+grad), so a change through any of them is seen. Since they are not recorded, in-place methods are
+refused on a tensor computed by an op that needs a gradient (the graph would not know the change).
+Writing to .data directly bypasses the counter, as in PyTorch.
 """
 import numpy
 
 from . import backend
-from .function import ShapeError
+from .function import ShapeError, _owner
 
 _grad_enabled = True
 
@@ -75,21 +78,35 @@ class Tensor:
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
         self.data = _as_array(data, dtype, device)
-        if requires_grad and self.data.dtype.kind != "f":
-            raise TypeError(f"only floating-point tensors can require gradients, got {self.data.dtype}")
-        self.requires_grad = bool(requires_grad)
         self.grad = None
         self._ctx = None  # the Function that produced this tensor (None for leaves)
         self._retain_grad = False
-        self._version_counter = [0]  # bumped by in-place methods; a list, so that detach() can share it
+        self._requires_grad = False
+        self.requires_grad = requires_grad  # checked: floating tensors only
+        self._version_counter = [0]  # bumped by in-place methods; a list, so that views and detach() share it
+        if isinstance(data, Tensor) and _owner(self.data) is _owner(data.data):
+            # Tensor(t) (and Parameter(t)) without a copy is one more name for t's memory: one counter
+            self._version_counter = data._version_counter
 
     @classmethod
     def _make(cls, data, requires_grad, ctx):
-        """Wrap an op's output array as it is (no dtype conversion)."""
+        """Wrap an op's output array as it is (no dtype conversion; the caller vouches for requires_grad)."""
         t = cls.__new__(cls)
-        t.data, t.requires_grad, t.grad, t._ctx, t._retain_grad = data, requires_grad, None, ctx, False
+        t.data, t._requires_grad, t.grad, t._ctx, t._retain_grad = data, requires_grad, None, ctx, False
         t._version_counter = [0]
         return t
+
+    @property
+    def requires_grad(self):
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, flag):
+        # a gradient is a direction of infinitesimal change: integers and booleans have none (PyTorch refuses too)
+        if flag and self.data.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require gradients, got dtype {self.data.dtype}; "
+                            f"cast it first with .astype('float32')")
+        self._requires_grad = bool(flag)
 
     # ------------------------------------------------------------------ attributes
     shape = property(lambda self: self.data.shape)
@@ -151,8 +168,15 @@ class Tensor:
         return t
 
     # ------------------------------------------------------------------ in-place (not recorded in the graph)
-    def _in_place(self, value, fn):
-        """Apply fn(data, value) in place and bump the version counter."""
+    def _in_place(self, value, fn, name):
+        """Apply fn(data, value) in place and bump the version counter (shared with views and detach())."""
+        if self._ctx is not None and self._requires_grad and _grad_enabled:
+            # the change is not recorded: later ops would differentiate the old formula (y.mul_(3) would
+            # leave the factor 3 out of the gradient), so refuse it, as PyTorch refuses what it cannot record
+            raise RuntimeError(
+                f"{name}: in-place change of a tensor of shape {tuple(self.shape)} computed by "
+                f"{self._ctx.name()} that requires grad: in-place methods are not recorded in the graph, so "
+                f"the gradient would be wrong. Write it out of place (y = y * 3), or change it under no_grad()")
         value = value.data if isinstance(value, Tensor) else value
         fn(self.data, value)
         self._version_counter[0] += 1
@@ -160,29 +184,29 @@ class Tensor:
 
     def copy_(self, src):
         """self[...] = src (broadcast), in place."""
-        return self._in_place(src, lambda d, v: d.__setitem__(Ellipsis, v))
+        return self._in_place(src, lambda d, v: d.__setitem__(Ellipsis, v), "copy_")
 
     def fill_(self, value):
-        return self._in_place(value, lambda d, v: d.fill(v))
+        return self._in_place(value, lambda d, v: d.fill(v), "fill_")
 
     def zero_(self):
-        return self.fill_(0)
+        return self._in_place(0, lambda d, v: d.fill(v), "zero_")
 
     def add_(self, other, alpha=1):
         """self += alpha * other, in place."""
         def add(d, v):
             d += v if alpha == 1 else d.dtype.type(alpha) * v
-        return self._in_place(other, add)
+        return self._in_place(other, add, "add_")
 
     def sub_(self, other):
         def sub(d, v):
             d -= v
-        return self._in_place(other, sub)
+        return self._in_place(other, sub, "sub_")
 
     def mul_(self, other):
         def mul(d, v):
             d *= v
-        return self._in_place(other, mul)
+        return self._in_place(other, mul, "mul_")
 
     def to(self, device):
         """A copy on `device` ('cpu' or 'cuda'); gradients flow back across the copy."""
@@ -205,6 +229,7 @@ class Tensor:
         return self.astype(numpy.float64)
 
     def requires_grad_(self, flag=True):
+        """Start (or stop) recording ops on this leaf; only floating-point tensors can require grad."""
         self.requires_grad = flag
         return self
 
@@ -298,7 +323,7 @@ def _creator(name):
     def create(*shape, dtype="float32", device="cpu", requires_grad=False):
         shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
         xp = backend.module_for(device)
-        return Tensor._make(getattr(xp, name)(shape, dtype=dtype), requires_grad, None)
+        return Tensor._make(getattr(xp, name)(shape, dtype=dtype), False, None).requires_grad_(requires_grad)
     create.__name__ = name
     create.__doc__ = f"A new tensor of the given shape filled by {name}."
     return create
@@ -311,15 +336,15 @@ empty = _creator("empty")
 
 def full(shape, value, dtype="float32", device="cpu", requires_grad=False):
     xp = backend.module_for(device)
-    return Tensor._make(xp.full(shape, value, dtype=dtype), requires_grad, None)
+    return Tensor._make(xp.full(shape, value, dtype=dtype), False, None).requires_grad_(requires_grad)
 
 
 def zeros_like(t, requires_grad=False):
-    return Tensor._make(backend.xp_of(t.data).zeros_like(t.data), requires_grad, None)
+    return Tensor._make(backend.xp_of(t.data).zeros_like(t.data), False, None).requires_grad_(requires_grad)
 
 
 def ones_like(t, requires_grad=False):
-    return Tensor._make(backend.xp_of(t.data).ones_like(t.data), requires_grad, None)
+    return Tensor._make(backend.xp_of(t.data).ones_like(t.data), False, None).requires_grad_(requires_grad)
 
 
 def arange(*args, dtype="int64", device="cpu"):

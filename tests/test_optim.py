@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from autograd import Tensor
+from autograd import Tensor, no_grad
 from tinygen import nn, optim
 
 P0 = np.array([[0.5, -1.0, 2.0], [0.1, 0.0, -0.3]], np.float32)
@@ -343,3 +343,31 @@ def test_optimizer_and_ema_stay_on_the_parameters_device(standin_device, make):
     opt.load_state_dict(sd)
     ema.load_state_dict(esd)
     assert all(type(v) is Tagged for s in opt.state.values() for v in s.values() if hasattr(v, "shape"))
+
+
+# ---------------------------------------------------------------------- in-place updates and views
+def test_optimizer_step_on_a_parameter_whose_view_was_used_is_refused():
+    p = Tensor(np.ones((2, 3), np.float32), requires_grad=True)
+    opt = optim.SGD([p], lr=0.1)
+    x = Tensor(np.ones((4, 3), np.float32))
+    loss = ((x @ p.T) ** 2).sum()     # matmul saved p.T, a view of p
+    loss.backward(retain_graph=True)
+    opt.step()                         # p.sub_(...): p.T's saved array changed under it
+    with pytest.raises(RuntimeError, match=r"backward through matmul.*modified by an in-place operation"):
+        loss.backward()
+
+
+def test_training_steps_with_views_and_no_grad_updates_still_work():
+    """The library's deliberate in-place updates happen between steps, after backward: never refused."""
+    p = Tensor(np.ones((2, 3), np.float32), requires_grad=True)
+    opt = optim.AdamW([p], lr=0.1)
+    x = Tensor(np.ones((4, 3), np.float32))
+    for _ in range(3):
+        opt.zero_grad()
+        loss = ((x @ p.T) ** 2).sum() + (p[0] * p[1]).sum() + p.reshape(6).sum()
+        loss.backward()
+        opt.step()
+        with no_grad():
+            p.reshape(6)[0:1].mul_(0.5)    # a no_grad update through a view, between steps
+        p.data[...] = np.clip(p.data, -5, 5)  # a raw write, as clipping and EMA do
+    assert np.isfinite(p.data).all() and p._version == 9

@@ -209,6 +209,14 @@ class BCE(Function):
 
     def forward(self, p, t):
         xp = backend.xp_of(p)
+        # outside [0, 1] (or NaN) a log below would be NaN and the loss a plausible-looking NaN mean: refuse,
+        # as PyTorch does; probabilities usually come from a sigmoid that overflowed, or logits passed by mistake
+        for what, a in (("input", p), ("target", t)):
+            outside = ~((a >= 0) & (a <= 1))
+            if bool(outside.any()):
+                raise ValueError(f"{self.name()}: all elements of {what} should be between 0 and 1, got "
+                                 f"{a[outside].reshape(-1)[0].item()} (use binary_cross_entropy_with_logits on "
+                                 f"logits)")
         floor, one = p.dtype.type(-100), p.dtype.type(1)
         # log p and log(1 - p), clamped at -100 (taken of 1 where p is 0 or 1, so that nothing warns)
         log_p = xp.where(p > 0, xp.maximum(xp.log(xp.where(p > 0, p, one)), floor), floor)
@@ -277,7 +285,8 @@ def binary_cross_entropy_with_logits(logits, target, *, reduction="mean"):
 
 
 def binary_cross_entropy(probs, target, *, reduction="mean"):
-    """l = -(t log p + (1 - t) log(1 - p)), the logs clamped at -100 so that p in {0, 1} stays finite."""
+    """l = -(t log p + (1 - t) log(1 - p)), the logs clamped at -100 so that p in {0, 1} stays finite.
+    probs and target must lie in [0, 1] (a ValueError otherwise, as in PyTorch)."""
     return _pairwise_loss(BCE, probs, target, reduction)
 
 

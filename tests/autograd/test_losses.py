@@ -167,3 +167,42 @@ def test_pairwise_loss_errors():
             getattr(F, name)(a, b)
     with pytest.raises(ValueError, match="mse_loss.*reduction"):
         F.mse_loss(b, b, reduction="max")
+
+
+def test_binary_cross_entropy_refuses_values_outside_zero_one():
+    p, t = Tensor([0.2, 0.7]), Tensor([0.0, 1.0])
+    with pytest.raises(ValueError, match=r"binary_cross_entropy: all elements of input should be between 0 and 1, "
+                                         r"got 1.5"):
+        F.binary_cross_entropy(Tensor([0.2, 1.5]), t)
+    with pytest.raises(ValueError, match=r"all elements of input should be between 0 and 1, got -0.1"):
+        F.binary_cross_entropy(Tensor([-0.1, 0.5]), t)
+    with pytest.raises(ValueError, match=r"all elements of input should be between 0 and 1, got nan"):
+        F.binary_cross_entropy(Tensor([np.nan, 0.5]), t)
+    with pytest.raises(ValueError, match=r"all elements of target should be between 0 and 1, got 2.0"):
+        F.binary_cross_entropy(p, Tensor([0.0, 2.0]))
+    assert np.isfinite(F.binary_cross_entropy(Tensor([0.0, 1.0]), Tensor([0.0, 1.0])).item())  # the ends are in
+
+
+def test_cross_entropy_with_minus_inf_logits():
+    z = Tensor([[0.0, -np.inf, 1.0], [-np.inf, 2.0, -np.inf]], requires_grad=True)
+    loss = F.cross_entropy(z, Tensor([2, 1]), reduction="none")   # masked classes: finite, as in PyTorch
+    np.testing.assert_allclose(loss.numpy(), [np.log1p(np.exp(-1.0)), 0.0], rtol=1e-6)
+    loss.sum().backward()
+    assert np.isfinite(z.grad).all()
+    np.testing.assert_allclose(z.grad[1], [0.0, 0.0, 0.0])
+    assert z.grad[0, 1] == 0.0
+    # the target's own logit at -inf: probability 0, loss inf (PyTorch's too)
+    assert F.cross_entropy(Tensor([[0.0, -np.inf]]), Tensor([1])).item() == np.inf
+
+
+def test_regression_losses_with_infinities_match_pytorch():
+    a = Tensor([np.inf, 1.0], requires_grad=True)
+    loss = F.mse_loss(a, Tensor([0.0, 1.0]), reduction="sum")
+    assert loss.item() == np.inf
+    loss.backward()
+    np.testing.assert_array_equal(a.grad, [np.inf, 0.0])          # 2 (a - b): inf, not NaN
+    a = Tensor([np.inf, -np.inf, 1.0], requires_grad=True)
+    loss = F.l1_loss(a, Tensor([0.0, 0.0, 1.0]), reduction="sum")
+    assert loss.item() == np.inf
+    loss.backward()
+    np.testing.assert_array_equal(a.grad, [1.0, -1.0, 0.0])       # sign(a - b)

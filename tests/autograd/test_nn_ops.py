@@ -45,6 +45,25 @@ def test_softmax_values(rng):
     np.testing.assert_allclose(Tensor(x).log_softmax(axis=0).numpy(), F.log_softmax(Tensor(x), dim=0).numpy())
 
 
+def test_softmax_and_log_softmax_with_minus_inf_entries():
+    """Masked attention rows: -inf entries get probability 0 and gradient 0; a row of all -inf is NaN, as in
+    PyTorch's F.softmax (F.scaled_dot_product_attention gives such a row 0 instead, also as PyTorch's does)."""
+    x = Tensor([[0.0, -np.inf, 1.0], [-np.inf, -np.inf, -np.inf]], requires_grad=True)
+    with np.errstate(invalid="ignore"):
+        y = F.softmax(x, dim=1)
+        np.testing.assert_allclose(y.numpy()[0], [1 / (1 + np.e), 0.0, np.e / (1 + np.e)], rtol=1e-6)
+        assert np.isnan(y.numpy()[1]).all()
+        (y[0] * Tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert np.isfinite(x.grad[0]).all() and x.grad[0, 1] == 0.0
+    x = Tensor([[0.0, -np.inf, 1.0]], requires_grad=True)
+    y = F.log_softmax(x, dim=1)
+    assert y.numpy()[0, 1] == -np.inf and np.isfinite(y.numpy()[0, [0, 2]]).all()
+    y[:, 0].sum().backward()
+    assert np.isfinite(x.grad).all() and x.grad[0, 1] == 0.0
+    gradcheck(lambda a: F.log_softmax(a, dim=1), np.array([[0.2, -np.inf, 1.0]]))
+    gradcheck(lambda a: F.softmax(a, dim=1), np.array([[0.2, -np.inf, 1.0]]))
+
+
 # ---------------------------------------------------------------------- dropout
 def test_dropout_gradient_with_fixed_seed(rng):
     x = randn(rng, 4, 5)

@@ -329,3 +329,66 @@ def test_float32_stays_float32(rng):
     assert y.dtype == np.float32
     y.backward()
     assert x.grad.dtype == np.float32 and w.grad.dtype == np.float32
+
+
+# ---------------------------------------------------------------------- numerics at the edges (PyTorch's answers)
+def test_logsumexp_of_infinite_slices():
+    x = Tensor([[-np.inf, -np.inf], [-np.inf, 1.0], [np.inf, 1.0]], requires_grad=True)
+    out = F.logsumexp(x, axis=1)
+    np.testing.assert_array_equal(out.numpy(), [-np.inf, 1.0, np.inf])   # not NaN: log(0) = -inf, log(inf) = inf
+    with np.errstate(invalid="ignore"):    # inf - inf in the +inf row
+        out.backward(np.ones(3, np.float32))
+    # all -inf: no element reaches the sum, gradient 0 (PyTorch's exp(a - lse) is NaN there; 0 adds up harmlessly);
+    # -inf beside 1: softmax weights (0, 1); +inf: exp(inf - inf) is undefined, NaN as in PyTorch
+    np.testing.assert_array_equal(x.grad[:2], [[0.0, 0.0], [0.0, 1.0]])
+    assert np.isnan(x.grad[2, 0]) and x.grad[2, 1] == 0.0
+    assert F.logsumexp(Tensor([[-np.inf, -np.inf]]), axis=None).item() == -np.inf
+    assert np.isnan(F.logsumexp(Tensor([np.nan, 1.0])).item())           # NaN stays NaN
+    empty = F.logsumexp(Tensor(np.zeros((2, 0))), axis=1)                 # log of an empty sum, as PyTorch
+    np.testing.assert_array_equal(empty.numpy(), [-np.inf, -np.inf])
+    gradcheck(lambda t: F.logsumexp(t, axis=1), np.array([[-np.inf, 0.3, -1.2], [0.5, -np.inf, 2.0]]))
+
+
+def test_max_min_with_nan_and_inf():
+    x = Tensor([[np.nan, 1.0, 2.0], [np.inf, 1.0, np.inf], [-np.inf, -np.inf, -np.inf]], requires_grad=True)
+    out = F.max(x, axis=1)
+    np.testing.assert_array_equal(out.numpy(), [np.nan, np.inf, -np.inf])   # NaN propagates, as in PyTorch
+    out.backward(np.ones(3, np.float32))
+    # the gradient goes to the NaN (PyTorch's), and ties (inf, inf) / (-inf, -inf, -inf) share it: no NaN
+    np.testing.assert_allclose(x.grad, [[1, 0, 0], [0.5, 0, 0.5], [1 / 3, 1 / 3, 1 / 3]])
+    y = Tensor([np.nan, np.nan, 0.0], requires_grad=True)
+    F.min(y).backward()
+    np.testing.assert_allclose(y.grad, [0.5, 0.5, 0.0])
+
+
+def test_reductions_over_empty_and_single_element_axes():
+    with pytest.raises(ShapeError, match=r"max: cannot reduce over axis 1 of size 0 \(input \(2, 0\)\)"):
+        F.max(Tensor(np.zeros((2, 0))), axis=1)
+    with pytest.raises(ShapeError, match=r"min: cannot reduce over axis 0 of size 0"):
+        F.min(Tensor(np.zeros(0)))
+    x = Tensor(np.zeros((2, 0)), requires_grad=True)
+    with np.errstate(invalid="ignore", divide="ignore"), pytest.warns(RuntimeWarning, match="Mean of empty slice"):
+        m = F.mean(x, axis=1)                       # the mean of nothing is NaN, as in PyTorch
+        assert np.isnan(m.numpy()).all() and F.sum(x, axis=1).numpy().tolist() == [0.0, 0.0]
+        m.sum().backward()
+    assert x.grad.shape == (2, 0)
+    one = Tensor([[3.0]], requires_grad=True, dtype="float64")
+    assert F.var(one, axis=1).item() == 0.0         # ddof=0 of one element: 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        v = F.var(one, axis=1, ddof=1)              # no degree of freedom left: NaN, as in PyTorch
+        v.sum().backward()                          # and a NaN gradient, not a ZeroDivisionError
+    assert np.isnan(v.item()) and np.isnan(one.grad).all()
+
+
+def test_sqrt_and_log_at_zero_match_pytorch():
+    x = Tensor([0.0, 4.0], requires_grad=True)
+    y = F.sqrt(x)
+    with np.errstate(divide="ignore"):
+        y.backward(np.ones(2, np.float32))
+    np.testing.assert_array_equal(x.grad, [np.inf, 0.25])   # d sqrt / dx at 0 = inf, as in PyTorch
+    x = Tensor([0.0, 1.0], requires_grad=True)
+    with np.errstate(divide="ignore"):
+        y = F.log(x)
+        y.backward(np.ones(2, np.float32))
+    np.testing.assert_array_equal(y.numpy(), [-np.inf, 0.0])
+    np.testing.assert_array_equal(x.grad, [np.inf, 1.0])
