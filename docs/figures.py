@@ -39,15 +39,21 @@ RUNS = {
     "dit": ("dit", "dit-mnist"), "dit_scaling": ("dit", "dit-mnist"),
     "pixelcnn": ("pixelcnn", "pixelcnn-b15"),         # samples, test images with the lower half covered, completions
     "pixelcnn_receptive_field": ("pixelcnn", None),   # fresh networks: no run needed
+    "dalle": ("dalle", "dalle-mnist"),   # prompt grid, CLIP re-ranking (runs/clip-mnist), completions
 }
 # DiT sizes trained for the same number of steps (the recipe's 5,622): dim / depth -> run folder
 DIT_SCALING = {"64/4": "dit-scale-d64-L4", "128/6": "dit-mnist", "192/6": "dit-scale-d192-L6"}
 # runs that only feed a lecture figure
-EXTRAS_ONLY = {"vae2d", "vit", "dvae", "dvae_rolfe", "dvae_rolfe_rbm", "dvae_rolfe_conv", "dvae_rolfe_c64", "igpt", "vqvae", "dit"}
+EXTRAS_ONLY = {"vae2d", "vit", "dvae", "dvae_rolfe", "dvae_rolfe_rbm", "dvae_rolfe_conv", "dvae_rolfe_c64", "igpt", "vqvae", "dit",
+               "dalle"}
 
 
-def extras(name, model, x, y, out):
+def extras(name, model, x, y, out, runs=ROOT / "runs"):
     """Lecture figures beyond model.visualize."""
+    if name == "dalle":
+        clip = load_model(Path(runs) / "clip-mnist" / "last.npz", "clip")[0]    # the CLIP that re-ranks
+        model.save_pictures(x[:8], y[:8], clip, out / "dalle.png", out / "dalle_rerank.png",
+                            out / "dalle_completions.png")
     if name == "ae":
         from tinygen.models.ae import latent_scatter
         latent_scatter(model, x[:5000], y[:5000], out / "ae_latent.png")
@@ -185,7 +191,7 @@ def main():
         x, y = data.load_dataset(meta["dataset"], "test")
         if name not in EXTRAS_ONLY:
             model.visualize(x[:64], y[:64], out / f"{name}.png")
-        extras(name, model, x, y, out)
+        extras(name, model, x, y, out, args.runs)
         print(f"{name}: done")
 
 

@@ -276,7 +276,7 @@ def base_rate(attributes, words, labels, dataset):
     return float(np.mean([(measured[a][y == c] == w).mean() for a, w, c in zip(attributes, words, labels)]))
 
 
-def prompt_benchmark(model, dataset, n_per_prompt=PROMPT_N, seed=PROMPT_SEED, batch=500, **sampling):
+def prompt_benchmark(model, dataset, n_per_prompt=PROMPT_N, seed=PROMPT_SEED, batch=500, settings=None, **sampling):
     """The prompt benchmark of a text-to-image model (model.sample(n, prompt=[...], **sampling)), judged by
     the frozen judge of `dataset` and the caption bins:
 
@@ -288,7 +288,8 @@ def prompt_benchmark(model, dataset, n_per_prompt=PROMPT_N, seed=PROMPT_SEED, ba
         attribute_class_accuracy  the judge's accuracy on the attribute prompts
         seen_agreement / heldout_agreement   agreement on the pairs the captions showed / held out
         images_per_s          wall-clock sampling speed on this machine
-    n_per_prompt images per attribute prompt, CLASS_PROMPT_FACTOR times as many per class prompt."""
+    n_per_prompt images per attribute prompt, CLASS_PROMPT_FACTOR times as many per class prompt; `settings`
+    (the model's sampling settings changed for this row, e.g. top_k) are written into the row."""
     suite = prompt_suite(dataset)
     repeats = [n_per_prompt * (CLASS_PROMPT_FACTOR if not row["attribute"] else 1) for row in suite]
     column = lambda key: np.repeat(np.array([row[key] for row in suite], dtype=object), repeats)
@@ -305,7 +306,8 @@ def prompt_benchmark(model, dataset, n_per_prompt=PROMPT_N, seed=PROMPT_SEED, ba
     agree = attribute_agreement(images[~is_class], attributes[~is_class], words[~is_class], dataset)
     a_attr, a_words, a_labels, a_held = attributes[~is_class], words[~is_class], labels[~is_class], heldout[~is_class]
     results = {"suite": f"prompts-v{PROMPT_SUITE_VERSION}", "model": model.name, "dataset": dataset,
-               "n_per_prompt": n_per_prompt, **{k: v for k, v in sampling.items() if isinstance(v, (int, float, str))},
+               "n_per_prompt": n_per_prompt, **(settings or {}),
+               **{k: v for k, v in sampling.items() if isinstance(v, (int, float, str))},
                "images": len(images),
                "class_accuracy": round(float((judged[is_class] == labels[is_class]).mean()), 4),
                "class_fid_judge": round(fid_judge(images[is_class], dataset), 2),
@@ -390,6 +392,14 @@ def prompts_command(args):
     T = getattr(model.config, "T", None)
     if args.steps is not None and T is not None and args.steps > T:
         raise UsageError(f"--steps {args.steps}: {model.name} has T = {T} diffusion steps; valid: 1..{T}")
+    settings = {}
+    for option, field in (("--top-k", "top_k"), ("--temperature", "temperature")):
+        value = getattr(args, field)
+        if value is not None:
+            if not hasattr(model.config, field):
+                raise UsageError(f"{option}: {model.name} does not sample tokens; it takes no {option}")
+            setattr(model.config, field, value)         # a sampling setting: the weights are unchanged
+            settings[field] = value                     # recorded in the row
     candidates, clip = args.candidates or [1], None
     if args.candidates and not hasattr(model, "rerank"):
         raise UsageError(f"--candidates: {model.name} does not re-rank its samples")
@@ -403,7 +413,7 @@ def prompts_command(args):
     rows, cpu0 = [], time.process_time()
     for n in candidates:
         extra = {"candidates": n, "clip": clip} if args.candidates else {}
-        row = prompt_benchmark(model, model.dataset, args.n_per_prompt, **sampling, **extra)
+        row = prompt_benchmark(model, model.dataset, args.n_per_prompt, settings=settings, **sampling, **extra)
         if args.candidates:
             row["clip"] = args.clip
         rows.append(row)
@@ -450,6 +460,10 @@ def _main(argv):
     p.add_argument("--candidates", type=whole_number(1), nargs="+",
                    help="re-rank: draw N per image, keep CLIP's best; one row per N given (needs --clip)")
     p.add_argument("--clip", help="the CLIP checkpoint that re-ranks the candidates")
+    p.add_argument("--top-k", type=whole_number(0), help="draw tokens from the top k codes only (token models; "
+                                                          "0: all; default the checkpoint's)")
+    p.add_argument("--temperature", type=finite_number(0, strict=True), help="token sampling temperature "
+                                                                             "(token models; default the checkpoint's)")
     e = sub.add_parser("edits", help="editing: the lower half of test images redrawn for another class's prompt")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--n", type=whole_number(1), default=500, help="test images (default 500)")

@@ -176,3 +176,30 @@ def test_prompts_and_stages_are_one_line_errors(stages, tmp_path, capsys):
     assert "give --clip PATH" in _cli(evaluate_main, prompts + ["--candidates", "1", "4"], capsys)
     assert "takes no --guidance" in _cli(evaluate_main, prompts + ["--guidance", "2"], capsys)
     assert "takes no prompt" in _cli(evaluate_main, ["prompts", "--checkpoint", str(stages / "clip.npz")], capsys)
+
+
+def test_a_checkpoint_loads_where_the_stage_file_is_not(stages, tmp_path):
+    import shutil
+    from tinygen.models import load_model
+    shutil.copy(stages / "dvae.npz", tmp_path / "dvae.npz")
+    model = build_model("dalle", {**DALLE.tiny_config, "dvae": str(tmp_path / "dvae.npz")})
+    save_model(model, tmp_path / "dalle.npz")
+    (tmp_path / "dvae.npz").unlink()                                    # the stage moved away
+    loaded, _ = load_model(tmp_path / "dalle.npz", "dalle")
+    for k, v in model.dvae.state_dict().items():
+        np.testing.assert_array_equal(loaded.dvae.state_dict()[k], v)   # the weights came with the checkpoint
+    loaded.rng, model.rng = np.random.default_rng(0), np.random.default_rng(0)
+    np.testing.assert_array_equal(loaded.sample(2, prompt="a digit one"), model.sample(2, prompt="a digit one"))
+
+
+def test_the_benchmark_takes_top_k_for_token_models_only(stages, tmp_path, capsys):
+    from tinygen.evaluate import main as evaluate_main
+    checkpoint = tmp_path / "dalle.npz"
+    save_model(build(stages), checkpoint)
+    assert evaluate_main(["prompts", "--checkpoint", str(checkpoint), "--n-per-prompt", "2", "--top-k", "3"]) == 0
+    import json
+    row = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert row["top_k"] == 3 and row["images"] == 10 * 10 + 90 * 2
+    glide = tmp_path / "glide.npz"
+    save_model(build_model("glide", get_model_class("glide").tiny_config), glide)
+    assert "takes no --top-k" in _cli(evaluate_main, ["prompts", "--checkpoint", str(glide), "--top-k", "3"], capsys)

@@ -35,7 +35,9 @@ can ask whether the model composes words it never saw together.
 
 Recipe (Config): the dVAE of `python -m tinygen train dvae` (K = 64, 7 x 7), named on the command line;
 a transformer of dim 128, 4 blocks of 4 heads, MLP ratio 4; AdamW (lr 1e-3, weight decay 0.01) with a
-cosine decay and grad clip 1, batch 64; sampling at temperature 1 from the top 32 codes.
+cosine decay and grad clip 1, batch 64, 8 epochs; sampling at temperature 1 from the top 16 of the 64
+codes (the top 32, the reference implementation's half, gives more varied images that follow the words
+less often: docs/models/dalle.md).
 
     python -m tinygen train dvae                                          (stage 1)
     python -m tinygen train dalle --set dvae=runs/dvae-mnist/last.npz     (stage 2)
@@ -44,6 +46,7 @@ cosine decay and grad clip 1, batch 64; sampling at temperature 1 from the top 3
         --clip runs/clip-mnist/last.npz                                   (the prompt benchmark, re-ranked)
 """
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -51,7 +54,7 @@ import autograd.functional as F
 from autograd import Tensor
 from .. import data, nn, optim, text
 from ..io import save_image_grid
-from . import load_stage
+from . import build_model, load_stage
 from .base import Config, Model, inference
 
 #: The caption template of the pictures: one row per prompt.
@@ -67,13 +70,14 @@ class DALLEConfig(Config):
     grad_clip: float = 1.0
     weight_decay: float = 0.01
     dvae: str = ""               # the stage-1 checkpoint (python -m tinygen train dvae); required
+    dvae_config: dict = None     # the stage's Config, recorded when it is loaded (its weights are in ours)
     dim: int = 128
     depth: int = 4
     num_heads: int = 4
     mlp_ratio: float = 4.0
     text_loss_weight: float = 0.125   # 1/8 text, 7/8 image (the paper)
     temperature: float = 1.0     # sampling: logits / temperature
-    top_k: int = 32              # sampling: only the top_k most likely codes (0: all K)
+    top_k: int = 16              # sampling: only the top_k most likely codes (0: all K)
     holdout: bool = True         # captions without the pairs of text.HOLDOUT
     sample_batch: int = 1000     # sequences sampled at once (the KV cache's memory grows with it)
     quick_steps: int = 200
@@ -89,8 +93,13 @@ class DALLE(Model):
     def __init__(self, config=None):
         super().__init__(config)
         c = self.config
-        # stage 1, frozen: its weights travel in this model's checkpoints, so a checkpoint samples on its own
-        self.dvae = load_stage(c.dvae, "dvae", field="dvae", user=self.name)
+        # stage 1, frozen: its weights travel in this model's checkpoints, and its config is recorded, so a
+        # checkpoint loads (load_model) on its own even where the stage's file is not
+        if c.dvae_config is not None and not Path(c.dvae).is_file():
+            self.dvae = build_model("dvae", c.dvae_config)             # the checkpoint's weights go in next
+        else:
+            self.dvae = load_stage(c.dvae, "dvae", field="dvae", user=self.name)
+            c.dvae_config = self.dvae.config_dict()
         self.dvae.requires_grad_(False)
         self.tokenizer = text.Tokenizer()
         self.L = self.tokenizer.max_length                             # caption positions
@@ -229,19 +238,23 @@ class DALLE(Model):
         save_image_grid(grid, path, nrow=8, scale=2)
 
     def save_pictures(self, images, labels, clip, path_grid, path_rerank, path_completions, candidates=64):
-        """The three pictures: the prompt grid; one prompt's `candidates` draws with the 8 CLIP keeps framed
-        (a bright border) ; test images, their top 3 token rows kept and the rest drawn for their captions."""
+        """The three pictures: the prompt grid; one prompt's `candidates` draws sorted by their CLIP score, the
+        8 kept ones framed and the others dimmed; and per test image a row: the image, the part kept (its
+        top 3 token rows: 12 pixel rows, the rest grey), 4 completions drawn for its caption."""
         save_image_grid(self.prompt_grid(8)[0], path_grid, nrow=8, scale=2)
         prompt = text.fill_template("a thick {label}", text.label_phrases(self.dataset)[7])
         drawn = self.sample(candidates, prompt=prompt)
-        score = clip.score(drawn, [prompt])[:, 0]
-        framed = drawn.copy()
-        for i in np.argsort(-score)[:8]:                              # the kept ones framed
-            framed[i, :, [0, -1], :] = 1.0
-            framed[i, :, :, [0, -1]] = 1.0
-        save_image_grid(framed[np.argsort(-score)], path_rerank, nrow=8, scale=2)
+        order = np.argsort(-clip.score(drawn, [prompt])[:, 0])        # best first
+        shown = drawn[order].copy()
+        shown[8:] *= 0.35                                             # the candidates not kept, dimmed
+        for frame in (slice(0, 2), slice(26, 28)):                    # a 2-pixel frame round the kept 8
+            shown[:8, :, frame, :] = 0.6
+            shown[:8, :, :, frame] = 0.6
+        save_image_grid(shown, path_rerank, nrow=8, scale=2)
         x, y = np.asarray(images)[:8], np.asarray(labels)[:8]
         prompts = text.captions(x, y, self.dataset)
-        done = self.complete(np.repeat(x, 4, axis=0), list(np.repeat(prompts, 4)))
-        rows = np.concatenate([data.to_float(x)[:, None], done.reshape(8, 4, 1, 28, 28)], axis=1)
-        save_image_grid(rows.reshape(-1, 1, 28, 28), path_completions, nrow=5, scale=2)
+        done = self.complete(np.repeat(x, 4, axis=0), list(np.repeat(prompts, 4)), rows_known=3)
+        kept = data.to_float(x).copy()
+        kept[:, :, 12:] = 0.5                                         # 3 token rows = 12 pixel rows kept
+        rows = np.concatenate([data.to_float(x)[:, None], kept[:, None], done.reshape(8, 4, 1, 28, 28)], axis=1)
+        save_image_grid(rows.reshape(-1, 1, 28, 28), path_completions, nrow=6, scale=2)
