@@ -131,18 +131,20 @@ def test_a_second_train_in_the_same_folder_is_refused_naming_the_first(tmp_path)
     assert first.returncode == 130
 
 
-def test_ctrl_c_during_start_up_is_one_line_and_status_130(tmp_path):
-    # KeyboardInterrupt raised while `python -m tinygen` imports its modules (before main runs)
+@pytest.mark.parametrize("module, prog", [("tinygen", "python -m tinygen"),
+                                          ("tinygen.evaluate", "python -m tinygen.evaluate")])
+def test_ctrl_c_during_start_up_is_one_line_and_status_130(tmp_path, module, prog):
+    # KeyboardInterrupt raised while `python -m tinygen` (or tinygen.evaluate) imports its modules
     code = ("import runpy, sys\n"
             "class Stop:\n"
             "    def find_spec(self, name, path=None, target=None):\n"
             "        if name == 'tinygen.models': raise KeyboardInterrupt\n"
             "sys.meta_path.insert(0, Stop())\n"
-            "sys.argv = ['tinygen', 'list']\n"
-            "runpy.run_module('tinygen', run_name='__main__', alter_sys=True)\n")
+            f"sys.argv = ['{module}', '--help']\n"
+            f"runpy.run_module('{module}', run_name='__main__', alter_sys=True)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.returncode == 130 and proc.stderr == "python -m tinygen: interrupted\n", proc.stderr
+    assert proc.returncode == 130 and proc.stderr == f"{prog}: interrupted\n", proc.stderr
 
 
 # ---------------------------------------------------------------------- values refused before anything is written

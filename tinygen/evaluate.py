@@ -26,11 +26,17 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+try:  # Ctrl-C while the modules load (NumPy, the models) is one line, status 130, as for python -m tinygen
+    import numpy as np
 
-from . import data, io, text
-from .cli import OneLineParser, UsageError, finite_number, run_command, whole_number
-from .models import build_model, load_model
+    from . import data, io, text
+    from .cli import OneLineParser, UsageError, finite_number, run_command, whole_number
+    from .models import build_model, load_model
+except KeyboardInterrupt:
+    if __name__ != "__main__":
+        raise
+    sys.stderr.write("python -m tinygen.evaluate: interrupted\n")
+    raise SystemExit(130) from None
 # the likelihood units live with the models that report them; here for the suite's users
 from .models.base import bits_per_dim, dequantized_nll_nats, importance_weighted_nll  # noqa: F401
 
