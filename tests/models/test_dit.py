@@ -8,8 +8,15 @@ from tinygen.models import build_model, save_model
 from tinygen.__main__ import main
 from tinygen.models.dit import DiTBlock, DiTNet
 
-TINY = {"T": 5, "autoencoder": "untrained", "ae_width": 4, "dim": 16, "depth": 1, "num_heads": 2, "batch_size": 8,
-        "sample_steps": 2}
+TINY = {"T": 5, "ae_width": 4, "dim": 16, "depth": 1, "num_heads": 2, "batch_size": 8, "sample_steps": 2}
+
+
+@pytest.fixture(scope="module")
+def ae(tmp_path_factory):
+    """A tiny latent_diffusion checkpoint (untrained, but real): the stage a latent DiT is built on."""
+    path = tmp_path_factory.mktemp("stage") / "ld.npz"
+    save_model(build_model("latent_diffusion", {"T": 5, "ae_width": 4, "base_channels": 8, "ae_steps": 0}), path)
+    return str(path)
 
 
 def test_a_fresh_block_is_the_identity_and_still_learns():
@@ -49,8 +56,8 @@ def test_output_depends_on_label_and_time_once_trained_weights_move():
     assert not np.allclose(a, net(x, np.array([4, 4]), np.array([2, 2])).numpy())
 
 
-def test_tiny_model_trains_and_samples_latent_and_pixels():
-    for extra in ({}, {"input": "pixels", "patch_size": 4}):
+def test_tiny_model_trains_and_samples_latent_and_pixels(ae):
+    for extra in ({"autoencoder": ae}, {"input": "pixels", "patch_size": 4}):
         m = build_model("dit", {**TINY, **extra})
         m.rng = np.random.default_rng(0)
         opt = m.configure_optimizers()
@@ -64,8 +71,8 @@ def test_tiny_model_trains_and_samples_latent_and_pixels():
         assert set(m.evaluate(x, np.arange(8) % 10)) == {"test_mse", "test_vlb_bits"}
 
 
-def test_learn_sigma_off_uses_the_simple_loss():
-    m = build_model("dit", {**TINY, "learn_sigma": False})
+def test_learn_sigma_off_uses_the_simple_loss(ae):
+    m = build_model("dit", {**TINY, "autoencoder": ae, "learn_sigma": False})
     assert not m.learned_variance and m.net.out_channels == 4
     loss, logs = m.loss(m.prepare_batch(np.zeros((8, 1, 28, 28), np.uint8), np.arange(8)))
     assert logs == {} and np.isfinite(loss.item())
@@ -76,17 +83,22 @@ def test_the_autoencoder_comes_from_a_latent_diffusion_checkpoint(tmp_path):
     path = tmp_path / "ld.npz"
     save_model(ld, path)
     m = build_model("dit", {**TINY, "autoencoder": str(path)})
+    w = m.autoencoder.encoder.net[0].weight.data               # copied in when the model is built
+    assert np.array_equal(w, ld.autoencoder.encoder.net[0].weight.data) and m.config.autoencoder_loaded
     m.training_step(m.prepare_batch(np.zeros((8, 1, 28, 28), np.uint8), np.arange(8)), m.configure_optimizers())
-    w = m.autoencoder.encoder.net[0].weight.data
-    assert np.array_equal(w, ld.autoencoder.encoder.net[0].weight.data)
     assert m.latent_std[0] > 0
-    bad = build_model("dit", {**TINY, "autoencoder": str(path), "latent_channels": 3})
     with pytest.raises(ValueError, match="latent_channels"):
-        bad.load_autoencoder(path)
+        build_model("dit", {**TINY, "autoencoder": str(path), "latent_channels": 3})
     with pytest.raises(FileNotFoundError, match="no autoencoder"):
-        m.load_autoencoder(tmp_path / "missing.npz")
+        build_model("dit", {**TINY, "autoencoder": str(tmp_path / "missing.npz")})
     with pytest.raises(ValueError, match="unknown input"):
         build_model("dit", {**TINY, "input": "voxels"})
+    # a checkpoint carries the stage's weights: it loads where the stage's file is not
+    from tinygen.models import load_model
+    save_model(m, tmp_path / "dit.npz")
+    path.unlink()
+    loaded, _ = load_model(tmp_path / "dit.npz", "dit")
+    np.testing.assert_allclose(loaded.autoencoder.encoder.net[0].weight.data, w, rtol=1e-6)   # (the EMA's copy)
 
 
 def test_the_autoencoder_is_named_on_the_command_line(tmp_path, capsys):

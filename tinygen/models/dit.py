@@ -29,8 +29,8 @@ On the 7x7 latent, patch 2 needs an even grid: the network pads x_t to 8x8 with 
 
 The autoencoder comes from a latent_diffusion run that has trained its first stage, named on the command
 line (`--set autoencoder=PATH`; there is no default: without it, or `input=pixels`, `train dit` stops with
-the command below); its weights only, frozen, are copied into the DiT at the first step, so that a DiT
-checkpoint stands alone. Recipe (Config defaults): dim 128, depth 6, 4 heads, patch 2, learned sigma,
+the command below); its weights only, frozen, are copied into the DiT when it is built, so that a DiT
+checkpoint stands alone (it loads where the stage's file is not). Recipe (Config defaults): dim 128, depth 6, 4 heads, patch 2, learned sigma,
 the null label 10% of steps, AdamW 5e-4 without weight decay, gradient clipping at 1, 6 epochs at batch 64.
 Figures, and the scaling runs: docs/models/dit.md.
 
@@ -63,7 +63,8 @@ class DiTConfig(DDPMConfig):
     lr: float = 5e-4
     grad_clip: float = 1.0
     input: str = "latent"         # "latent": the autoencoder's 4x7x7 latents; "pixels": 1x28x28 in [-1, 1]
-    autoencoder: str = ""         # input=latent: a latent_diffusion checkpoint (required); "untrained": tests only
+    autoencoder: str = ""         # input=latent: a latent_diffusion checkpoint (required)
+    autoencoder_loaded: bool = False  # set once its weights are copied in: a checkpoint then carries them
     latent_channels: int = 4      # must match the autoencoder's
     ae_width: int = 32
     patch_size: int = 2           # latent 7x7 (padded to 8x8) -> 16 tokens; use 4 on pixels (49 tokens)
@@ -173,7 +174,8 @@ class DiT(DiffusionModel):
     """DiT (Peebles & Xie 2023): a transformer on patches of the latent, adaLN-Zero, learned sigma, CFG."""
     Config = DiTConfig
     sample_options = ("label", "guidance", "steps")
-    tiny_config = {"T": 5, "autoencoder": "untrained", "ae_width": 4, "dim": 16, "depth": 1, "num_heads": 2,
+    stages = {"autoencoder": "latent_diffusion"}   # config field -> the model its checkpoint holds
+    tiny_config = {"T": 5, "ae_width": 4, "dim": 16, "depth": 1, "num_heads": 2,
                    "batch_size": 8, "sample_steps": 2}
 
     def __init__(self, config=None):
@@ -191,6 +193,11 @@ class DiT(DiffusionModel):
                                  f"(or --set input=pixels)")
             self.image_range = "unit"                      # the autoencoder's input
             self.autoencoder = KLAutoencoder(c.ae_width, c.latent_channels)
+            # the frozen stage, copied in now; a checkpoint of this model carries its weights, so one that
+            # recorded the copy loads where the stage's file is not
+            if not (c.autoencoder_loaded and not Path(c.autoencoder).is_file()):
+                self.load_autoencoder(c.autoencoder)
+                c.autoencoder_loaded = True
             self.register_buffer("latent_std", np.ones(1, np.float32))      # std(z), measured at the first step
             channels, size = c.latent_channels, 7
         else:
@@ -239,9 +246,7 @@ class DiT(DiffusionModel):
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch, optimizers):
-        if self.steps_done[0] == 0 and self.latent:        # the first step: the frozen autoencoder and std(z)
-            if self.config.autoencoder != "untrained":
-                self.load_autoencoder(self.config.autoencoder)
+        if self.steps_done[0] == 0 and self.latent:        # the first step: std(z) of the frozen autoencoder
             self.latent_std[0] = np.float32(self.encode(batch[0].numpy()).std())
             self.ema = optim.EMA(self, decay=self.config.ema_decay, warmup=True)
         self.steps_done[0] += 1
