@@ -29,6 +29,7 @@ def test_importance_weighted_nll_and_units():
     assert evaluate.sampling_speed(lambda n: None, 10) > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["mnist", "fashion"])
 def test_judge_is_shipped_accurate_and_fid_behaves(dataset):
     x_test, y_test = data.load_dataset(dataset, "test")

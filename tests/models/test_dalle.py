@@ -192,6 +192,7 @@ def test_a_checkpoint_loads_where_the_stage_file_is_not(stages, tmp_path):
     np.testing.assert_array_equal(loaded.sample(2, prompt="a digit one"), model.sample(2, prompt="a digit one"))
 
 
+@pytest.mark.slow
 def test_the_benchmark_takes_top_k_for_token_models_only(stages, tmp_path, capsys):
     from tinygen.evaluate import main as evaluate_main
     checkpoint = tmp_path / "dalle.npz"

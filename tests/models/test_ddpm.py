@@ -17,6 +17,7 @@ def mnist():
     return data.load_dataset("mnist", "test")
 
 
+@pytest.mark.slow
 def test_loss_decreases_on_a_fixed_batch(mnist):
     model = build_model("ddpm", TINY)
     batch = model.prepare_batch(mnist[0][:32], mnist[1][:32])

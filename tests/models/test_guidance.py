@@ -63,6 +63,7 @@ def test_guides_a_ddpm_and_refuses_another_schedule(mnist, tmp_path):
                                                              "test_acc_t38"}
 
 
+@pytest.mark.slow
 def test_sweeps_from_the_command_line(tmp_path, capsys):
     from tinygen.evaluate import main
     ddpm = build_model("ddpm", {"T": 50, "base_channels": 8, "channel_mult": [1, 2, 2]})
