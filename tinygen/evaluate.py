@@ -18,7 +18,6 @@ and checked against their SHA-256 on every load; an evaluation never trains them
 
 Likelihoods: nats per image (binarised MNIST) and bits per dim (dequantised data).
 """
-import argparse
 import hashlib
 import json
 import math

@@ -51,7 +51,6 @@ from pathlib import Path
 import numpy as np
 
 import autograd.functional as F
-from autograd import Tensor
 from .. import data, nn, optim, text
 from ..io import save_image_grid
 from . import build_model, load_stage
