@@ -129,6 +129,13 @@ def test_completion_keeps_the_known_rows(stages):
         model.complete(images, "a digit one", rows_known=8)
 
 
+def test_a_dvae_of_another_dataset_is_refused(stages):
+    model = build(stages)
+    model.dataset = "fashion"
+    with pytest.raises(ValueError, match="a dVAE of mnist, but dalle trains on fashion"):
+        batch(model)
+
+
 def test_the_stage_is_named_on_the_command_line(stages, tmp_path):
     with pytest.raises(ValueError, match="--set dvae=PATH.*python -m tinygen train dvae"):
         build_model("dalle", DALLE.tiny_config)

@@ -128,6 +128,9 @@ class DALLE(Model):
     def prepare_batch(self, images, labels):
         """uint8 images and labels -> (caption ids (B, L), image tokens (B, 49)): captions with words dropped
         at random and the held-out pairs left out; tokens from the frozen dVAE."""
+        if self.dvae.dataset != self.dataset:
+            raise ValueError(f"--set dvae={self.config.dvae}: a dVAE of {self.dvae.dataset}, but dalle trains on "
+                             f"{self.dataset}; train one with `python -m tinygen train dvae --dataset {self.dataset}`")
         holdout = text.HOLDOUT[self.dataset] if self.config.holdout else ()
         captions = text.captions(images, labels, self.dataset, rng=self.rng, holdout=holdout)
         return self.caption_ids(captions), self.dvae.encode(images).reshape(len(images), -1)
