@@ -31,7 +31,7 @@ import numpy as np
 from .data import CLASS_NAMES, _canonical_name, to_float
 
 __all__ = ["image_attributes", "attribute_words", "captions", "CAPTION_BINS", "POSITION_THRESHOLD",
-           "CAPTION_DROPOUT", "HOLDOUT", "check_holdout", "check_prompts", "label_phrases", "PROMPT_TEMPLATES", "fill_template", "prompts", "caption_vocabulary",
+           "CAPTION_DROPOUT", "HOLDOUT", "check_holdout", "check_prompts", "grid_prompts", "label_phrases", "PROMPT_TEMPLATES", "fill_template", "prompts", "caption_vocabulary",
            "split_words", "Tokenizer"]
 
 
@@ -260,6 +260,15 @@ def prompts(dataset: str, template: str = PROMPT_TEMPLATES[0]) -> list[str]:
     """The template filled with each label's phrase, labels 0..9 (fill_template):
     prompts("fashion")[9] == "a photo of an ankle boot"."""
     return [fill_template(template, phrase) for phrase in label_phrases(dataset)]
+
+
+def grid_prompts(dataset: str) -> list[str]:
+    """The prompts of a text-to-image model's picture, two per class: the two ends of the first attribute
+    of CAPTION_BINS ("a thin digit zero", "a thick digit zero", ...; Fashion: "a dark t-shirt", "a light
+    t-shirt", ...), so a row per prompt shows both the class and the attribute."""
+    key = _canonical_name(dataset)
+    _, words = next(iter(CAPTION_BINS[key].values()))
+    return [fill_template(f"a {word} {{label}}", phrase) for phrase in label_phrases(key) for word in (words[0], words[-1])]
 
 
 def check_prompts(prompt, n: int, tokenizer=None) -> list[str]:

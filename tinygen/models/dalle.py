@@ -56,10 +56,6 @@ from ..io import save_image_grid
 from . import build_model, load_stage
 from .base import Config, Model, inference
 
-#: The caption template of the pictures: one row per prompt.
-PICTURE_PROMPTS = ("a thin {label}", "a thick {label}")
-
-
 @dataclass
 class DALLEConfig(Config):
     epochs: int = 8
@@ -228,10 +224,10 @@ class DALLE(Model):
         return self.decode(self._generate(self.caption_ids(prompts), tokens, rows_known * g))
 
     # ------------------------------------------------------------------ pictures
-    def prompt_grid(self, per_prompt=8, templates=PICTURE_PROMPTS):
-        """The images of a grid with a row per prompt: for every class, each template ("a thin {label}",
-        "a thick {label}"), per_prompt images; (rows per_prompt, 1, 28, 28) and the prompts, row by row."""
-        prompts = [text.fill_template(t, phrase) for phrase in text.label_phrases(self.dataset) for t in templates]
+    def prompt_grid(self, per_prompt=8):
+        """The images of a grid with a row per prompt (text.grid_prompts: "a thin digit zero", "a thick digit
+        zero", ...), per_prompt images each; (rows per_prompt, 1, 28, 28) and the prompts, row by row."""
+        prompts = text.grid_prompts(self.dataset)
         return self.sample(len(prompts) * per_prompt, prompt=list(np.repeat(prompts, per_prompt))), prompts
 
     def visualize(self, images, labels, path):

@@ -146,8 +146,7 @@ class GLIDE(DiffusionModel):
 
     def visualize(self, images, labels, path):
         """A row per prompt ("a thin digit zero", "a thick digit zero", ...), 8 samples each (EMA weights)."""
-        prompts = [text.fill_template(t, p) for p in text.label_phrases(self.dataset)
-                   for t in ("a thin {label}", "a thick {label}")]
+        prompts = text.grid_prompts(self.dataset)
         with self.ema.average_parameters(self):
             x = self.sample(8 * len(prompts), prompt=list(np.repeat(prompts, 8)), steps=self.config.sample_steps)
         save_image_grid(x, path, nrow=8, scale=2)
