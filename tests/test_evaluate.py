@@ -149,3 +149,46 @@ def test_a_guidance_sweep_refuses_a_classifier_of_another_dataset(tmp_path, caps
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1, err
     assert "fashion.npz was trained on fashion, the --checkpoint" in err and "on mnist" in err
+
+
+# ---------------------------------------------------------------------- the Bayes classifier
+class _KnownLikelihoods:
+    """A stand-in class-conditional model of the test split, in order: log p(x|y) is 0 for the test
+    label of x and -50 for the others (informative), or the same for every label (uninformative: the
+    prior decides)."""
+    name = "known"
+
+    def __init__(self, informative):
+        self.binary = data.binarize(data.load_dataset("mnist", "test")[0][:200], np.random.default_rng(0))
+        self.labels = data.load_dataset("mnist", "test")[1][:200]
+        self.informative = informative
+
+    def class_log_likelihoods(self, x, k):
+        assert k >= 1 and np.array_equal(x, self.binary[:len(x)])      # binarised once, with seed 0
+        out = np.zeros((len(x), 10))
+        if self.informative:
+            out[:] = -50.0
+            out[np.arange(len(x)), self.labels[:len(x)]] = 0.0
+        return out
+
+
+def test_the_bayes_classifier_adds_the_class_prior_to_the_likelihoods():
+    _, y_test = data.load_dataset("mnist", "test")
+    rows = evaluate.bayes_classifier(_KnownLikelihoods(True), "mnist", ks=(1, 3), n=200)
+    assert [r["k"] for r in rows] == [1, 3, "-"] and all(r["n"] == 200 for r in rows)
+    assert rows[0]["accuracy"] == rows[1]["accuracy"] == 1.0 and rows[2]["accuracy"] > 0.95   # the judge
+    # equal likelihoods: argmax_y p(y), the commonest training label (a one), for every image
+    uninformative = evaluate.bayes_classifier(_KnownLikelihoods(False), "mnist", ks=(1,), n=200, judge=False)
+    assert uninformative[0]["accuracy"] == round(float((y_test[:200] == 1).mean()), 4)
+
+
+def test_the_bayes_classifier_refuses_a_model_without_class_likelihoods(tmp_path, capsys):
+    from tinygen.models import build_model, save_model
+    vae = build_model("vae", {"hidden": 16, "latent_dim": 2})
+    vae.dataset = "mnist"
+    save_model(vae, tmp_path / "vae.npz")
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main(["bayes-classifier", "--checkpoint", str(tmp_path / "vae.npz"), "--k", "1"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "holds a vae, which gives no class-conditional likelihood" in err

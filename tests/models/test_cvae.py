@@ -108,3 +108,24 @@ def test_interpolation_and_manifold_take_a_label(tmp_path):
     a = model.latent_manifold(tmp_path / "m3.png", grid=4, label=3)
     b = model.latent_manifold(tmp_path / "m5.png", grid=4, label=5)
     assert a.shape == (16, 1, 28, 28) and not np.allclose(a, b)
+
+
+def test_class_log_likelihoods_score_every_label_with_its_own_posterior(mnist):
+    model = build_model("cvae", TINY)
+    seen = {"encode": [], "decode": []}
+    encode, decode = model.encode, model.decode
+    model.encode = lambda x, y: seen["encode"].append(np.asarray(y).copy()) or encode(x, y)
+    model.decode = lambda z, y: seen["decode"].append(np.asarray(y).copy()) or decode(z, y)
+    x = binary(mnist[0][:3])
+    log_pxy = model.class_log_likelihoods(x, k=4)
+    assert log_pxy.shape == (3, 10) and np.isfinite(log_pxy).all()
+    # column y: z ~ q(z|x, y) and p(x|z, y), the k draws of an image decoded with its label
+    assert [list(y) for y in seen["encode"]] == [[y] * 3 for y in range(10)]
+    assert [list(y) for y in seen["decode"]] == [[y] * 12 for y in range(10)]
+    # k = 1 is a one-sample ELBO(x|y): averaged over many draws it is the ELBO of that label
+    model.encode, model.decode = encode, decode
+    x = binary(mnist[0][:2])
+    one = model.class_log_likelihoods(np.repeat(x, 300, axis=0), k=1).reshape(2, 300, 10).mean(axis=1)
+    elbo = np.stack([model.elbo(Tensor(np.repeat(x, 300, axis=0)), np.full(600, y)).numpy().reshape(2, 300)
+                     .mean(axis=1) for y in range(10)], axis=1)                     # (2, 10)
+    np.testing.assert_allclose(one, elbo, atol=1.0)

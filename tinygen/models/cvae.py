@@ -27,7 +27,7 @@ import autograd.functional as F
 from autograd import Tensor
 from ..data import N_CLASSES
 from ..io import save_image_grid
-from .base import inference
+from .base import importance_weighted_nll, inference
 from .vae import VAE, VAEConfig
 
 
@@ -82,6 +82,23 @@ class CVAE(VAE):
         if k % N_CLASSES:
             raise ValueError(f"k must be a multiple of {N_CLASSES} (one stratum per label), got {k}")
         return super().evaluate_nll(images, k, n)
+
+    # ------------------------------------------------------------------ a generative classifier
+    @inference
+    def class_log_likelihoods(self, x, k=1):
+        """log p(x|y) for every label y, (N, 10), of binary images x (N, 1, 28, 28): the k-sample
+        importance-weighted bound with z ~ q(z|x, y) (k = 1: a one-sample ELBO; a lower bound that
+        tightens as k grows). Bayes' rule turns them into a classifier (the evaluation's
+        bayes-classifier):   y(x) = argmax_y log p(x|y) + log p(y)."""
+        columns = []
+        for y in range(N_CLASSES):
+            def proposal(xc, k, y=y):                                           # q(z|x, y) for this y
+                labels = np.full(len(xc), y)
+                mu, logvar = self.encode(xc, labels)                             # (n, D) each
+                return mu.numpy()[:, None], logvar.numpy()[:, None], (np.repeat(labels, k),)
+            log_w = self.iwae_log_weights(x, k, proposal=proposal)              # (N, k)
+            columns.append(-importance_weighted_nll(log_w))                     # log p(x|y) >= this
+        return np.stack(columns, axis=1)                                        # (N, 10)
 
     # ------------------------------------------------------------------ sampling and pictures
     @inference

@@ -140,15 +140,17 @@ class VAE(Model):
         return mu.numpy()[:, None], logvar.numpy()[:, None], ()
 
     @inference
-    def iwae_log_weights(self, x, k, rows=20000):
+    def iwae_log_weights(self, x, k, rows=20000, proposal=None):
         """log w (N, k) for binary images x (N, 1, 28, 28): k draws z ~ q(z|x) per image, decoded in
-        chunks of about `rows` codes, all k of an image at once."""
+        chunks of about `rows` codes, all k of an image at once. proposal(x, k) replaces
+        importance_proposal (a CVAE's q(z|x, y) for one fixed label y, say)."""
         D, out = self.config.latent_dim, []
+        proposal = proposal or self.importance_proposal
         per_chunk = max(1, rows // k)
         for i in range(0, len(x), per_chunk):
             xc = x[i:i + per_chunk]
             n = len(xc)
-            mu, logvar, condition = self.importance_proposal(Tensor(xc), k)  # (n, 1 or k, D) each
+            mu, logvar, condition = proposal(Tensor(xc), k)                 # (n, 1 or k, D) each
             eps = self.rng.standard_normal((n, k, D), dtype=np.float32)
             # z = mu + sigma * eps
             z = mu + np.exp(0.5 * logvar) * eps                             # (n, k, D)
