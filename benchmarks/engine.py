@@ -1,17 +1,26 @@
 """Training-step speed and memory of the engine on the five standard workloads, side by side with
 PyTorch on the CPU (when installed) in the same run.
 
-    python benchmarks/engine.py                 # all five: mlp, cnn, vit, unet, gpt
-    python benchmarks/engine.py --only cnn --steps 10
+    python benchmarks/engine.py                 # all five: mlp, cnn, vit, unet, gpt; 5 pairs each
+    python benchmarks/engine.py --only cnn --steps 10 --runs 3
     python benchmarks/engine.py --profile       # and, per workload, where tinygen's step spends its time
-    python benchmarks/engine.py --runs 3        # three full tables, then the median ratio and its range
+    python benchmarks/engine.py --threads 1     # both engines on one thread (BLAS and PyTorch's intra-op)
 
-A step is forward + backward + Adam update in float32 on random inputs; the figure is the median of
-`--steps` steps after 2 warm-up steps. Each (engine, workload) runs in its own process, so that
-timings do not disturb each other and peak memory can be read from the process: "peak MB" is the
-growth of the resident set from just before the first step (model built, BLAS started) to its
-peak (activations, gradients, optimiser state, workspace): what training costs on top of the model.
-Only the ratio measured in one run means much on a shared machine.
+A step is forward + backward + Adam update in float32 on random inputs; a process's figure is the
+median of `--steps` steps after 2 warm-up steps. Each (engine, workload) runs in its own process, so
+that timings do not disturb each other and peak memory can be read from the process: "peak MB" is the
+growth of the resident set from just before the first step (model built, BLAS started) to its peak
+(activations, gradients, optimiser state, workspace): what training costs on top of the model.
+
+Noise. A machine's speed drifts (other jobs, frequency, a BLAS thread pool that spins or sleeps), so
+the two engines are measured in turn, never one table after the other: a *pair* is a tinygen process
+and a PyTorch process started one after the other (tinygen first in odd pairs, PyTorch first in even
+ones, so a drift favours neither), and the reported figure is the median of the per-pair ratios,
+with their range, over `--runs` pairs. The header gives both engines' BLAS / thread settings and the
+load average; the footer the load average again, and a warning when the machine was busy (load
+above a quarter of a core at the start, or a pair's ratios spread by more than 30%): such a table is
+not a result. A process whose own steps spread by more than 30% (max / min) is flagged "unsteady":
+a bimodal step shows up there.
 
 --profile runs 3 more steps of tinygen under cProfile (after the timed ones, so the timing is not
 disturbed) and prints the ten engine functions (autograd/, tinygen/) with the most self time, in ms
@@ -364,6 +373,9 @@ def blas_kernel():
 
 def worker(engine, name, steps, profile=False):
     import numpy as np
+    if engine == "torch" and os.environ.get("BENCH_THREADS"):
+        import torch
+        torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
     rng = np.random.default_rng(0)
     step = (tinygen_step if engine == "tinygen" else torch_step)(name, rng)
     # start each engine's BLAS (thread pools, work buffers) before the baseline reading, so that
@@ -384,32 +396,87 @@ def worker(engine, name, steps, profile=False):
         step()
         times.append(time.perf_counter() - t0)
     peak = peak_rss_mb()
-    times.sort()
-    result = {"ms": 1000 * times[len(times) // 2], "peak_mb": max(peak - before, 0.0)}
+    ms = sorted(1000 * t for t in times)
+    result = {"ms": ms[len(ms) // 2], "steps_ms": [round(1000 * t, 2) for t in times],
+              "spread": ms[-1] / ms[0], "peak_mb": max(peak - before, 0.0)}
     if profile:
         result["profile"] = profile_steps(step)
     print(json.dumps(result))
 
 
-def run(engine, name, steps, profile=False):
+def run(engine, name, steps, profile=False, threads=None):
+    env = dict(os.environ)
+    if threads:  # the same thread count for both engines: BLAS pools (OpenBLAS, MKL, OpenMP) and PyTorch
+        env.update({k: str(threads) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                               "BENCH_THREADS")})
     proc = subprocess.run([sys.executable, __file__, "--worker", engine, name, "--steps", str(steps)]
-                          + (["--profile"] if profile else []), capture_output=True, text=True)
+                          + (["--profile"] if profile else []), capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{engine} {name} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main():
+def torch_settings():
+    """PyTorch's version, BLAS/oneDNN and intra-op threads, in one line."""
+    import torch
+    blas = "MKL" if torch.backends.mkl.is_available() else "its own BLAS"
+    dnn = ", oneDNN" if torch.backends.mkldnn.is_available() else ""
+    return f"torch {torch.__version__} ({blas}{dnn}, {torch.get_num_threads()} threads)"
+
+
+UNSTEADY = 1.3   # a process's max / min step time above this, or a workload's ratio range above it: noise
+
+
+def summarize(pairs):
+    """Per workload, from its pairs [(tinygen result, torch result or None), ...] (a worker's dicts):
+    the median per-pair time ratio and its range, the same for memory, and the medians of each engine.
+    The median of per-pair ratios, not the ratio of medians: a pair shares the machine's state of the
+    moment, so a slow minute inflates both sides of that pair's ratio alike."""
+    def med(v):
+        v = sorted(v)
+        return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+    ours = [a["ms"] for a, _ in pairs]
+    row = {"tinygen_ms": med(ours), "tinygen_mb": med([a["peak_mb"] for a, _ in pairs]),
+           "unsteady": sum(a["spread"] > UNSTEADY for a, _ in pairs), "pairs": len(pairs)}
+    theirs = [(a, b) for a, b in pairs if b is not None]
+    if theirs:
+        t = [a["ms"] / b["ms"] for a, b in theirs]
+        m = [a["peak_mb"] / max(b["peak_mb"], 1) for a, b in theirs]
+        row.update(torch_ms=med([b["ms"] for _, b in theirs]), torch_mb=med([b["peak_mb"] for _, b in theirs]),
+                   ratio=med(t), ratio_range=(min(t), max(t)), mem_ratio=med(m), mem_range=(min(m), max(m)),
+                   unsteady=row["unsteady"] + sum(b["spread"] > UNSTEADY for _, b in theirs))
+    return row
+
+
+def busy_warnings(load_start, load_end, rows, cores):
+    """Why this table should not be trusted, one line each ([] for a quiet run)."""
+    out = []
+    for when, load in (("start", load_start), ("end", load_end)):
+        if load > 0.25:
+            out.append(f"load average {load:.2f} at the {when} (above 0.25 of a core): another job shared "
+                       f"the {cores} cores")
+    for name, row in rows.items():
+        if "ratio_range" in row and row["ratio_range"][1] > UNSTEADY * row["ratio_range"][0]:
+            out.append(f"{name}: the pairs' ratios range {row['ratio_range'][0]:.2f}-{row['ratio_range'][1]:.2f} "
+                       f"(more than {UNSTEADY}x apart)")
+        if row["unsteady"]:
+            out.append(f"{name}: {row['unsteady']} of its processes had steps more than {UNSTEADY}x apart "
+                       f"(an unsteady or bimodal step)")
+    return out
+
+
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", choices=WORKLOADS, action="append")
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--runs", type=int, default=1,
-                    help="repeat the whole table this many times, then print the median ratio and its range")
+    ap.add_argument("--runs", type=int, default=5, help="pairs of processes per workload (default 5)")
+    ap.add_argument("--threads", type=int, help="threads for both engines (default: each engine's own default)")
     ap.add_argument("--profile", action="store_true", help="print where tinygen's step spends its time")
+    ap.add_argument("--json", help="also write the rows and settings to this JSON file")
     ap.add_argument("--worker", nargs=2, metavar=("ENGINE", "WORKLOAD"), help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.steps < 1 or args.runs < 1:
-        ap.error("--steps and --runs must be at least 1")
+    args = ap.parse_args(argv)
+    if args.steps < 1 or args.runs < 1 or (args.threads is not None and args.threads < 1):
+        ap.error("--steps, --runs and --threads must be at least 1")
     if args.worker:
         return worker(*args.worker, args.steps, args.profile)
     try:
@@ -419,39 +486,57 @@ def main():
         have_torch = False
         print("PyTorch is not installed: tinygen alone (pip install torch==2.13.0 for the side-by-side baseline)")
     import numpy as np
-    print(f"numpy {np.__version__} ({blas_kernel()}), {os.cpu_count()} cores, "
-          f"median of {args.steps} steps after 2 warm-up")
-    names = args.only or WORKLOADS
-    ratios = {name: [] for name in names}
-    for r in range(args.runs):
-        if args.runs > 1:
-            print(f"run {r + 1} of {args.runs}")
-        print(f"{'workload':9s} {'tinygen ms':>11s} {'torch ms':>9s} {'ratio':>6s} {'tinygen MB':>11s} "
-              f"{'torch MB':>9s} {'mem ratio':>9s}")
-        for name in names:
-            ours = run("tinygen", name, args.steps, args.profile and r == 0)
-            theirs = run("torch", name, args.steps) if have_torch else None
-            if theirs:
-                t, m = ours["ms"] / theirs["ms"], ours["peak_mb"] / max(theirs["peak_mb"], 1)
-                ratios[name].append((t, m))
-                print(f"{name:9s} {ours['ms']:11.1f} {theirs['ms']:9.1f} {t:6.2f} "
-                      f"{ours['peak_mb']:11.1f} {theirs['peak_mb']:9.1f} {m:9.2f}", flush=True)
-            else:
-                print(f"{name:9s} {ours['ms']:11.1f} {'-':>9s} {'-':>6s} {ours['peak_mb']:11.1f} {'-':>9s} {'-':>9s}",
-                      flush=True)
+    load_start = os.getloadavg()[0]
+    settings = {"numpy": f"numpy {np.__version__} ({blas_kernel()})",
+                "torch": torch_settings() if have_torch else None, "cores": os.cpu_count(),
+                "threads": args.threads, "steps": args.steps, "pairs": args.runs, "load_start": load_start,
+                "date": time.strftime("%Y-%m-%d %H:%M")}
+    print(f"{settings['numpy']}; {settings['torch'] or 'no torch'}; {settings['cores']} cores"
+          f"{f', --threads {args.threads}' if args.threads else ''}; median of {args.steps} steps after "
+          f"2 warm-up per process; {args.runs} pairs per workload; load average {load_start:.2f}")
+    rows = {}
+    for name in args.only or WORKLOADS:
+        pairs = []
+        for r in range(args.runs):
+            first = ("tinygen", "torch") if r % 2 == 0 or not have_torch else ("torch", "tinygen")
+            got = {}
+            for engine in first:
+                if engine == "torch" and not have_torch:
+                    continue
+                got[engine] = run(engine, name, args.steps, args.profile and r == 0 and engine == "tinygen",
+                                  args.threads)
+            pairs.append((got["tinygen"], got.get("torch")))
+            theirs = got.get("torch")
+            print(f"  {name} pair {r + 1}: tinygen {got['tinygen']['ms']:.1f} ms"
+                  + (f", torch {theirs['ms']:.1f} ms, ratio {got['tinygen']['ms'] / theirs['ms']:.2f}"
+                     if theirs else ""), flush=True)
             if args.profile and r == 0:
                 print(f"  profile of the tinygen {name} step (self time, ms per step, share of the profiled step):")
-                for kind, ms, share, calls, where in ours["profile"]:
+                for kind, ms, share, calls, where in got["tinygen"]["profile"]:
                     print(f"    {kind:6s} {ms:8.1f} ms {share:5.1f}%  x{calls:<4d} {where}")
-    if args.runs > 1 and have_torch:
-        print(f"median of {args.runs} runs (range)")
-        print(f"{'workload':9s} {'time ratio':>20s} {'memory ratio':>20s}")
-        for name in names:
-            t = sorted(x[0] for x in ratios[name])
-            m = sorted(x[1] for x in ratios[name])
-            print(f"{name:9s} {t[len(t) // 2]:6.2f} ({t[0]:.2f}-{t[-1]:.2f}){'':3s} "
-                  f"{m[len(m) // 2]:6.2f} ({m[0]:.2f}-{m[-1]:.2f})")
+        rows[name] = summarize(pairs)
+    load_end = os.getloadavg()[0]
+    print(f"\n{'workload':9s} {'tinygen ms':>10s} {'torch ms':>9s} {'time ratio (range)':>20s} "
+          f"{'tinygen MB':>10s} {'torch MB':>9s} {'memory ratio (range)':>21s}")
+    for name, row in rows.items():
+        if "ratio" in row:
+            print(f"{name:9s} {row['tinygen_ms']:10.1f} {row['torch_ms']:9.1f} {row['ratio']:8.2f} "
+                  f"({row['ratio_range'][0]:.2f}-{row['ratio_range'][1]:.2f}) {row['tinygen_mb']:10.1f} "
+                  f"{row['torch_mb']:9.1f} {row['mem_ratio']:9.2f} ({row['mem_range'][0]:.2f}-{row['mem_range'][1]:.2f})")
+        else:
+            print(f"{name:9s} {row['tinygen_ms']:10.1f} {'-':>9s} {'-':>20s} {row['tinygen_mb']:10.1f} "
+                  f"{'-':>9s} {'-':>21s}")
+    warnings = busy_warnings(load_start, load_end, rows, os.cpu_count())
+    print(f"load average {load_start:.2f} at the start, {load_end:.2f} at the end")
+    for line in warnings:
+        print(f"WARNING: {line}")
+    if warnings:
+        print("WARNING: the machine was not quiet: these ratios are not a result")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"settings": {**settings, "load_end": load_end},
+                                               "rows": rows, "warnings": warnings}, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
