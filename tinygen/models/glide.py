@@ -70,7 +70,7 @@ class GLIDEConfig(DDPMConfig):
     text_mlp_ratio: float = 2.0
     holdout: bool = True         # captions without the pairs of text.HOLDOUT
     guidance: float = 3.0        # the guidance scale of pictures and of sample() when none is given
-    quick_steps: int = 100
+    quick_steps: int = 60
 
 
 class GLIDE(DiffusionModel):
@@ -144,9 +144,11 @@ class GLIDE(DiffusionModel):
         keep = np.broadcast_to(~redraw, x0.shape)
         return self.sample(len(x0), prompt, guidance, steps, known=(x0.astype(np.float32), keep))
 
-    def visualize(self, images, labels, path):
-        """A row per prompt ("a thin digit zero", "a thick digit zero", ...), 8 samples each (EMA weights)."""
+    def visualize(self, images, labels, path, per_prompt=4):
+        """A row per prompt ("a thin digit zero", "a thick digit zero", ...), per_prompt samples each (EMA
+        weights). Every epoch draws this picture: 4 a row keep it to a small share of the epoch."""
         prompts = text.grid_prompts(self.dataset)
         with self.ema.average_parameters(self):
-            x = self.sample(8 * len(prompts), prompt=list(np.repeat(prompts, 8)), steps=self.config.sample_steps)
-        save_image_grid(x, path, nrow=8, scale=2)
+            x = self.sample(per_prompt * len(prompts), prompt=list(np.repeat(prompts, per_prompt)),
+                            steps=self.config.sample_steps)
+        save_image_grid(x, path, nrow=per_prompt, scale=2)
