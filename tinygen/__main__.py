@@ -242,10 +242,8 @@ def edit_command(args):
               "prompt": args.prompt, "steps": args.steps, "seed": args.seed,
               **({"guidance": args.guidance} if args.guidance is not None else {})}
     if out.suffix.lower() == ".png":
-        kept = np.where(redraw, 0.5, images[::args.n])                 # the region redrawn shown grey
-        rows = np.concatenate([images[::args.n, None], kept[:, None],
-                               edited.reshape(-1, args.n, 1, 28, 28)], axis=1)
-        io.save_image_grid(rows.reshape(-1, 1, 28, 28), out, nrow=2 + args.n, scale=2,
+        rows = model.edit_grid(images[::args.n], redraw, edited)       # the image, the part kept, the edits
+        io.save_image_grid(rows, out, nrow=2 + args.n, scale=2,
                            text={"tinygen": SAMPLE_MARK, "command": json.dumps(record)})
     else:
         io.save_checkpoint(out, {"images": edited, "labels": np.full(len(edited), -1, np.int64)},

@@ -111,3 +111,23 @@ def test_the_edit_benchmark_keeps_the_outside_and_counts_the_prompt_class():
     row = edit_benchmark(build(), "mnist", n=4, steps=2)
     assert row["n"] == 4 and row["outside_l1_max"] < 1e-6 and row["inside_l1_mean"] > 0
     assert 0 <= row["edit_accuracy"] <= 1 and row["mask"] == "lower"
+
+
+def test_the_pictures_grid_sweep_and_edits(tmp_path):
+    from PIL import Image
+    model = build()
+    model.dataset = "mnist"
+    x, y = data.load_dataset("mnist", "test")
+    paths = [tmp_path / f"{name}.png" for name in ("grid", "sweep", "edits")]
+    model.save_pictures(x[:2], y[:2], *paths, scales=(0, 3))
+    n_prompts = len(text.grid_prompts("mnist"))
+    # rows x columns: 8 a prompt; a row per scale, a column per class; image, kept part, 4 edits
+    sizes = [Image.open(p).size for p in paths]
+    cell, pad = sizes[2][0] // 6, sizes[2][0] % 6
+    grid = lambda columns, rows: (columns * cell + pad, rows * cell + pad)   # noqa: E731
+    assert sizes == [grid(8, n_prompts), grid(10, 2), grid(6, 2)]
+    # edit rows: the image, then the kept part with the redrawn lower half grey
+    rows = model.edit_grid(data.to_float(x[:2]), region("lower"), np.zeros((8, 1, 28, 28), np.float32))
+    assert rows.shape == (12, 1, 28, 28)
+    np.testing.assert_array_equal(rows[1, :, 14:], 0.5)
+    np.testing.assert_array_equal(rows[1, :, :14], data.to_float(x[:1])[0, :, :14])

@@ -144,6 +144,38 @@ class GLIDE(DiffusionModel):
         keep = np.broadcast_to(~redraw, x0.shape)
         return self.sample(len(x0), prompt, guidance, steps, known=(x0.astype(np.float32), keep))
 
+    @staticmethod
+    def edit_grid(images, redraw, edited):
+        """Per image a row: the image, the part kept (the redrawn region grey), its edits. images (B, 1, 28,
+        28) in [0, 1], redraw (1, 28, 28) boolean, edited (B n, 1, 28, 28): n edits per image, in order.
+        Returns (B (2 + n), 1, 28, 28) for a grid of 2 + n columns."""
+        n = len(edited) // len(images)
+        kept = np.where(redraw, 0.5, images)                                  # the region redrawn shown grey
+        rows = np.concatenate([images[:, None], kept[:, None], edited.reshape(len(images), n, 1, 28, 28)], axis=1)
+        return rows.reshape(-1, 1, 28, 28)
+
+    def save_pictures(self, images, labels, path_grid, path_sweep, path_edits, scales=(0, 1, 2, 3, 5)):
+        """The three pictures of docs/: the prompt grid (8 a prompt, the recipe's guidance); the guidance
+        sweep (a row per scale s, the ten class prompts, the same starting noise in every row); and the
+        edits (per test image: the image, the part kept, 4 redraws of its lower half for the prompt of
+        the next class)."""
+        with self.ema.average_parameters(self):
+            self.rng = np.random.default_rng(0)
+            self.visualize(images, labels, path_grid, per_prompt=8)
+            phrases = text.label_phrases(self.dataset)
+            prompts = [text.fill_template("a {label}", phrase) for phrase in phrases]
+            rows = []
+            for s in scales:
+                self.rng = np.random.default_rng(0)                           # the same x_T in every row
+                rows.append(self.sample(len(prompts), prompt=prompts, guidance=s, steps=self.config.sample_steps))
+            save_image_grid(np.concatenate(rows), path_sweep, nrow=len(prompts), scale=2)
+            x = data.to_float(images)                                         # (B, 1, 28, 28) in [0, 1]
+            asked = [prompts[(int(y) + 1) % len(prompts)] for y in labels]   # the next class's prompt
+            self.rng = np.random.default_rng(0)
+            edited = self.edit(np.repeat(x, 4, axis=0), "lower", list(np.repeat(asked, 4)),
+                               steps=self.config.sample_steps)
+            save_image_grid(self.edit_grid(x, region("lower"), edited), path_edits, nrow=6, scale=2)
+
     def visualize(self, images, labels, path, per_prompt=4):
         """A row per prompt ("a thin digit zero", "a thick digit zero", ...), per_prompt samples each (EMA
         weights). Every epoch draws this picture: 4 a row keep it to a small share of the epoch."""
