@@ -309,7 +309,8 @@ def picture_captions(models_dir):
     """{picture file name: its caption} from the ![caption](../picture) lines of docs/models/*.md."""
     captions = {}
     for page in sorted(Path(models_dir).glob("*.md")):
-        for alt, name in re.findall(r"!\[([^\]]*)\]\(\.\./([^)/\s]+)\)", page.read_text(encoding="utf-8")):
+        text = page.read_text(encoding="utf-8")
+        for alt, name in re.findall(r"!\[((?:[^\[\]]|\[[^\]]*\])*)\]\(\.\./([^)/\s]+)\)", text):
             captions.setdefault(name, alt)
     return captions
 
@@ -317,9 +318,10 @@ def picture_captions(models_dir):
 def figure_html(name, captions):
     key = picture_key(Path(name).stem)
     caption = html.escape(captions.get(name, name))
+    label = f"{caption} ({html.escape(name)})" if name in captions else caption
     made_by = f"<br><code>python docs/figures.py --only {key}</code>" if key else ""
     return (f'<figure><img src="../{html.escape(name)}" alt="{caption}">'
-            f"<figcaption>{caption} ({html.escape(name)}){made_by}</figcaption></figure>")
+            f"<figcaption>{label}{made_by}</figcaption></figure>")
 
 
 def gallery_html(pictures_dir=ROOT / "docs"):

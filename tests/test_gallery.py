@@ -80,6 +80,8 @@ def test_the_headline_figures_command_is_read_from_its_row():
     assert figures.page_href("models/vae.md", "docs/results.md") == "../models/vae.md"
     assert figures.inline_html("**1.5** / `a<b` [x](docs/cli.md)") == \
         '<b>1.5</b> / <code>a&lt;b</code> <a href="../cli.md">x</a>'
+    assert figures.picture_captions(DOCS / "models")["vit_rollout.png"] == \
+        "ViT: test images beside their attention rollout from [CLS]"
     assert figures.picture_key("dvae_rolfe_c64_prior_samples") == "dvae_rolfe_c64"
     assert figures.picture_key("vae_manifold") == "vae2d" and figures.picture_key("nothing") is None
 

@@ -3,6 +3,8 @@ to a Python file is defined there (read with `ast`, nothing imported), every com
 sub-command or figure that exists, every point says what shows it or that nothing does, and every topic
 line of the course outline (../shared/lectures.md beside the repository) is quoted in the map."""
 import ast
+import functools
+import html
 import re
 from pathlib import Path
 
@@ -21,11 +23,13 @@ def slug(heading):
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
+@functools.lru_cache(maxsize=None)
 def anchors(path):
     return {slug(line.lstrip("#")) for line in path.read_text(encoding="utf-8").splitlines()
             if line.startswith("#")}
 
 
+@functools.lru_cache(maxsize=None)
 def defined_names(path):
     """Top-level functions, classes and assigned names of a Python file, and Class.method for methods."""
     names = set()
@@ -105,7 +109,8 @@ def sections(text, quoted):
             item.append(line)
         else:
             item = None
-    return {heading: [normalized(" ".join(i)) for i in items] for heading, items in out.items()}
+    unescape = html.unescape if quoted else str          # the map writes "<" as "&lt;" so that it shows
+    return {heading: [unescape(normalized(" ".join(i))) for i in items] for heading, items in out.items()}
 
 
 def test_every_link_leads_to_a_file_and_every_linked_name_is_defined_there():
@@ -177,6 +182,6 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
                     "| a \\| b | not shown | | |\n")
     assert rows == [("T", ["a \\| b", "not shown", "", ""])]
     assert sections("## S\n- one\n  two\n- three\n", quoted=False) == {"S": ["one two", "three"]}
-    assert sections("## S\n\n> one\n> two\n\ntext\n", quoted=True) == {"S": ["one two"]}
+    assert sections("## S\n\n> one\n> &lt;two&gt;\n\ntext\n", quoted=True) == {"S": ["one <two>"]}
     assert slug("Rolfe's discrete VAE (dvae_rolfe)") == "rolfes-discrete-vae-dvae_rolfe"
     assert slug("DALL·E's dVAE (dvae)") == "dalles-dvae-dvae"
