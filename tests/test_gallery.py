@@ -7,6 +7,7 @@ alone: `--remote-debugging-pipe` makes Chromium read NUL-terminated JSON command
 descriptor 3 and write its answers and events on 4, so no websocket, port, driver or package is needed.
 The test skips, saying why, only where no Chromium is installed (`.ci/run` installs Debian's `chromium`
 where it can)."""
+import fcntl
 import importlib.util
 import json
 import os
@@ -118,8 +119,9 @@ class Chromium:
         self.profile = tempfile.mkdtemp(prefix="tinygen-chromium-")
         to_browser, self.out = os.pipe()          # we write commands to self.out; it reads fd 3
         self.inp, from_browser = os.pipe()        # it writes fd 4; we read self.inp
-        # the child's ends moved above 2 and 4 first, so that the two dup2s below cannot clobber each other
-        ends = [os.dup2(fd, fd + 10, inheritable=False) for fd in (to_browser, from_browser)]
+        # the child's ends copied to free descriptors above 4 first, so that the dup2s into 3 and 4 below
+        # cannot overwrite one another
+        ends = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 5) for fd in (to_browser, from_browser)]
         os.close(to_browser)
         os.close(from_browser)
         args = [executable, "--headless", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
