@@ -200,3 +200,68 @@ def test_a_ddpm_samples_with_every_sampler_and_counts_its_evaluations():
         assert model.diffusion.evaluations - before == 3 * 2 * model.diffusion.nfe_per_level(sampler, 1)
     with pytest.raises(ValueError, match="frames and known go with the default samplers"):
         model.sample_latents(2, steps=2, sampler="pc", frames=2)
+
+
+# ---------------------------------------------------------------------- the measurement command
+@pytest.fixture
+def tiny_ddpm(tmp_path, monkeypatch):
+    """An untrained class-conditional DDPM (T = 12) in tmp_path/ddpm/last.npz, and FID-judge against 300 test
+    images instead of the whole split (the bookkeeping is what is tested here)."""
+    from tinygen import data, evaluate
+    from tinygen.models import save_model
+    model = build_model("ddpm", {**build_model("ddpm").tiny_config, "T": 12})
+    model.dataset = "mnist"
+    (tmp_path / "ddpm").mkdir()
+    save_model(model, tmp_path / "ddpm" / "last.npz")
+    x, _ = data.load_dataset("mnist", "test")
+    monkeypatch.setitem(evaluate._test_features, "mnist", evaluate.judge_features(x[:300], "mnist"))
+    return tmp_path / "ddpm" / "last.npz"
+
+
+def test_the_sampler_sweep_at_equal_nfe_rows_table_and_plot(tiny_ddpm, capsys):
+    import json
+    from tinygen import evaluate, io
+    evaluate.main(["sampler-sweep", "--checkpoint", str(tiny_ddpm), "--n", "4", "--nfe", "4", "12",
+                   "--snr", "0.1", "0.3"])
+    out = capsys.readouterr().out.splitlines()
+    rows = [json.loads(line) for line in out if line.startswith("{")]
+    # ddim and ancestral: one row per NFE; pc and langevin: one per NFE and snr
+    assert [(r["sampler"], r["snr"], r["nfe"], r["levels"]) for r in rows] == [
+        ("ddim", None, 4, 4), ("ddim", None, 12, 12), ("ancestral", None, 4, 4), ("ancestral", None, 12, 12),
+        ("pc", 0.1, 4, 2), ("pc", 0.1, 12, 6), ("pc", 0.3, 4, 2), ("pc", 0.3, 12, 6),
+        ("langevin", 0.1, 4, 4), ("langevin", 0.1, 12, 12), ("langevin", 0.3, 4, 4), ("langevin", 0.3, 12, 12)]
+    for r in rows:
+        assert r["n"] == 4 and 0 <= r["conditional_accuracy"] <= 1 and r["fid_judge"] > 0 and r["images_per_s"] > 0
+        assert r["corrector_steps"] == (1 if r["sampler"] in ("pc", "langevin") else None)
+    table = [line for line in out if line.startswith("|")]
+    assert table[0] == ("| sampler | snr | corrector_steps | levels | nfe | n | conditional_accuracy | fid_judge | "
+                        "class_coverage | images_per_s |") and len(table) == 2 + len(rows)
+    assert table[2].startswith("| ddim | — | — | 4 | 4.0 | 4 |")
+    plot = tiny_ddpm.with_name("sampler_sweep.png")
+    assert out[-1] == f"plot: {plot}" and io.png_text(plot)["tinygen"] == "sampler-sweep"
+    from PIL import Image
+    with Image.open(plot) as image:
+        assert image.size == (840, 300)                                   # two panels: FID-judge, accuracy
+        assert len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0)) > 6               # the curves' colours, not a blank page
+    # its own plot it replaces; any other file it refuses, one line, exit status 2
+    evaluate.main(["sampler-sweep", "--checkpoint", str(tiny_ddpm), "--n", "2", "--nfe", "2", "--samplers", "ddim"])
+    capsys.readouterr()
+    mine = tiny_ddpm.with_name("mine.png")
+    mine.write_bytes(b"not the sweep's")
+    for argv, message in [
+        (["--nfe", "2", "--plot", str(mine)], "--plot .*mine.png: the file exists and was not written by sampler-sweep"),
+        (["--nfe", "2", "--plot", str(tiny_ddpm.with_name("plot.jpg"))], "--plot .*plot.jpg: the plot is a PNG"),
+        (["--steps", "5", "--nfe", "10"], "--steps with --nfe: --steps sweeps DDIM steps"),
+        (["--nfe", "13", "--samplers", "ddim"], r"--nfe 13: ddim visits at most the T = 12 noise levels of ddpm"),
+        (["--nfe", "1", "--samplers", "pc"], "--nfe 1: pc with --corrector-steps 1 takes 2 network evaluations"),
+        (["--samplers", "euler"], "--samplers: invalid choice: 'euler'"),
+        (["--nfe", "20", "--samplers", "pc", "langevin"], "--nfe 20: langevin visits at most the T = 12 noise levels"),
+        (["--snr", "0"], "--snr: must be a finite number > 0"),
+    ]:
+        with pytest.raises(SystemExit) as exit_:
+            evaluate.main(["sampler-sweep", "--checkpoint", str(tiny_ddpm), "--n", "2", *argv])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1, err
+        import re
+        assert re.search(message, err), err
+    assert mine.read_bytes() == b"not the sweep's"
