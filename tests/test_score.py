@@ -132,6 +132,10 @@ def test_every_sampler_by_name_its_shape_and_its_network_evaluations(shape):
         assert x.shape == shape and x.dtype == np.float32 and np.isfinite(x).all(), sampler
         assert counted.rows == B * 5 * expected[sampler] == d.evaluations - before, sampler
         assert d.nfe_per_level(sampler, 2) == expected[sampler]
+        if sampler != "ancestral":  # [eps, v] of a learned-variance model: these samplers read eps alone
+            with_v = lambda x, t, c: np.concatenate([eps_fn(x, t, c), np.ones_like(x)], axis=1)
+            np.testing.assert_array_equal(d.sample(sampler, with_v, shape, np.random.default_rng(0), levels=5,
+                                                   corrector_steps=2, learned_variance=True), x)
     counted = _counting(eps_fn)
     d.sample("ancestral", counted, shape, np.random.default_rng(0))           # levels None: all T steps
     assert counted.rows == B * 30

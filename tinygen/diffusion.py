@@ -1,8 +1,10 @@
 """Gaussian diffusion for any tensor shape and any condition: beta schedules, the forward process,
 the ancestral (DDPM: Ho, Jain & Abbeel, 2020) and DDIM (Song, Meng & Ermon, 2021) samplers over a
 pluggable noise predictor, and guidance, classifier-free (Ho & Salimans, 2022) and by a classifier
-(Dhariwal & Nichol, 2021), and the learned variance with the hybrid loss of improved DDPM (Nichol &
-Dhariwal, 2021). ddpm.py, guidance.py, latent_diffusion.py and dit.py are built on it.
+(Dhariwal & Nichol, 2021), the learned variance with the hybrid loss of improved DDPM (Nichol &
+Dhariwal, 2021), and the score-based view: the score of a noise predictor, annealed Langevin dynamics
+(Song & Ermon, 2019), predictor-corrector sampling and the probability-flow ODE (Song et al., 2021).
+ddpm.py, guidance.py, latent_diffusion.py and dit.py are built on it.
 
 The idea: destroy x_0 by adding a little Gaussian noise at each of T steps until only noise is left;
 a network eps_theta(x_t, t, c) learns which noise was added; generation starts from pure noise and
@@ -56,8 +58,9 @@ The score of the noisy marginal q_t is what a noise predictor estimates, up to a
 so DDPM's simple loss is DSM weighted by lambda_t = 1 - abar_t (NCSN's weight sigma^2). Sampling with the score:
 
     Langevin step        x <- x + delta s(x, t) + sqrt(2 delta) z                    (samples q_t as delta -> 0)
-    annealed Langevin    M Langevin steps at each noise level, from the noisiest down; NCSN's step rule
-                         delta_t ∝ the noise variance, here delta_t = 2 r^2 (1 - abar_t)
+    annealed Langevin    M Langevin steps at each noise level, from the noisiest down, the samples carried
+                         from level to level in xbar = x / sqrt(abar); NCSN's step rule, delta_t proportional
+                         to the noise variance: delta_t = 2 r^2 (1 - abar_t)
     predictor-corrector  at each level: M Langevin steps (the corrector), step by the signal-to-noise rule
                          delta = 2 alpha_t (r |z| / |s|)^2, then one ancestral step to the next level (the predictor)
     NFE                  network evaluations per image: 1 per level (DDIM, ancestral), M + 1 (PC), M (Langevin)
@@ -333,8 +336,8 @@ class GaussianDiffusion:
         return (x if z is None else x + per_sample(np.sqrt(2 * np.asarray(delta)), z) * z).astype(np.float32)
 
     def snr_step_size(self, t, score, z, snr):
-        """The corrector's step size (B,) by the signal-to-noise rule of Song et al. 2021 (Algorithm 5):
-        |delta s| / |sqrt(2 delta) z| = snr, times alpha_t = 1 - beta_t."""
+        """The corrector's step size (B,) by the signal-to-noise rule of Song et al. 2021 (Algorithm 5): the
+        delta with |delta s| / |sqrt(2 delta) z| = snr, scaled by alpha_t = 1 - beta_t."""
         B = len(score)
         # the norms averaged over the batch, as in the reference code: one example near a mode (|s| ~ 0)
         # would otherwise take a huge step (in few dimensions)

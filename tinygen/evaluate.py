@@ -547,7 +547,9 @@ def _main(argv):
     t.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run")
     f = sub.add_parser("fid-sanity", help="FID-judge of test vs test, train, shuffled pixels and noise")
     f.add_argument("--dataset", choices=["mnist", "fashion"], required=True)
-    for name, helptext in (("sampler-sweep", "FID-judge and images/s against the number of sampling steps"),
+    for name, helptext in (("sampler-sweep", "FID-judge and images/s against the number of sampling steps; with --nfe "
+                                            "(or --samplers, --snr): DDIM, ancestral, predictor-corrector and "
+                                            "annealed Langevin at equal network evaluations per image"),
                            ("guidance-sweep", "accuracy and FID-judge against the guidance scale")):
         w = sub.add_parser(name, help=helptext)
         w.add_argument("--checkpoint", required=True)
