@@ -442,7 +442,11 @@ def _check_sweep(args, model):
 
 def _check_nfe_sweep(args, model):
     """The score-based sweep's values against the model (every NFE fits every sampler) and its plot's file."""
+    import inspect
     from .diffusion import GaussianDiffusion
+    if "sampler" not in inspect.signature(model.sample).parameters:
+        raise UsageError(f"sampler-sweep --nfe: {model.name} samples with DDIM or ancestral steps only (--steps); "
+                         f"the score-based samplers draw from the class-conditional diffusion models")
     d = model.diffusion
     for sampler in args.samplers:
         per_level = GaussianDiffusion.nfe_per_level(sampler, args.corrector_steps)
