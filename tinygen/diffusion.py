@@ -1,8 +1,10 @@
 """Gaussian diffusion for any tensor shape and any condition: beta schedules, the forward process,
 the ancestral (DDPM: Ho, Jain & Abbeel, 2020) and DDIM (Song, Meng & Ermon, 2021) samplers over a
 pluggable noise predictor, and guidance, classifier-free (Ho & Salimans, 2022) and by a classifier
-(Dhariwal & Nichol, 2021), and the learned variance with the hybrid loss of improved DDPM (Nichol &
-Dhariwal, 2021). ddpm.py, guidance.py, latent_diffusion.py and dit.py are built on it.
+(Dhariwal & Nichol, 2021), the learned variance with the hybrid loss of improved DDPM (Nichol &
+Dhariwal, 2021), and the score-based view: the score of a noise predictor, annealed Langevin dynamics
+(Song & Ermon, 2019), predictor-corrector sampling and the probability-flow ODE (Song et al., 2021).
+ddpm.py, guidance.py, latent_diffusion.py and dit.py are built on it.
 
 The idea: destroy x_0 by adding a little Gaussian noise at each of T steps until only noise is left;
 a network eps_theta(x_t, t, c) learns which noise was added; generation starts from pure noise and
@@ -44,6 +46,34 @@ Guidance wraps an eps_fn into another eps_fn (classifier_free, classifier_guidan
 never knows which guidance, if any, it runs. The convention, everywhere:
 
     guided eps = eps(x, null) + s (eps(x, c) - eps(x, null))     s = 1: plain conditional, s = 0: unconditional
+
+The score-based view (NCSN: Song & Ermon, 2019; score SDEs: Song et al., 2021): "the objective is the same".
+The score of the noisy marginal q_t is what a noise predictor estimates, up to a scale:
+
+    score                s(x_t, t) = grad_{x_t} log q_t(x_t) = -E[eps | x_t] / sqrt(1 - abar_t)
+                                   ~ -eps_theta(x_t, t) / sqrt(1 - abar_t)
+    denoising score      grad_{x_t} log q(x_t | x_0) = -(x_t - sqrt(abar_t) x_0) / (1 - abar_t) = -eps / sqrt(1 - abar_t)
+    matching (DSM)       L_DSM = E |s_theta(x_t, t) - grad log q(x_t | x_0)|^2 = E |eps - eps_theta|^2 / (1 - abar_t)
+
+so DDPM's simple loss is DSM weighted by lambda_t = 1 - abar_t (NCSN's weight sigma^2). Sampling with the score:
+
+    Langevin step        x <- x + delta s(x, t) + sqrt(2 delta) z                    (samples q_t as delta -> 0)
+    annealed Langevin    M Langevin steps at each noise level, from the noisiest down, the samples carried
+                         from level to level in xbar = x / sqrt(abar); NCSN's step rule, delta_t proportional
+                         to the noise variance: delta_t = 2 r^2 (1 - abar_t)
+    predictor-corrector  at each level: M Langevin steps (the corrector), step by the signal-to-noise rule
+                         delta = 2 alpha_t (r |z| / |s|)^2, then one ancestral step to the next level (the predictor)
+    NFE                  network evaluations per image: 1 per level (DDIM, ancestral), M + 1 (PC), M (Langevin)
+
+(r, the snr, is the ratio |delta s| / |sqrt(2 delta) z| of one Langevin step; with |s| ~ sqrt(D / (1 - abar_t)),
+the expected norm, the signal-to-noise rule is NCSN's: both Langevin samplers take r.) The variance-preserving
+SDE dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw, whose discretisation is the forward process above, has the
+same marginals q_t as the deterministic probability-flow ODE
+
+    dx/dt = -1/2 beta(t) (x + s(x, t)),   in xbar = x / sqrt(abar), sigma = sqrt((1 - abar) / abar):
+    d xbar / d sigma = eps(x, t)
+
+and DDIM (eta = 0) is its Euler step in these variables: xbar_t' = xbar_t + (sigma_t' - sigma_t) eps_theta.
 """
 import math
 
@@ -100,6 +130,7 @@ class GaussianDiffusion:
         self.posterior_log_variance = np.log(np.append(self.posterior_variance[1:2], self.posterior_variance[1:])) \
             if self.T > 1 else np.log(self.betas)
         self.log_betas = np.log(self.betas)
+        self.evaluations = 0   # rows handed to eps_fn by the samplers so far (NFE per image: its rise / B)
 
     # ------------------------------------------------------------------ the forward process
     def q_step(self, x_prev, t, eps):
@@ -240,17 +271,12 @@ class GaussianDiffusion:
         x0 noised to the step reached, q(x_{t'} | x0), and by x0 itself at the end (editing, GLIDE): the
         model draws the rest to fit it."""
         B = shape[0]
-        if cond is not None and len(cond) != B:
-            raise ValueError(f"the condition has {len(cond)} rows for a batch of {B} samples (shape {tuple(shape)})")
+        self._check_condition(cond, shape)
         keep = set(np.linspace(0, len(ts) - 1, frames).round().astype(int).tolist()) if frames else set()
         x, snapshots = rng.standard_normal(shape, dtype=np.float32), []     # x_T ~ N(0, I)
         for i, t in enumerate(ts):
             t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-            eps = eps_fn(x, np.full(B, t), cond)                             # like x ([eps, v]: 2C channels)
-            want = (B, 2 * x.shape[1], *x.shape[2:]) if learned_variance else x.shape
-            if eps.shape != want:
-                raise ValueError(f"eps_fn returned shape {eps.shape} for x_t of shape {x.shape}; expected {want}"
-                                 + (" ([eps, v] on axis 1: learned variance)" if learned_variance else ""))
+            eps = self._evaluate(eps_fn, x, t, cond, learned_variance)      # like x ([eps, v]: 2C channels)
             z = rng.standard_normal(x.shape, dtype=np.float32)
             x = step(x, np.full(B, t), np.full(B, t_prev), eps, z)
             if known is not None:
@@ -262,6 +288,192 @@ class GaussianDiffusion:
             if i in keep:
                 snapshots.append(x)
         return (x, snapshots) if frames else x
+
+    @staticmethod
+    def _check_condition(cond, shape):
+        if cond is not None and len(cond) != shape[0]:
+            raise ValueError(f"the condition has {len(cond)} rows for a batch of {shape[0]} samples "
+                             f"(shape {tuple(shape)})")
+
+    def _evaluate(self, eps_fn, x, t, cond, learned_variance=False):
+        """eps_fn(x, t, cond) at one step t for the whole batch, its shape checked; every sampler asks the
+        network through here, and `evaluations` counts the rows asked (NFE per image = its rise / B)."""
+        B = len(x)
+        eps = eps_fn(x, np.full(B, t), cond)
+        want = (B, 2 * x.shape[1], *x.shape[2:]) if learned_variance else x.shape
+        if eps.shape != want:
+            raise ValueError(f"eps_fn returned shape {eps.shape} for x_t of shape {x.shape}; expected {want}"
+                             + (" ([eps, v] on axis 1: learned variance)" if learned_variance else ""))
+        self.evaluations += B
+        return eps
+
+    # ------------------------------------------------------------------ the score-based view
+    def score(self, x_t, t, eps):
+        """The score grad_{x_t} log q_t(x_t) that a noise prediction eps (B, ...) at steps t (B,) implies."""
+        # s(x_t, t) = -eps_theta(x_t, t) / sqrt(1 - abar_t)
+        return -eps / per_sample(self.sqrt_one_minus_abar[t], x_t)
+
+    def conditional_score(self, x_t, t, x0):
+        """grad_{x_t} log q(x_t | x_0): the target of denoising score matching."""
+        # grad log q(x_t | x_0) = -(x_t - sqrt(abar_t) x_0) / (1 - abar_t)
+        return -(x_t - per_sample(self.sqrt_abar[t], x_t) * x0) / per_sample(1 - self.abar[t], x_t)
+
+    @staticmethod
+    def simple_loss_terms(eps_pred, eps):
+        """DDPM's simple loss per example, (B,): |eps - eps_theta|^2, the mean over the dimensions."""
+        return ((eps - eps_pred) ** 2).reshape(len(eps), -1).mean(axis=1)
+
+    def dsm_loss_terms(self, score, x_t, t, x0):
+        """Denoising score matching per example, (B,): |s_theta(x_t, t) - grad log q(x_t | x_0)|^2, the mean
+        over the dimensions. For s_theta = score(x_t, t, eps_theta) it is simple_loss_terms / (1 - abar_t)."""
+        return ((score - self.conditional_score(x_t, t, x0)) ** 2).reshape(len(x_t), -1).mean(axis=1)
+
+    @staticmethod
+    def langevin_step(x, score, z, delta):
+        """One Langevin step with step size delta (B,) (a scalar broadcasts); z ~ N(0, I) like x (None: no noise)."""
+        # x <- x + delta s(x) + sqrt(2 delta) z
+        x = x + per_sample(delta, x) * score
+        return (x if z is None else x + per_sample(np.sqrt(2 * np.asarray(delta)), z) * z).astype(np.float32)
+
+    def snr_step_size(self, t, score, z, snr):
+        """The corrector's step size (B,) by the signal-to-noise rule of Song et al. 2021 (Algorithm 5): the
+        delta with |delta s| / |sqrt(2 delta) z| = snr, scaled by alpha_t = 1 - beta_t."""
+        B = len(score)
+        # the norms averaged over the batch, as in the reference code: one example near a mode (|s| ~ 0)
+        # would otherwise take a huge step (in few dimensions)
+        s_norm = np.linalg.norm(score.reshape(B, -1), axis=1).mean()
+        z_norm = np.linalg.norm(z.reshape(B, -1), axis=1).mean()
+        # delta = 2 alpha_t (r |z| / |s|)^2
+        return 2 * self.alphas[t] * (snr * z_norm / max(s_norm, 1e-12)) ** 2
+
+    def ncsn_step_size(self, t, snr):
+        """Annealed Langevin's step size at noise level t (NCSN: delta proportional to the noise variance),
+        written with the snr that it gives for a score of the expected norm sqrt(D / (1 - abar_t))."""
+        # delta_t = 2 r^2 (1 - abar_t)
+        return 2 * snr ** 2 * (1 - self.abar[t])
+
+    def annealed_langevin_sample(self, eps_fn, shape, rng, levels, snr=0.16, langevin_steps=1, cond=None,
+                                 learned_variance=False):
+        """NCSN's sampler (Song & Ermon 2019, Algorithm 1), written in the variance-preserving variables:
+        x ~ N(0, I), then at each of `levels` noise levels (timesteps(levels), noisiest first)
+        `langevin_steps` Langevin steps on the score of q_t, step ncsn_step_size. NCSN carries its samples
+        unchanged from one level to the next in its own variables, xbar = x / sqrt(abar) (the mean of
+        q_t in xbar is the data's at every level); in x that is x <- sqrt(abar_t' / abar_t) x. The very last
+        step adds no noise. NFE = levels * langevin_steps. learned_variance: eps_fn returns [eps, v]; v is unused."""
+        self._check_condition(cond, shape)
+        check_whole("langevin_steps", langevin_steps, 1)
+        ts = self.timesteps(levels)
+        x = rng.standard_normal(shape, dtype=np.float32)                    # x ~ N(0, I)
+        B = shape[0]
+        for i, t in enumerate(ts):
+            if i:  # xbar carried to the next level: x_t = sqrt(abar_t / abar_t_before) x
+                x = (np.sqrt(self.abar[t] / self.abar[ts[i - 1]]) * x).astype(np.float32)
+            delta = self.ncsn_step_size(t, snr)
+            for j in range(langevin_steps):
+                eps = self._evaluate(eps_fn, x, t, cond, learned_variance)
+                eps = split_learned(eps, x)[0] if learned_variance else eps
+                last = i == len(ts) - 1 and j == langevin_steps - 1
+                z = None if last else rng.standard_normal(x.shape, dtype=np.float32)
+                x = self.langevin_step(x, self.score(x, np.full(B, t), eps), z, delta)
+        return x
+
+    def pc_sample(self, eps_fn, shape, rng, levels, snr=0.16, corrector_steps=1, cond=None, learned_variance=False):
+        """Predictor-corrector sampling (Song et al. 2021, Algorithm 1 with the order of their code): x_T ~
+        N(0, I); at each level t of timesteps(levels), `corrector_steps` Langevin steps at t with
+        snr_step_size, then one ancestral step t -> t' (the respaced chain's: ddim_step with eta = 1, which
+        is ancestral_step when t' = t - 1). NFE = levels * (corrector_steps + 1)."""
+        self._check_condition(cond, shape)
+        check_whole("corrector_steps", corrector_steps, 0)
+        ts = self.timesteps(levels)
+        x = rng.standard_normal(shape, dtype=np.float32)                    # x_T ~ N(0, I)
+        B = shape[0]
+        for i, t in enumerate(ts):
+            t_prev, tb = (ts[i + 1] if i + 1 < len(ts) else -1), np.full(B, t)
+            for _ in range(corrector_steps):                                # the corrector: Langevin at level t
+                eps = self._evaluate(eps_fn, x, t, cond, learned_variance)
+                eps = split_learned(eps, x)[0] if learned_variance else eps
+                score, z = self.score(x, tb, eps), rng.standard_normal(x.shape, dtype=np.float32)
+                x = self.langevin_step(x, score, z, self.snr_step_size(tb, score, z, snr))
+            eps = self._evaluate(eps_fn, x, t, cond, learned_variance)      # the predictor: t -> t'
+            eps = split_learned(eps, x)[0] if learned_variance else eps
+            x = self.ddim_step(x, tb, np.full(B, t_prev), eps, 1.0, rng.standard_normal(x.shape, dtype=np.float32))
+        return x
+
+    def flow_sigma(self, t):
+        """sigma_t = sqrt((1 - abar_t) / abar_t), the noise scale of xbar = x / sqrt(abar) (0 at t = -1, the end)."""
+        t = np.asarray(t)
+        abar = np.where(t >= 0, self.abar[np.maximum(t, 0)], 1.0)
+        return np.sqrt((1 - abar) / abar)
+
+    def probability_flow_step(self, x_t, t, t_prev, eps):
+        """One Euler step of the probability-flow ODE d xbar / d sigma = eps(x, t) from t to t' = t_prev
+        (-1: the end), in xbar = x / sqrt(abar) and sigma = flow_sigma; returns x_t'. (DDIM with eta = 0
+        is this step; with clip_x0 DDIM first replaces eps by the one that agrees with the clipped x0.)"""
+        t_prev = np.asarray(t_prev)
+        abar_prev = np.where(t_prev >= 0, self.abar[np.maximum(t_prev, 0)], 1.0)
+        xbar = x_t / per_sample(self.sqrt_abar[t], x_t)                     # xbar_t = x_t / sqrt(abar_t)
+        # xbar_t' = xbar_t + (sigma_t' - sigma_t) eps_theta(x_t, t)
+        xbar = xbar + per_sample(self.flow_sigma(t_prev) - self.flow_sigma(t), x_t) * eps
+        return (per_sample(np.sqrt(abar_prev), x_t) * xbar).astype(np.float32)   # x_t' = sqrt(abar_t') xbar_t'
+
+    def probability_flow_sample(self, eps_fn, shape, rng, steps, cond=None, learned_variance=False):
+        """Euler on the probability-flow ODE over timesteps(steps), from x_T ~ N(0, I): deterministic after
+        the start; DDIM with eta = 0 when clip_x0 is off. NFE = steps."""
+        def step(x, t, t_prev, out, z):
+            eps = split_learned(out, x)[0] if learned_variance else out
+            return self.probability_flow_step(x, t, t_prev, eps)
+        return self._reverse(eps_fn, shape, rng, self.timesteps(steps), cond, 0, step, learned_variance)
+
+    # ------------------------------------------------------------------ every sampler by name, and its cost
+    def sample(self, sampler, eps_fn, shape, rng, levels=None, cond=None, snr=0.16, corrector_steps=1,
+               learned_variance=False):
+        """One of SAMPLERS over `levels` noise levels (None: all T):
+            ancestral   all T steps: ancestral_sample; fewer: the respaced chain's ancestral steps (DDIM, eta = 1)
+            ddim        DDIM with eta = 0 (the probability-flow ODE's Euler steps)
+            pc          pc_sample, corrector_steps Langevin steps per level with the snr rule
+            langevin    annealed_langevin_sample, corrector_steps Langevin steps per level"""
+        levels = self.T if levels is None else levels
+        if sampler == "ancestral":
+            if levels == self.T:
+                return self.ancestral_sample(eps_fn, shape, rng, cond, learned_variance=learned_variance)
+            return self.ddim_sample(eps_fn, shape, rng, levels, 1.0, cond, learned_variance=learned_variance)
+        if sampler == "ddim":
+            return self.ddim_sample(eps_fn, shape, rng, levels, 0.0, cond, learned_variance=learned_variance)
+        if sampler == "pc":
+            return self.pc_sample(eps_fn, shape, rng, levels, snr, corrector_steps, cond, learned_variance)
+        if sampler == "langevin":
+            return self.annealed_langevin_sample(eps_fn, shape, rng, levels, snr, corrector_steps, cond,
+                                                 learned_variance)
+        raise ValueError(f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}")
+
+    @staticmethod
+    def nfe_per_level(sampler, corrector_steps=1):
+        """Network evaluations per image and noise level: 1 (ancestral, ddim), corrector_steps + 1 (pc),
+        corrector_steps (langevin)."""
+        per_level = {"ancestral": 1, "ddim": 1, "pc": corrector_steps + 1, "langevin": corrector_steps}
+        if sampler not in per_level:
+            raise ValueError(f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}")
+        return per_level[sampler]
+
+    def levels_for(self, sampler, nfe, corrector_steps=1):
+        """The most noise levels `sampler` visits within `nfe` network evaluations per image (at most T)."""
+        per_level = self.nfe_per_level(sampler, corrector_steps)
+        if per_level < 1:
+            raise ValueError(f"{sampler} needs corrector_steps >= 1 (its Langevin steps per noise level), "
+                             f"got {corrector_steps}")
+        levels = min(nfe // per_level, self.T)
+        if levels < 1:
+            raise ValueError(f"{sampler} with {corrector_steps} corrector steps needs {per_level} network "
+                             f"evaluations per noise level; {nfe} is too few")
+        return levels
+
+
+SAMPLERS = ("ddim", "ancestral", "pc", "langevin")
+
+
+def check_whole(name, value, low):
+    if not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
 
 
 def split_learned(out, x):

@@ -30,6 +30,7 @@ try:  # Ctrl-C while the modules load (NumPy, the models) is one line, status 13
 
     from . import data, io, text
     from .cli import OneLineParser, UsageError, finite_number, run_command, whole_number
+    from .diffusion import SAMPLERS
     from .models import build_model, load_model
 except KeyboardInterrupt:
     if __name__ != "__main__":
@@ -214,6 +215,63 @@ def sampler_sweep(model, dataset, steps_list, n=1000, seed=0):
     return rows
 
 
+#: the score-based sweep's defaults: network evaluations per image, and the corrector's signal-to-noise ratio
+NFE_SWEEP = (10, 20, 50, 100, 250)
+SNR_DEFAULT = 0.16          # Song et al. 2021's choice for the Langevin corrector
+SWEEP_PLOT_MARK = "sampler-sweep"
+LANGEVIN_SAMPLERS = ("pc", "langevin")
+
+
+def nfe_sweep(model, dataset, samplers, nfes, n=1000, seed=0, snrs=(SNR_DEFAULT,), corrector_steps=1):
+    """The score-based view at equal cost: for each sampler of diffusion.SAMPLERS, each snr (the Langevin
+    samplers, pc and langevin) and each budget of network evaluations per image (NFE), the most noise levels
+    that fit (GaussianDiffusion.levels_for), samples from the same seed, and FID-judge, class coverage, judge
+    accuracy (a class-conditional model: labels 0..9 in turn, guidance 1, the plain conditional) and images/s.
+    `nfe` in a row is counted (GaussianDiffusion.evaluations), not computed."""
+    d, rows = model.diffusion, []
+    labels = np.arange(n) % data.N_CLASSES if model.conditional else None
+    for sampler in samplers:
+        for snr in (snrs if sampler in LANGEVIN_SAMPLERS else [None]):
+            for nfe in nfes:
+                levels = d.levels_for(sampler, nfe, corrector_steps)
+                model.rng = np.random.default_rng(seed)
+                before, t0 = d.evaluations, time.perf_counter()
+                samples = model.sample(n, label=labels, steps=levels, sampler=sampler,
+                                       snr=SNR_DEFAULT if snr is None else snr, corrector_steps=corrector_steps)
+                wall = time.perf_counter() - t0
+                row = {"sampler": sampler, "snr": snr,
+                       "corrector_steps": corrector_steps if sampler in LANGEVIN_SAMPLERS else None,
+                       "levels": levels, "nfe": round((d.evaluations - before) / n, 2), "n": n}
+                if labels is not None:
+                    row["conditional_accuracy"] = round(conditional_accuracy(samples, labels, dataset), 4)
+                row.update({"fid_judge": round(fid_judge(samples, dataset), 2),
+                            "class_coverage": round(class_coverage(samples, dataset), 3),
+                            "images_per_s": round(n / wall, 2)})
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return rows
+
+
+def curve_name(row):
+    """A sweep row's curve in the plot: the sampler, with its snr for the Langevin samplers."""
+    return row["sampler"] if row["snr"] is None else f"{row['sampler']} snr={row['snr']:g}"
+
+
+def save_nfe_plot(rows, path, command=""):
+    """FID-judge (and judge accuracy, where the rows have it) against NFE, one curve per sampler and snr."""
+    panels = []
+    for key, title in (("fid_judge", "FID-judge (lower is better)"), ("conditional_accuracy", "judge accuracy")):
+        if key in rows[0]:
+            curves = {}
+            for r in rows:
+                xs, ys = curves.setdefault(curve_name(r), ([], []))
+                xs.append(r["nfe"])
+                ys.append(r[key])
+            panels.append((title, curves))
+    io.save_line_plots(panels, path, xlabel="network evaluations per image (NFE)", log_x=True, size=(420, 300),
+                       text={"tinygen": SWEEP_PLOT_MARK, "command": command})
+
+
 def guidance_sweep(model, dataset, scales, n=1000, steps=50, seed=0, classifier=None):
     """Judge accuracy for the requested label, FID-judge and class coverage at each guidance scale:
     classifier-free (guided eps = eps(x, none) + s (eps(x, y) - eps(x, none))), or with `classifier`
@@ -386,7 +444,7 @@ def edit_benchmark(model, dataset, n=500, mask="lower", seed=PROMPT_SEED, **samp
 def markdown_table(rows):
     keys = list(rows[0])
     return "\n".join(["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
-                     + ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows])
+                     + ["| " + " | ".join("—" if r[k] is None else str(r[k]) for k in keys) + " |" for r in rows])
 
 
 def _load_any(checkpoint):
@@ -400,6 +458,9 @@ def _check_sweep(args, model):
         raise UsageError(f"{args.command}: --checkpoint {args.checkpoint} holds a {model.name}, not a diffusion "
                          f"model (ddpm, latent_diffusion): it has no sampling steps to sweep")
     T = model.config.T
+    if args.command == "sampler-sweep" and args.nfe is not None:
+        _check_nfe_sweep(args, model)
+        return
     steps = args.steps if isinstance(args.steps, list) else [args.steps]
     if max(steps) > T:
         raise UsageError(f"--steps {max(steps)}: {model.name} has T = {T} diffusion steps; valid: 1..{T}")
@@ -407,6 +468,36 @@ def _check_sweep(args, model):
         if args.classifier is None and not model.conditional:
             raise UsageError(f"guidance-sweep: the {model.name} in {args.checkpoint} was trained without labels; "
                              f"classifier-free guidance needs a class-conditional model (or give --classifier)")
+
+
+def _check_nfe_sweep(args, model):
+    """The score-based sweep's values against the model (every NFE fits every sampler) and its plot's file."""
+    import inspect
+    from .diffusion import GaussianDiffusion
+    if "sampler" not in inspect.signature(model.sample).parameters:
+        raise UsageError(f"sampler-sweep --nfe: {model.name} samples with DDIM or ancestral steps only (--steps); "
+                         f"the score-based samplers draw from the class-conditional diffusion models")
+    d = model.diffusion
+    for sampler in args.samplers:
+        per_level = GaussianDiffusion.nfe_per_level(sampler, args.corrector_steps)
+        for nfe in args.nfe:
+            if nfe < per_level:
+                raise UsageError(f"--nfe {nfe}: {sampler} with --corrector-steps {args.corrector_steps} takes "
+                                 f"{per_level} network evaluations per noise level; give at least {per_level}")
+            if nfe // per_level > d.T:
+                raise UsageError(f"--nfe {nfe}: {sampler} visits at most the T = {d.T} noise levels of {model.name}, "
+                                 f"{d.T * per_level} network evaluations per image; give at most {d.T * per_level}")
+    plot = Path(args.plot)
+    if plot.suffix.lower() != ".png":
+        raise UsageError(f"--plot {args.plot}: the plot is a PNG; give a file name ending in .png")
+    if plot.is_dir():
+        raise UsageError(f"--plot {args.plot}: is a folder; give a file name ending in .png")
+    reason = io.unwritable_reason(plot)
+    if reason:
+        raise UsageError(f"--plot {args.plot}: {reason}")
+    if plot.exists() and io.png_text(plot).get("tinygen") != SWEEP_PLOT_MARK:
+        raise UsageError(f"--plot {args.plot}: the file exists and was not written by sampler-sweep; choose another "
+                         f"file (nothing was changed)")
 
 
 def prompts_command(args):
@@ -457,6 +548,24 @@ def prompts_command(args):
     print(f"CPU seconds: {time.process_time() - cpu0:.0f}")
 
 
+def _nfe_sweep_arguments(args):
+    """sampler-sweep: --steps alone (or nothing) is the DDIM steps sweep; --samplers, --nfe, --snr,
+    --corrector-steps or --plot make it the score-based sweep, with the defaults filled in (args.nfe None: not)."""
+    score_based = [f"--{name.replace('_', '-')}" for name in ("samplers", "nfe", "snr", "corrector_steps", "plot")
+                   if getattr(args, name) is not None]
+    if score_based and args.steps is not None:
+        raise UsageError(f"--steps with {score_based[0]}: --steps sweeps DDIM steps; the score-based sweep counts "
+                         f"network evaluations per image (--nfe); give one of them")
+    if not score_based:
+        args.steps = args.steps or [1000, 250, 100, 50, 20, 10]
+        return
+    args.samplers = list(dict.fromkeys(args.samplers or SAMPLERS))
+    args.nfe = args.nfe or list(NFE_SWEEP)
+    args.snr = args.snr or [SNR_DEFAULT]
+    args.corrector_steps = args.corrector_steps or 1
+    args.plot = args.plot or str(Path(args.checkpoint).with_name("sampler_sweep.png"))
+
+
 def main(argv=None):
     return run_command(_main, argv, "python -m tinygen.evaluate")
 
@@ -472,14 +581,28 @@ def _main(argv):
     t.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run")
     f = sub.add_parser("fid-sanity", help="FID-judge of test vs test, train, shuffled pixels and noise")
     f.add_argument("--dataset", choices=["mnist", "fashion"], required=True)
-    for name, helptext in (("sampler-sweep", "FID-judge and images/s against the number of sampling steps"),
+    for name, helptext in (("sampler-sweep", "FID-judge and images/s against the number of sampling steps; with --nfe "
+                                            "(or --samplers, --snr): DDIM, ancestral, predictor-corrector and "
+                                            "annealed Langevin at equal network evaluations per image"),
                            ("guidance-sweep", "accuracy and FID-judge against the guidance scale")):
         w = sub.add_parser(name, help=helptext)
         w.add_argument("--checkpoint", required=True)
         w.add_argument("--n", type=whole_number(2), default=1000, help="samples per row (>= 2)")
         w.add_argument("--seed", type=whole_number(0), default=0)
-    sub.choices["sampler-sweep"].add_argument("--steps", type=whole_number(1), nargs="+",
-                                              default=[1000, 250, 100, 50, 20, 10])
+    w = sub.choices["sampler-sweep"]
+    w.add_argument("--steps", type=whole_number(1), nargs="+",
+                   help="DDIM steps, unconditional samples; all T: the ancestral sampler "
+                        "(default 1000 250 100 50 20 10)")
+    w.add_argument("--samplers", nargs="+", choices=SAMPLERS,
+                   help="the score-based sweep at equal network evaluations per image (--nfe), class-conditional "
+                        f"where the model is (default with --nfe, --snr or --corrector-steps: {' '.join(SAMPLERS)})")
+    w.add_argument("--nfe", type=whole_number(1), nargs="+",
+                   help=f"network evaluations per image (default {' '.join(map(str, NFE_SWEEP))})")
+    w.add_argument("--snr", type=finite_number(0, strict=True), nargs="+",
+                   help=f"the Langevin steps' signal-to-noise ratio, one row each (pc, langevin; default {SNR_DEFAULT})")
+    w.add_argument("--corrector-steps", type=whole_number(1),
+                   help="Langevin steps per noise level (pc's corrector, annealed Langevin; default 1)")
+    w.add_argument("--plot", help="the plot of the score-based sweep (default sampler_sweep.png beside the checkpoint)")
     g = sub.choices["guidance-sweep"]
     g.add_argument("--scales", type=finite_number(0, strict=False), nargs="+", default=[0, 1, 2, 3, 5])
     g.add_argument("--steps", type=whole_number(1), default=50)
@@ -541,6 +664,8 @@ def _main(argv):
         print(json.dumps(row))
         print(f"CPU seconds: {time.process_time() - cpu0:.0f}")
     elif args.command in ("sampler-sweep", "guidance-sweep"):
+        if args.command == "sampler-sweep":
+            _nfe_sweep_arguments(args)
         model = _load_any(args.checkpoint)
         _check_sweep(args, model)
         classifier = None
@@ -553,12 +678,19 @@ def _main(argv):
                                  f"--checkpoint {args.checkpoint} on {model.dataset}; give a classifier of "
                                  f"{model.dataset}")
         cpu0 = time.process_time()
-        if args.command == "sampler-sweep":
+        if args.command == "sampler-sweep" and args.nfe is not None:
+            load_judge(model.dataset)  # before the first image: a missing judge is found now
+            rows = nfe_sweep(model, model.dataset, args.samplers, args.nfe, args.n, args.seed, args.snr,
+                             args.corrector_steps)
+            save_nfe_plot(rows, args.plot, "python -m tinygen.evaluate " + " ".join(argv or sys.argv[1:]))
+        elif args.command == "sampler-sweep":
             rows = sampler_sweep(model, model.dataset, args.steps, args.n, args.seed)
         else:
             rows = guidance_sweep(model, model.dataset, args.scales, args.n, args.steps, args.seed, classifier)
         print(markdown_table(rows))
         print(f"CPU seconds: {time.process_time() - cpu0:.0f}")
+        if args.command == "sampler-sweep" and args.nfe is not None:
+            print(f"plot: {args.plot}")
     else:
         x_test, _ = data.load_dataset(args.dataset, "test")
         x_train, _ = data.load_dataset(args.dataset, "train")

@@ -21,7 +21,7 @@ Run-folder locks
 
 Pictures
     ``make_grid`` tiles a batch of images into one uint8 picture; ``save_image_grid``,
-    ``save_gif`` and ``save_scatter`` write PNG and GIF files with Pillow.
+    ``save_gif``, ``save_scatter`` and ``save_line_plots`` write PNG and GIF files with Pillow.
 """
 from __future__ import annotations
 
@@ -647,3 +647,66 @@ def save_similarity_matrix(sims, images, texts, path, scale=2):
             draw.text((box[0] + 6, box[1] + cell // 2 - 7), f"{sims[i, j]:.2f}",
                       fill=(0, 0, 0) if g > 128 else (255, 255, 255))
     atomic_write_bytes(path, _encode([np.asarray(canvas)], "PNG"))
+
+
+# ---------------------------------------------------------------------- line plots
+
+def _nice(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def save_line_plots(panels, path, xlabel: str = "", log_x: bool = False, size=(360, 260), text: dict | None = None):
+    """Save panels of curves side by side as one PNG, atomically.
+
+    ``panels`` is a list of (title, {label: (xs, ys)}): each panel draws one line with dots per label,
+    colour ``PALETTE[k % 10]`` for the k-th label (the same label keeps its colour in every panel), with
+    its own y range, the x values of the points as ticks (log scale with ``log_x``), and a legend on its
+    right. Non-finite points are left out. ``size`` is one panel's. ``text`` goes to the PNG's tEXt chunks.
+    """
+    from PIL import Image, ImageDraw
+
+    labels = list(dict.fromkeys(label for _, curves in panels for label in curves))
+    width, height = size
+    canvas = Image.new("RGB", (width * len(panels), height), "white")
+    draw = ImageDraw.Draw(canvas)
+    legend = int(max([draw.textlength(str(label)) for label in labels] or [0])) + 24
+    tx = (lambda v: math.log10(v)) if log_x else (lambda v: v)
+    for p, (title, curves) in enumerate(panels):
+        left, right, top, bottom = p * width + 48, (p + 1) * width - 12 - legend, 22, height - 40
+        points = [(x, y) for xs, ys in curves.values() for x, y in zip(xs, ys)
+                  if y is not None and math.isfinite(y) and x is not None and math.isfinite(x) and (x > 0 or not log_x)]
+        draw.text((left, 4), title, fill=(0, 0, 0))
+        draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
+        draw.text((left, height - 16), xlabel + (" (log scale)" if log_x else ""), fill=(0, 0, 0))
+        if not points:
+            continue
+        x_lo, x_hi = min(tx(x) for x, _ in points), max(tx(x) for x, _ in points)
+        y_lo, y_hi = min(y for _, y in points), max(y for _, y in points)
+        x_pad, y_pad = (x_hi - x_lo) * 0.05 or 0.5, (y_hi - y_lo) * 0.08 or max(abs(y_hi) * 0.1, 0.5)
+        x_lo, x_hi, y_lo, y_hi = x_lo - x_pad, x_hi + x_pad, y_lo - y_pad, y_hi + y_pad
+
+        def xy(x, y):
+            return (left + (tx(x) - x_lo) / (x_hi - x_lo) * (right - left),
+                    bottom - (y - y_lo) / (y_hi - y_lo) * (bottom - top))
+        for x in sorted({x for x, _ in points}):
+            px = xy(x, y_lo)[0]
+            draw.line([px, bottom, px, bottom + 3], fill=(0, 0, 0))
+            draw.text((px - 3 * len(_nice(x)), bottom + 5), _nice(x), fill=(0, 0, 0))
+        for k in (0.0, 0.5, 1.0):
+            y = y_lo + y_pad + k * (y_hi - y_lo - 2 * y_pad)
+            py = bottom - (y - y_lo) / (y_hi - y_lo) * (bottom - top)
+            draw.text((p * width + 4, py - 6), _nice(y), fill=(0, 0, 0))
+        for label, (xs, ys) in curves.items():
+            colour = tuple(int(c) for c in PALETTE[labels.index(label) % 10])
+            line = [xy(x, y) for x, y in zip(xs, ys) if y is not None and math.isfinite(y)
+                    and x is not None and math.isfinite(x) and (x > 0 or not log_x)]
+            if len(line) > 1:
+                draw.line(line, fill=colour, width=2)
+            for px, py in line:
+                draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
+        for k, label in enumerate(curves):  # the legend, one row per curve
+            colour = tuple(int(c) for c in PALETTE[labels.index(label) % 10])
+            ly, lx = top + 4 + 12 * k, right + 8
+            draw.rectangle([lx, ly + 2, lx + 8, ly + 8], fill=colour)
+            draw.text((lx + 12, ly), label, fill=(0, 0, 0))
+    atomic_write_bytes(path, _encode([np.asarray(canvas)], "PNG", text))

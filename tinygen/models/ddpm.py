@@ -29,6 +29,10 @@ Train:  python -m tinygen train ddpm               (class-conditional, label dro
         Figures, samplers and guidance: docs/models/ddpm.md.
         python -m tinygen train ddpm --set num_classes=0     (unconditional)
 Sample: python -m tinygen sample ddpm --checkpoint runs/ddpm-mnist/last.npz --label 7 --guidance 3 --steps 50
+        The score-based samplers of tinygen/diffusion.py (annealed Langevin, predictor-corrector) draw from
+        the same network: model.sample(n, label=y, steps=levels, sampler="pc", snr=0.16). Compared at equal
+        network evaluations per image:
+        python -m tinygen.evaluate sampler-sweep --checkpoint runs/ddpm-mnist-e12/last.npz --nfe 10 20 50 100 250
 """
 from dataclasses import dataclass
 
@@ -221,13 +225,17 @@ class DiffusionModel(Model):
         return data.check_labels(label, n, self.config.num_classes)
 
     def sample_latents(self, n, label=None, guidance=1.0, steps=None, eta=0.0, classifier=None,
-                       classifier_scale=0.0, frames=0, cond=None, known=None):
+                       classifier_scale=0.0, frames=0, cond=None, known=None, sampler=None, snr=0.16,
+                       corrector_steps=1):
         """Run the reverse process from x_T ~ N(0, I): ancestral over all T steps when steps is None,
         else DDIM over `steps` steps, on eps_theta guided by the label (or any other condition `cond`, one
         row per sample) with scale `guidance` and, with a noisy classifier, by its gradient (scale
         `classifier_scale`). known = (x0, keep): the region keep (a boolean like x) held to x0, noised
         to each step's level (editing, GaussianDiffusion._reverse). Returns x_0 (n, *shape), and with
-        frames > 0 also that many snapshots of the batch along the way (for a GIF)."""
+        frames > 0 also that many snapshots of the batch along the way (for a GIF).
+        sampler: one of diffusion.SAMPLERS by name ("ddim", "ancestral", "pc", "langevin": the score-based
+        view, GaussianDiffusion.sample) over `steps` noise levels, with snr and corrector_steps for the
+        Langevin steps; eta, frames and known belong to the default samplers."""
         d, y = self.diffusion, (self._labels(n, label) if cond is None else cond)
         if classifier is not None and hasattr(classifier, "check_matches"):
             classifier.check_matches(self)
@@ -241,6 +249,12 @@ class DiffusionModel(Model):
         if classifier is not None:
             eps_fn = classifier_guidance(d, eps_fn, classifier.log_prob_grad, classifier_scale)
         shape = (n, *self.shape)
+        if sampler is not None:
+            if frames or known is not None:
+                raise ValueError(f"sampler={sampler!r}: frames and known go with the default samplers "
+                                 f"(sampler=None)")
+            return d.sample(sampler, eps_fn, shape, self.rng, steps, cond=y, snr=snr, corrector_steps=corrector_steps,
+                            learned_variance=lv)
         if steps is not None:  # 0 is refused by timesteps, not read as "all T"
             return d.ddim_sample(eps_fn, shape, self.rng, steps, eta, cond=y, frames=frames, learned_variance=lv,
                                  known=known)
@@ -252,14 +266,15 @@ class DiffusionModel(Model):
 
     @inference
     def sample(self, n, label=None, guidance=None, steps=None, eta=0.0, classifier=None, classifier_scale=0.0,
-               batch_size=100):
+               batch_size=100, sampler=None, snr=0.16, corrector_steps=1):
         """n images (n, 1, 28, 28) in [0, 1], in batches of batch_size; see sample_latents for the arguments.
         Why 100: smaller arrays stay in cache and in malloc's heap (autograd/_malloc.py); docs/models/ddpm.md
         has the timing."""
         label = None if label is None else np.broadcast_to(np.asarray(label), (n,))
+        score_based = {} if sampler is None else {"sampler": sampler, "snr": snr, "corrector_steps": corrector_steps}
         return np.concatenate([
             self.to_images(self.sample_latents(min(batch_size, n - i), None if label is None else label[i:i + batch_size],
-                                               guidance, steps, eta, classifier, classifier_scale))
+                                               guidance, steps, eta, classifier, classifier_scale, **score_based))
             for i in range(0, n, batch_size)])
 
     @inference
