@@ -164,6 +164,17 @@ def test_the_registry_names_every_class():
     assert registered_name(Tweaked) is None and Tweaked.name == "tweaked"
 
 
+def test_every_models_sampling_options_are_parameters_of_its_sample():
+    import inspect
+    from tinygen import models
+    for name in models.MODULES:
+        cls = models.get_model_class(name)
+        takes = set(getattr(cls, "sample_options", ()))
+        assert takes <= {"label", "prompt", "guidance", "steps"}, name
+        if takes:
+            assert takes <= set(inspect.signature(cls.sample).parameters), name
+
+
 def test_load_model_reads_a_training_checkpoint(tmp_path):
     from tinygen.train import TrainOptions, Trainer
     model = build_model("mlp", {"hidden": 16, "batch_size": 8})
