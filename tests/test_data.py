@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import http.server
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -354,3 +355,40 @@ def test_check_labels():
     with pytest.raises(ValueError, match=r"0..3"):
         data.check_labels(4, num_classes=4)
     assert data.N_CLASSES == 10
+
+
+# ------------------------------------------------------------------------ faults that name the culprit
+def _gzip_of(raw):
+    return gzip.compress(raw)
+
+
+def _dataset_folder(tmp_path, images_bytes):
+    """A folder mnist/ with good labels and the given train-images file."""
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    shared = Path(os.environ["TINYGEN_DATA"]) / "mnist"
+    shutil.copy(shared / "train-labels-idx1-ubyte.gz", folder)
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(images_bytes)
+    return tmp_path
+
+
+def _real_images():
+    return (Path(os.environ["TINYGEN_DATA"]) / "mnist" / "train-images-idx3-ubyte.gz").read_bytes()
+
+
+DATA_FAULTS = [
+    ("dataset-name", lambda tmp: data.load_dataset("cifar"), ValueError, r"unknown dataset 'cifar'"),
+    ("dataset-split", lambda tmp: data.load_dataset("mnist", "validation"), ValueError, r"unknown split 'validation'"),
+    ("loader-batch-0", lambda tmp: data.DataLoader((np.zeros((4, 1)),), 0), ValueError, r"batch_size must be a positive"),
+    ("loader-lengths", lambda tmp: data.DataLoader((np.zeros((4, 1)), np.zeros(3)), 2), ValueError, r"same first dimension"),
+    ("dataset-truncated-gzip", lambda tmp: data.load_dataset("mnist", "train", root=_dataset_folder(tmp, _real_images()[:5000])),
+     data.DatasetError, r"train-images-idx3-ubyte.gz"),
+    ("dataset-garbage-idx", lambda tmp: data.load_dataset("mnist", "train", root=_dataset_folder(tmp, _gzip_of(b"\x00" * 64))),
+     data.DatasetError, r"train-images-idx3-ubyte"),
+]
+
+
+@pytest.mark.parametrize("call, error, culprit", [c[1:] for c in DATA_FAULTS], ids=[c[0] for c in DATA_FAULTS])
+def test_library_faults_name_the_culprit(tmp_path, call, error, culprit):
+    with pytest.raises(error, match=culprit):
+        call(tmp_path)

@@ -266,3 +266,33 @@ def test_folder_lock_names_its_holder_and_is_taken_over_when_left_by_a_dead_one(
     assert lock.previous == {"pid": 999999999, "started": "2026-01-01T00:00:00"}
     assert tio.FolderLock.describe(lock.previous) == "process 999999999 (started 2026-01-01T00:00:00)"
     lock.release()
+
+
+# ----------------------------------------------------------------------- faults that name the culprit
+CHECKPOINT_FAULTS = [
+    ("checkpoint-missing", lambda tmp: tio.load_checkpoint(tmp / "none.npz"), tio.CheckpointError, r"no such checkpoint file"),
+    ("checkpoint-not-zip", lambda tmp: (tmp.joinpath("a.npz").write_text("hello"), tio.load_checkpoint(tmp / "a.npz")),
+     tio.CheckpointError, r"unreadable or truncated"),
+    ("checkpoint-npy", lambda tmp: (np.save(tmp / "a.npy", np.ones(2)), tio.load_checkpoint(tmp / "a.npy")),
+     tio.CheckpointError, r"an .npy array"),
+    ("checkpoint-plain-npz", lambda tmp: (np.savez(tmp / "p.npz", w=np.ones(2)), tio.load_checkpoint(tmp / "p.npz")),
+     tio.CheckpointError, r"not a tinygen checkpoint"),
+    ("checkpoint-sample-file", lambda tmp: (tio.save_checkpoint(tmp / "s.npz", {"images": np.zeros((1, 1, 2, 2))},
+                                                               {"kind": "tinygen-samples", "model": "vae"}),
+                                            __import__("tinygen.models").models.load_model(tmp / "s.npz", "vae")),
+     tio.CheckpointError, r"not a training checkpoint"),
+]
+
+
+@pytest.mark.parametrize("call, error, culprit", [c[1:] for c in CHECKPOINT_FAULTS], ids=[c[0] for c in CHECKPOINT_FAULTS])
+def test_library_faults_name_the_culprit(tmp_path, call, error, culprit):
+    with pytest.raises(error, match=culprit):
+        call(tmp_path)
+
+
+def test_stale_temporaries_are_found_by_their_pattern_only(tmp_path):
+    (tmp_path / ".last.npz.0123456789ab.tmp").write_bytes(b"x")
+    (tmp_path / ".last.npz.tmp").write_bytes(b"keep")          # not a name atomic_open gives
+    (tmp_path / "last.npz").write_bytes(b"keep")
+    assert [p.name for p in tio.remove_stale_temporaries(tmp_path)] == [".last.npz.0123456789ab.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".last.npz.tmp", "last.npz"]

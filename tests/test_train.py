@@ -1,4 +1,5 @@
-"""The training loop: exact resume, NaN stop that keeps the last good checkpoint, refusals."""
+"""The training loop: exact resume, NaN stop that keeps the last good checkpoint, refusals, signals, the
+run folder's lock, faults (non-finite weights never saved as good, what a killed run leaves behind)."""
 import json
 
 import numpy as np
@@ -241,3 +242,107 @@ def test_progress_in_a_pipe_is_a_few_plain_lines_labelled_with_the_steps(tmp_pat
     err = capfd.readouterr().err
     assert "\r" not in err and 1 <= len(err.splitlines()) <= 11, err
     assert err.splitlines()[-1].startswith("mlp 200 steps: 200/200 (100%), loss ") and "epoch" not in err
+
+
+# ---------------------------------------------------------------------- the training loop's faults (API)
+PLAIN = {"hidden": 16, "batch_size": 32}  # no dropout
+
+
+def fit_with(out, max_steps=4, resume=False, model=None, **options):
+    model = model or build_model("mlp", PLAIN)
+    options = {"log_every": 1, "checkpoint_every": 3, "progress": False, "evaluate": False, **options}
+    return Trainer(model, TrainOptions(out=str(out), max_steps=max_steps, resume=resume, **options)).fit()
+
+
+def blow_up_at(model, step, value=np.inf):
+    """Make training_step write `value` into a weight at call `step`, with a finite loss."""
+    real_step, calls = model.training_step, {"n": 0}
+
+    def training_step(batch, optimizers):
+        calls["n"] += 1
+        logs = real_step(batch, optimizers)
+        if calls["n"] == step:
+            next(iter(model.parameters())).data[0, 0] = value
+        return logs
+    model.training_step = training_step
+    return model
+
+
+def test_non_finite_weights_are_never_saved_as_good(tmp_path):
+    model = blow_up_at(build_model("mlp", PLAIN), step=6)   # the loss of step 6 is finite; its update is not
+    with pytest.raises(TrainingError, match=r"non-finite values after step 6 in model/.*not saved; the last good "
+                                            r"checkpoint is .*last.npz \(step 3\)"):
+        fit_with(tmp_path, max_steps=8, model=model)
+    arrays, meta = io.load_checkpoint(tmp_path / "last.npz")
+    assert meta["step"] == 3 and all(np.isfinite(a).all() for a in arrays.values() if a.dtype.kind == "f")
+
+
+def test_gan_at_a_huge_lr_stops_without_a_non_finite_checkpoint(tmp_path):
+    model = build_model("gan", {"batch_size": 16, "lr": 1e30})
+    with pytest.raises(TrainingError, match="non-finite"):
+        fit_with(tmp_path, max_steps=6, model=model, checkpoint_every=1)
+    if (tmp_path / "last.npz").exists():
+        arrays, _ = io.load_checkpoint(tmp_path / "last.npz")
+        assert all(np.isfinite(a).all() for a in arrays.values() if a.dtype.kind == "f")
+
+
+def test_weights_blown_up_at_the_last_step_are_not_saved(tmp_path):
+    model = blow_up_at(build_model("mlp", PLAIN), step=2, value=np.nan)
+    with pytest.raises(TrainingError, match=r"non-finite test metrics .*test_acc|non-finite values"):
+        fit_with(tmp_path, max_steps=2, model=model, evaluate=True)
+    assert not (tmp_path / "last.npz").exists()
+
+
+def test_nan_test_metrics_stop_before_the_epoch_checkpoint(tmp_path):
+    model = build_model("vae", {"hidden": 32, "latent_dim": 2, "batch_size": 16, "lr": 1e30})
+    with np.errstate(all="ignore"), pytest.raises(TrainingError, match=r"non-finite test metrics \{'test_neg_elbo': nan"):
+        fit_with(tmp_path, max_steps=1, model=model, evaluate=True)
+    assert not (tmp_path / "last.npz").exists() and not (tmp_path / "summary.json").exists()
+
+
+def test_resume_after_kill_removes_temporaries_and_does_not_log_a_step_twice(tmp_path):
+    fit_with(tmp_path, max_steps=4)                     # checkpoints at step 3 and at the stop, step 4
+    fit_steps = lambda: [r["step"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())]
+    # what kill -9 after step 7 (checkpoint at 4) leaves: log lines past the checkpoint, a cut line, temporaries
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write("".join(json.dumps({"step": s, "epoch": 1, "loss": 1.0}) + "\n" for s in (5, 6, 7)) + '{"step": 8, "lo')
+    size = (tmp_path / "last.npz").stat().st_size
+    for name in (".last.npz.0123456789ab.tmp", ".last.npz.ba9876543210.tmp"):
+        (tmp_path / name).write_bytes(b"\0" * size)
+    (tmp_path / "notes.tmp").write_text("not ours")
+    fit_with(tmp_path, max_steps=8, resume=True)
+    assert fit_steps() == list(range(1, 9))
+    assert sorted(p.name for p in tmp_path.glob(".*.tmp")) == [] and (tmp_path / "notes.tmp").exists()
+
+
+def test_resume_of_a_finished_run_keeps_its_summary(tmp_path):
+    fit_with(tmp_path, max_steps=3, evaluate=True)
+    summary = (tmp_path / "summary.json").read_text()
+    assert "test_acc" in summary
+    with pytest.raises(TrainingError, match="already finished"):
+        fit_with(tmp_path, max_steps=3, resume=True, evaluate=True)
+    assert (tmp_path / "summary.json").read_text() == summary
+    fit_with(tmp_path, max_steps=4, resume=True, evaluate=False)     # trained further without an evaluation:
+    assert "test_acc" in json.loads((tmp_path / "summary.json").read_text())  # the last test metrics carry over
+
+
+API_REFUSALS = [
+    ("max-steps-0", lambda out: fit_with(out, max_steps=0), ValueError, r"--max-steps 0: must be a whole number >= 1"),
+    ("seed-negative", lambda out: fit_with(out, seed=-3), ValueError, r"--seed -3"),
+    ("dataset", lambda out: fit_with(out, dataset="cifar"), ValueError, r"valid datasets: mnist, fashion"),
+    ("epochs-0", lambda out: fit_with(out, model=build_model("mlp", {**PLAIN, "epochs": 0})), ValueError, r"--epochs 0"),
+    ("lr-negative", lambda out: fit_with(out, model=build_model("mlp", {**PLAIN, "lr": -1.0})), ValueError, r"--lr -1.0"),
+    ("grad-clip-negative", lambda out: fit_with(out, model=build_model("mlp", {**PLAIN, "grad_clip": -0.5})), ValueError,
+     r"grad_clip=-0.5: must be >= 0"),
+    ("lr-inf-field", lambda out: build_model("mlp", {"lr": float("inf")}), ValueError, r"lr takes a finite number"),
+    ("batch-size-str", lambda out: build_model("mlp", {"batch_size": "abc"}), ValueError, r"batch_size takes a whole number"),
+    ("bool-for-int", lambda out: build_model("mlp", {"hidden": True}), ValueError, r"hidden takes a whole number"),
+]
+
+
+@pytest.mark.parametrize("call, error, culprit", [c[1:] for c in API_REFUSALS], ids=[c[0] for c in API_REFUSALS])
+def test_training_refusals_write_nothing(tmp_path, call, error, culprit):
+    out = tmp_path / "run"
+    with pytest.raises(error, match=culprit):
+        call(out)
+    assert not out.exists()

@@ -8,12 +8,15 @@ checkpoint, and
     image-to-image models   sample(n, condition=images) as above, and nothing without a condition
     classifiers             predict(images) gives labels in 0..9, evaluate(images, labels) accuracies
 
+and visualize(images, labels, path) draws the picture the trainer keeps as samples_latest.png.
+
 A new model is covered by registering it and giving its class a tiny_config.
 """
 import math
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tinygen import data, io, text
 from tinygen.models import MODULES, build_model, get_model_class, load_model, registered_name, save_model
@@ -134,7 +137,12 @@ def test_the_model_contract(name, tmp_path):
         metrics = model.evaluate(images, labels)
         assert any(k.startswith("test_acc") for k in metrics), metrics
         assert all(0.0 <= v <= 1.0 for v in metrics.values()), metrics
-    assert model.training  # sampling and evaluating leave the model in the mode it was in
+
+    # ---- the picture of what the model does now (the trainer's samples_latest.png)
+    model.visualize(images, labels, tmp_path / "picture.png")
+    with Image.open(tmp_path / "picture.png") as picture:
+        assert picture.format == "PNG" and min(picture.size) >= 28, (picture.format, picture.size)
+    assert model.training  # sampling, evaluating and drawing leave the model in the mode it was in
 
 
 def test_pending_tiny_configs_are_still_needed():
@@ -154,6 +162,17 @@ def test_the_registry_names_every_class():
     class Tweaked(get_model_class("mlp")):  # not registered: it does not pass for the mlp
         pass
     assert registered_name(Tweaked) is None and Tweaked.name == "tweaked"
+
+
+def test_every_models_sampling_options_are_parameters_of_its_sample():
+    import inspect
+    from tinygen import models
+    for name in models.MODULES:
+        cls = models.get_model_class(name)
+        takes = set(getattr(cls, "sample_options", ()))
+        assert takes <= {"label", "prompt", "guidance", "steps"}, name
+        if takes:
+            assert takes <= set(inspect.signature(cls.sample).parameters), name
 
 
 def test_load_model_reads_a_training_checkpoint(tmp_path):

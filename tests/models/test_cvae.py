@@ -97,7 +97,6 @@ def test_a_few_steps_through_the_training_loop(tmp_path):
     model = build_model("cvae", TINY)
     summary = Trainer(model, TrainOptions(out=str(tmp_path), max_steps=3, progress=False)).fit()
     assert summary["steps"] == 3 and np.isfinite(summary["test_neg_elbo"])
-    assert (tmp_path / "samples_latest.png").exists()
 
 
 def test_interpolation_and_manifold_take_a_label(tmp_path):

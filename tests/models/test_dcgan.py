@@ -1,27 +1,16 @@
-"""DCGAN: the convolutional players' shapes, their init, and the shared alternating step on them."""
+"""DCGAN: the convolutional players' shapes, their init, and sampling with BatchNorm's running statistics
+(the alternating step is checked for every GAN in test_gan_family.py)."""
 import numpy as np
 import pytest
 
 from autograd import Tensor
 from tinygen import nn
 from tinygen.models.dcgan import DCGAN, DCDiscriminator, DCGenerator
-from tinygen.models.gan import GANBase, discriminator_loss
+from tinygen.models.gan import GANBase
 from tinygen.models import build_model
+from tests.models.test_gan_family import batch
 
 TINY = {"width": 8, "z_dim": 16}
-
-
-def snapshot(net):
-    return [p.data.copy() for p in net.parameters()]
-
-
-def same(a, b):
-    return all(np.array_equal(x, y) for x, y in zip(a, b))
-
-
-def batch(model, n=8, seed=0):
-    images = np.random.default_rng(seed).integers(0, 256, size=(n, 1, 28, 28), dtype=np.uint8)
-    return model.prepare_batch(images, np.arange(n) % 10)
 
 
 def test_generator_and_discriminator_shapes():
@@ -52,40 +41,6 @@ def test_weights_initialised_from_n_0_002():
     assert abs(float(w.mean())) < 2e-3 and float(w.std()) == pytest.approx(0.02, rel=0.05)
 
 
-def test_training_step_updates_each_player_with_its_own_step_only():
-    model = build_model("dcgan", TINY)
-    opts = model.configure_optimizers()
-    G, D = model.generator, model.discriminator
-    g0, d0 = snapshot(G), snapshot(D)
-    seen = {}
-    d_step = opts["D"].step
-
-    def recording_d_step():
-        d_step()
-        seen["g"], seen["d"] = snapshot(G), snapshot(D)
-
-    opts["D"].step = recording_d_step
-    logs = model.training_step(batch(model), opts)
-    assert all(np.isfinite(v) for v in logs.values())
-    assert same(seen["g"], g0) and not same(seen["d"], d0)
-    assert not same(snapshot(G), seen["g"]) and same(snapshot(D), seen["d"])
-
-
-def test_d_loss_decreases_over_d_only_steps_on_a_fixed_batch():
-    model = build_model("dcgan", TINY)
-    opts = model.configure_optimizers()
-    x, _ = batch(model, 16)
-    fake = model.fake(None, 16).detach()
-    losses = []
-    for _ in range(5):
-        opts["D"].zero_grad()
-        loss = discriminator_loss(model.critic(x, None), model.critic(fake, None))
-        loss.backward()
-        opts["D"].step()
-        losses.append(loss.item())
-    assert losses[-1] < losses[0] - 0.1, losses
-
-
 def test_sample_uses_running_statistics_and_restores_train_mode():
     model = build_model("dcgan", TINY)
     opts = model.configure_optimizers()
@@ -98,8 +53,3 @@ def test_sample_uses_running_statistics_and_restores_train_mode():
     assert s.shape == (6, 1, 28, 28) and s.min() >= 0 and s.max() <= 1 and model.training
     # eval mode: each sample depends on its own z only, not on the rest of the batch
     np.testing.assert_allclose(model.sample(3, z=z[:3]), s[:3], atol=1e-6)
-
-
-def test_registered_under_its_name():
-    from tinygen.models import get_model_class
-    assert get_model_class("dcgan") is DCGAN

@@ -89,7 +89,6 @@ def test_label_dropping_uses_the_null_label():
 def test_training_loop_keeps_ema_weights_in_the_checkpoint(tmp_path):
     model = build_model("ddpm", TINY)
     Trainer(model, TrainOptions(out=str(tmp_path), max_steps=3, progress=False)).fit()
-    assert (tmp_path / "samples_latest.png").exists()
     loaded, meta = load_model(tmp_path / "last.npz", "ddpm")
     assert meta["step"] == 3 and loaded.ema.num_updates == 3
     for name, p in loaded.named_parameters():  # load_model puts the averaged weights in

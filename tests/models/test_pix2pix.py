@@ -4,18 +4,11 @@ import pytest
 
 from autograd import Tensor
 from tinygen import data, nn
-from tinygen.models.pix2pix import PatchGAN, Pix2Pix, UNetGenerator
+from tinygen.models.pix2pix import PatchGAN, UNetGenerator
 from tinygen.models import build_model
+from tests.models.test_gan_family import same, snapshot
 
 TINY = {"width": 8}
-
-
-def snapshot(net):
-    return [p.data.copy() for p in net.parameters()]
-
-
-def same(a, b):
-    return all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
 def images(n=8, seed=0):
@@ -75,25 +68,6 @@ def test_generator_objective_is_adversarial_plus_lambda_l1():
     assert loss.item() == pytest.approx(adv + 7.0 * l1, rel=1e-4)
 
 
-def test_adversarial_step_updates_both_players_with_their_own_steps():
-    model = build_model("pix2pix", TINY)
-    opts = model.configure_optimizers()
-    G, D = model.generator, model.discriminator
-    g0, d0 = snapshot(G), snapshot(D)
-    seen = {}
-    d_step = opts["D"].step
-
-    def recording_d_step():
-        d_step()
-        seen["g"], seen["d"] = snapshot(G), snapshot(D)
-
-    opts["D"].step = recording_d_step
-    logs = model.training_step(model.prepare_batch(images(), np.zeros(8, np.int64)), opts)
-    assert {"d_loss", "g_loss", "g_adv", "l1"} <= set(logs)
-    assert same(seen["g"], g0) and not same(seen["d"], d0)
-    assert not same(snapshot(G), seen["g"]) and same(snapshot(D), seen["d"])
-
-
 def test_l1_only_baseline_has_no_discriminator_update():
     model = build_model("pix2pix", {**TINY, "adversarial": False})
     opts = model.configure_optimizers()
@@ -140,8 +114,3 @@ def test_visualize_rows_input_output_target(tmp_path):
     model.visualize(images(16), np.zeros(16, np.int64), tmp_path / "v.png")
     w, h = Image.open(tmp_path / "v.png").size
     assert (w, h) == (2 * (16 * 30 + 2), 2 * (3 * 30 + 2))
-
-
-def test_registered_under_its_name():
-    from tinygen.models import get_model_class
-    assert get_model_class("pix2pix") is Pix2Pix

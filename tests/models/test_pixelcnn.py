@@ -1,6 +1,6 @@
 """PixelCNN: the masks, causality of the whole network over every output pixel (plain and gated), the
 blind spot of the plain stack and its absence in the gated one, an exact likelihood that sums to one,
-sampling from the model's own conditionals, completion, evaluation, and one pass through the trainer."""
+sampling from the model's own conditionals, completion, evaluation."""
 import itertools
 
 import numpy as np
@@ -8,10 +8,8 @@ import pytest
 
 from autograd import Tensor
 from tinygen import data, nn
-from tinygen.models import get_model_class
 from tinygen.models.pixelcnn import MaskedConv2d, PixelCNN, causal_mask, quantize, receptive_field
 from tinygen.models.vqvae import CodePixelCNN
-from tinygen.train import TrainOptions, Trainer, build_model
 
 TINY = {"first_kernel": 5, "channels": 8, "gated_channels": 4, "blocks": 2, "head_channels": 8}
 CASES = [("plain", 2), ("gated", 2), ("plain", 4), ("gated", 4)]
@@ -47,10 +45,6 @@ def before(H, W):
     """B[i, j] = the pixels strictly before (i, j) in raster order, (H, W, H, W) bool."""
     order = np.arange(H * W).reshape(H, W)
     return order[None, None] < order[:, :, None, None]
-
-
-def test_registered():
-    assert get_model_class("pixelcnn") is PixelCNN
 
 
 def test_bad_options_are_refused_by_name():
@@ -252,12 +246,6 @@ def test_completion_keeps_the_known_rows():
     assert set(np.unique(uint8)) <= {0.0, 1.0} and uint8.shape == x.shape
     with pytest.raises(ValueError, match="rows_known"):
         model.complete(x, rows_known=29)
-
-
-def test_one_quick_training_run(tmp_path):
-    model = build_model("pixelcnn", {"epochs": 1, "channels": 4, "blocks": 1, "head_channels": 4, "first_kernel": 3})
-    summary = Trainer(model, TrainOptions(out=str(tmp_path), max_steps=3, progress=False, evaluate=False)).fit()
-    assert summary["steps"] == 3 and (tmp_path / "samples_latest.png").exists() and (tmp_path / "last.npz").exists()
 
 
 # ---------------------------------------------------------------------- a prior over code indices

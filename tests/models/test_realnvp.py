@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from autograd import Tensor
-from tinygen.models import get_model_class
 from tinygen.models.realnvp import (ALPHA, AffineCoupling, RealNVP, channel_mask, checkerboard_mask, dequantize,
                                     squeeze, unsqueeze)
 
@@ -26,10 +25,6 @@ def tiny(shape=(1, 4, 4), seed=0, randomize=True, dtype=np.float32, **overrides)
     for p in model.parameters():
         p.data = p.data.astype(dtype)
     return model
-
-
-def test_registered():
-    assert get_model_class("realnvp") is RealNVP
 
 
 # ---------------------------------------------------------------------- masks and squeeze

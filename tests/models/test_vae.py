@@ -114,20 +114,11 @@ def test_shapes_and_modes(mnist, tmp_path):
     assert (tmp_path / "m.png").exists()
 
 
-def test_sampling_is_reproducible_from_the_model_rng():
-    model = build_model("vae", TINY)
-    model.rng = np.random.default_rng(3)
-    a = model.sample(4)
-    model.rng = np.random.default_rng(3)
-    np.testing.assert_array_equal(a, model.sample(4))
-
-
 def test_a_few_steps_through_the_training_loop(tmp_path):
     model = build_model("vae", TINY)
     summary = Trainer(model, TrainOptions(out=str(tmp_path), max_steps=3, progress=False)).fit()
     assert summary["steps"] == 3 and np.isfinite(summary["test_neg_elbo"])
     assert summary["test_neg_elbo"] == pytest.approx(summary["test_recon"] + summary["test_kl"])
-    assert (tmp_path / "samples_latest.png").exists()
 
 
 def test_resume_replays_the_same_noise_and_binarisation(tmp_path):

@@ -9,9 +9,8 @@ import pytest
 from autograd import Tensor
 from tinygen import data
 from tinygen.__main__ import main
-from tinygen.models import get_model_class, load_model
-from tinygen.models.vqvae import VQVAE
-from tinygen.train import TrainOptions, Trainer, build_model
+from tinygen.models import load_model
+from tinygen.train import build_model
 
 TINY = {"width": 8, "num_codes": 16, "code_dim": 4, "prior_channels": 8, "prior_blocks": 1, "prior_kernel": 3,
         "prior_embed": 4, "prior_head": 16, "batch_size": 16, "vq_steps": 30, "dead_after": 5}
@@ -28,8 +27,7 @@ def tiny(**overrides):
     return model
 
 
-def test_registered_and_bad_inputs_are_refused_by_name():
-    assert get_model_class("vqvae") is VQVAE
+def test_bad_inputs_are_refused_by_name():
     model = tiny()
     with pytest.raises(ValueError, match="VQVAE.encode.*28"):
         model.encode(np.zeros((2, 1, 14, 14), np.float32))
@@ -135,7 +133,7 @@ def test_train_sample_and_evaluate_from_the_command_line(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 33 and summary["test_codes_used"] >= 2
     loaded, _ = load_model(tmp_path / "run/last.npz", "vqvae")
-    assert loaded.stage == 2 and (tmp_path / "run/samples_latest.png").exists()
+    assert loaded.stage == 2
     main(["sample", "vqvae", "--checkpoint", str(tmp_path / "run/last.npz"), "--n", "4",
           "--out", str(tmp_path / "s.npz")])
     assert "saved 4 samples" in capsys.readouterr().out
