@@ -40,12 +40,13 @@ RUNS = {
     "pixelcnn": ("pixelcnn", "pixelcnn-b15"),         # samples, test images with the lower half covered, completions
     "pixelcnn_receptive_field": ("pixelcnn", None),   # fresh networks: no run needed
     "dalle": ("dalle", "dalle-mnist"),   # prompt grid, CLIP re-ranking (runs/clip-mnist), completions
+    "unclip": ("unclip", "unclip-mnist"),   # prompt grid, variations, interpolation, prior vs text embedding
 }
 # DiT sizes trained for the same number of steps (the recipe's 5,622): dim / depth -> run folder
 DIT_SCALING = {"64/4": "dit-scale-d64-L4", "128/6": "dit-mnist", "192/6": "dit-scale-d192-L6"}
 # runs that only feed a lecture figure
 EXTRAS_ONLY = {"vae2d", "vit", "dvae", "dvae_rolfe", "dvae_rolfe_rbm", "dvae_rolfe_conv", "dvae_rolfe_c64", "igpt", "vqvae", "dit",
-               "dalle"}
+               "dalle", "unclip"}
 
 
 def extras(name, model, x, y, out, runs=ROOT / "runs"):
@@ -54,6 +55,9 @@ def extras(name, model, x, y, out, runs=ROOT / "runs"):
         clip = load_model(Path(runs) / "clip-mnist" / "last.npz", "clip")[0]    # the CLIP that re-ranks
         model.save_pictures(x[:8], y[:8], clip, out / "dalle.png", out / "dalle_rerank.png",
                             out / "dalle_completions.png")
+    if name == "unclip":
+        model.save_pictures(x[:8], out / "unclip.png", out / "unclip_variations.png", out / "unclip_interpolation.png",
+                            out / "unclip_text_vs_prior.png")
     if name == "ae":
         from tinygen.models.ae import latent_scatter
         latent_scatter(model, x[:5000], y[:5000], out / "ae_latent.png")

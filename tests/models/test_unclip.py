@@ -204,6 +204,15 @@ def test_variations_and_interpolation(stages):
     np.testing.assert_allclose(np.arccos(cos(a, mid)), np.arccos(cos(a, b)) / 2, atol=1e-4)   # half the angle
 
 
+def test_the_pictures(stages, tmp_path):
+    from PIL import Image
+    model = build(stages)
+    names = ["grid", "variations", "interpolation", "text"]
+    model.save_pictures(first_test_images(8)[0], *(tmp_path / f"{n}.png" for n in names), steps=2)
+    cells = {n: tuple(s // 60 for s in Image.open(tmp_path / f"{n}.png").size) for n in names}   # 2 (28 + 2) a cell
+    assert cells == {"grid": (8, 20), "variations": (8, 8), "interpolation": (10, 4), "text": (8, 10)}, cells
+
+
 def test_the_stage_is_named_on_the_command_line(stages, tmp_path):
     with pytest.raises(ValueError, match="--set clip=PATH.*python -m tinygen train clip"):
         build_model("unclip", UnCLIP.tiny_config)

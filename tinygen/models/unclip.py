@@ -106,7 +106,7 @@ class UnCLIPConfig(DDPMConfig):
     prior_candidates: int = 2    # embeddings drawn per caption; the one nearest z_text is kept
     decode_from: str = "prior"   # "prior", or "text": the decoder given z_text (the comparison)
     holdout: bool = True         # captions without the pairs of text.HOLDOUT
-    quick_steps: int = 100
+    quick_steps: int = 40
 
 
 def unit(v):
