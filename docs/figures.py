@@ -50,12 +50,13 @@ RUNS = {
     "dalle": ("dalle", "dalle-mnist"),   # prompt grid, CLIP re-ranking (runs/clip-mnist), completions
     "glide": ("glide", "glide-mnist"),   # prompt grid, guidance sweep, edits
     "glide_fashion": ("glide", "glide-fashion"),
+    "unclip": ("unclip", "unclip-mnist"),   # prompt grid, variations, interpolation, prior vs text embedding
 }
 # DiT sizes trained for the same number of steps (the recipe's 5,622): dim / depth -> run folder
 DIT_SCALING = {"64/4": "dit-scale-d64-L4", "128/6": "dit-mnist", "192/6": "dit-scale-d192-L6"}
 # runs that only feed a lecture figure
 EXTRAS_ONLY = {"vae2d", "vit", "dvae", "dvae_rolfe", "dvae_rolfe_rbm", "dvae_rolfe_conv", "dvae_rolfe_c64", "igpt", "vqvae", "dit",
-               "dalle", "glide", "glide_fashion"}
+               "dalle", "glide", "glide_fashion", "unclip"}
 
 
 def extras(name, model, x, y, out, runs=ROOT / "runs"):
@@ -66,6 +67,9 @@ def extras(name, model, x, y, out, runs=ROOT / "runs"):
                             out / "dalle_completions.png")
     if name in ("glide", "glide_fashion"):
         model.save_pictures(x[:6], y[:6], out / f"{name}.png", out / f"{name}_guidance.png", out / f"{name}_edits.png")
+    if name == "unclip":
+        model.save_pictures(x[:8], out / "unclip.png", out / "unclip_variations.png", out / "unclip_interpolation.png",
+                            out / "unclip_text_vs_prior.png")
     if name == "ae":
         from tinygen.models.ae import latent_scatter
         latent_scatter(model, x[:5000], y[:5000], out / "ae_latent.png")

@@ -274,3 +274,25 @@ def test_guidance_on_a_two_gaussian_mixture():
         np.testing.assert_allclose([samples[y == 0].mean(), samples[y == 1].mean()], means, atol=0.06)
     mixture = d.ddim_sample(classifier_free(eps_fn, np.full(B, 2), 0.0), (B, 1), np.random.default_rng(1), 50, cond=y)
     assert abs(mixture[y == 0].mean() - mixture[y == 1].mean()) < 0.3   # s = 0 ignores the label
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_an_x0_prediction_goes_through_the_samplers_unchanged(schedule):
+    """eps_fn_from_x0: eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t), and the samplers' x0_hat of that eps
+    is x0 again at every step, t = 0 and t = T - 1 included; a network that always predicts the same
+    (B, D) vectors is sampled into exactly them."""
+    d = GaussianDiffusion(beta_schedule(schedule, 1000), clip_x0=False)
+    rng = np.random.default_rng(0)
+    x0 = (rng.standard_normal((4, 16)) * 3).astype(np.float32)          # (B, D), outside [-1, 1]
+    eps_fn = d.eps_fn_from_x0(lambda x_t, t, cond: x0)
+    for step in (0, 1, 500, 999):
+        t = np.full(4, step)
+        noise = rng.standard_normal(x0.shape).astype(np.float32)
+        x_t = d.q_sample(x0, t, noise).astype(np.float32)
+        eps = eps_fn(x_t, t, None)
+        np.testing.assert_allclose(d.predict_x0(x_t, t, eps), x0, rtol=1e-6, atol=1e-6)
+        if step < 999:  # the noise itself comes back where sqrt(1 - abar_t) keeps it in float32
+            np.testing.assert_allclose(eps, noise, rtol=1e-3, atol=2e-3 if step else 1e-2)
+    np.testing.assert_allclose(d.ddim_sample(eps_fn, x0.shape, rng, 10), x0, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(d.ancestral_sample(eps_fn, x0.shape, rng), x0, rtol=1e-5, atol=1e-5)
+    assert d.ddim_sample(eps_fn, x0.shape, rng, 10).shape == (4, 16)

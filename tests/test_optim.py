@@ -207,6 +207,23 @@ def test_ema_warmup():
     assert again.decay == 0.99 and again.current_decay() == 0.99
 
 
+def test_ema_copies_frozen_parameters_exactly():
+    """A frozen stage (requires_grad False) stays bit for bit as it is: averaging p with itself in float32
+    moves it by rounding, d p + (1 - d) p != p."""
+    net = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 2))
+    net[0].requires_grad_(False)
+    frozen = net[0].weight.data.copy()
+    ema = optim.EMA(net, decay=0.999)
+    for _ in range(20):
+        net[1].weight.data[...] += 1.0
+        ema.update()
+    np.testing.assert_array_equal(ema.shadow["0.weight"], frozen)
+    assert not np.array_equal(ema.shadow["1.weight"], net[1].weight.data)   # the trained part is averaged
+    net[0].weight.data[...] += 1.0                   # a frozen parameter changed by hand is followed, not averaged
+    ema.update()
+    np.testing.assert_array_equal(ema.shadow["0.weight"], net[0].weight.data)
+
+
 def test_ema_state_dict_round_trip():
     net = nn.Linear(3, 2)
     ema = optim.EMA(net, decay=0.5)

@@ -1,10 +1,12 @@
-"""Command line:  python -m tinygen list | train | sample | evaluate | report
+"""Command line:  python -m tinygen list | train | sample | edit | vary | evaluate | report
 
     python -m tinygen list
     python -m tinygen train cnn --quick
     python -m tinygen train cnn --dataset fashion --epochs 8
     python -m tinygen evaluate cnn --checkpoint runs/cnn-mnist/last.npz
     python -m tinygen sample MODEL --checkpoint PATH --n 64 [--label 7] [--out FILE.png | FILE.npz]
+    python -m tinygen edit glide --checkpoint PATH --image 0 --mask lower --prompt "a digit one"
+    python -m tinygen vary unclip --checkpoint PATH --image 0 --n 8
     python -m tinygen report
 
 Every refusal is one line on stderr that names the option or the file and says what is valid, with
@@ -51,7 +53,7 @@ def _check_device(device):
 def parser():
     ap = OneLineParser(prog="python -m tinygen", description="Readable generative models on a small "
                        "autograd engine, trained on MNIST / Fashion-MNIST.")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{list,train,sample,edit,evaluate,report}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{list,train,sample,edit,vary,evaluate,report}")
     sub.add_parser("list", help="the models, one line each")
 
     t = sub.add_parser("train", help="train a model (progress bar, pictures, checkpoints in --out)")
@@ -83,6 +85,8 @@ def parser():
     s.add_argument("--guidance", type=finite_number(0, strict=False), help="guidance scale (diffusion models)")
     s.add_argument("--steps", type=whole_number(1), help="sampling steps (diffusion models)")
     s.add_argument("--seed", type=whole_number(0), default=0)
+    s.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a sampling setting of the model, e.g. --set decode_from=text (unclip)")
     s.add_argument("--out", help="FILE.png (a grid) or FILE.npz (the images as data: `images` (n, 1, 28, 28) "
                                  "float32 in [0, 1] and `labels` (n,) int64, -1 where none was asked for); "
                                  "default samples.png next to the checkpoint. It never replaces a file that "
@@ -110,6 +114,18 @@ def parser():
     d.add_argument("--seed", type=whole_number(0), default=0)
     d.add_argument("--out", help="FILE.png (rows: the image, what the model keeps, the edits) or FILE.npz; "
                                  "default edit.png next to the checkpoint")
+
+    v = sub.add_parser("vary", help="variations of images: each CLIP-encoded and decoded several times (unclip)")
+    _add_model(v)
+    v.add_argument("--checkpoint", required=True)
+    v.add_argument("--image", required=True, help="a test-split index (0..9999), or a FILE.npz written by "
+                                                  "`sample` (all its images)")
+    v.add_argument("--n", type=whole_number(1), default=8, help="variations per image")
+    v.add_argument("--guidance", type=finite_number(0, strict=False), help="guidance scale (default the model's)")
+    v.add_argument("--steps", type=whole_number(1), default=50, help="DDIM steps (default 50)")
+    v.add_argument("--seed", type=whole_number(0), default=0)
+    v.add_argument("--out", help="FILE.png (rows: the image, then its variations) or FILE.npz; default vary.png "
+                                 "next to the checkpoint")
 
     r = sub.add_parser("report", help="a table of the runs under a folder (their summary.json)")
     r.add_argument("--runs", default="runs")
@@ -189,6 +205,7 @@ def sample_command(args):
         raise UsageError(f"{args.model} is not a generative model: it has no sample()")
     given = {"label": args.label, "prompt": args.prompt, "guidance": args.guidance, "steps": args.steps}
     check_sampling(model, given, args.checkpoint, labelled=args.label is not None or args.prompt is not None)
+    settings = models.set_sample_settings(model, parse_settings(args.set))
     condition = {k: v for k, v in given.items() if v is not None}
     labels = np.full(args.n, -1, np.int64)
     if args.label is not None:
@@ -201,7 +218,7 @@ def sample_command(args):
     model.rng = np.random.default_rng(args.seed)
     images = np.asarray(model.sample(args.n, **condition), dtype=np.float32)
     record = {"model": args.model, "checkpoint": str(args.checkpoint), "n": args.n, "seed": args.seed,
-              **{k: v for k, v in given.items() if v is not None}}
+              **{k: v for k, v in given.items() if v is not None}, **settings}
     if out.suffix.lower() == ".png":
         io.save_image_grid(images, out, scale=2, text={"tinygen": SAMPLE_MARK, "command": json.dumps(record)})
     else:
@@ -252,6 +269,33 @@ def edit_command(args):
     return 0
 
 
+def vary_command(args):
+    import numpy as np
+    from . import io
+    out = check_sample_out(args.out or str(Path(args.checkpoint).with_name("vary.png")), args.checkpoint)
+    model, _ = models.load_model(args.checkpoint, args.model)
+    if not hasattr(model, "vary"):
+        raise UsageError(f"vary: {args.model} does not make variations of images (unclip does)")
+    T = model.config.T
+    if args.steps > T:
+        raise UsageError(f"--steps {args.steps}: {model.name} has T = {T} diffusion steps; valid: 1..{T}")
+    images = edit_images(args.image, model.dataset)                    # (B, 1, 28, 28) in [0, 1]
+    check_memory("--n", len(images) * args.n, IMAGE_BYTES * 2)
+    model.rng = np.random.default_rng(args.seed)
+    varied = model.vary(images, args.n, args.guidance, args.steps)      # (B n, 1, 28, 28)
+    record = {"model": args.model, "checkpoint": str(args.checkpoint), "image": args.image, "n": args.n,
+              "steps": args.steps, "seed": args.seed, **({"guidance": args.guidance} if args.guidance is not None else {})}
+    if out.suffix.lower() == ".png":
+        rows = np.concatenate([images[:, None], varied.reshape(-1, args.n, 1, 28, 28)], axis=1)
+        io.save_image_grid(rows.reshape(-1, 1, 28, 28), out, nrow=1 + args.n, scale=2,
+                           text={"tinygen": SAMPLE_MARK, "command": json.dumps(record)})
+    else:
+        io.save_checkpoint(out, {"images": varied, "labels": np.full(len(varied), -1, np.int64)},
+                           {"kind": SAMPLE_MARK, **record})
+    print(f"saved {len(varied)} variations to {out}")
+    return 0
+
+
 def main(argv=None):
     return run_command(_main, argv, "python -m tinygen")
 
@@ -289,6 +333,8 @@ def _main(argv):
         return sample_command(args)
     if args.command == "edit":
         return edit_command(args)
+    if args.command == "vary":
+        return vary_command(args)
 
     from .evaluate import evaluate_model
     check_memory("--n", args.n, IMAGE_BYTES * 2)  # the samples, and the judge's view of them

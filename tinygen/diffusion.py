@@ -38,6 +38,7 @@ Index t runs 0 .. T-1 in the code (the papers' 1 .. T), and abar_{-1} = 1 (t' = 
 What a model supplies:
     eps_fn(x_t, t, cond) -> eps     x_t (B, ...) NumPy; t (B,) integer steps; cond None or an array with B
                                     rows (labels (B,), tokens (B, L), embeddings (B, D)); eps like x_t
+                                    (a network that predicts x_0 instead: GaussianDiffusion.eps_fn_from_x0)
     null_condition(B)               the condition meaning "none" (a null label index, empty tokens, zeros)
     drop_condition(cond, p, rng)    training with the null condition with probability p (drop_condition
                                     below does it for any array condition)
@@ -167,6 +168,18 @@ class GaussianDiffusion:
         """The noise that takes x_0 to x_t (the inverse of predict_x0)."""
         # eps = (x_t - sqrt(abar_t) x_0) / sqrt(1 - abar_t)
         return (x_t - per_sample(self.sqrt_abar[t], x_t) * x0) / per_sample(self.sqrt_one_minus_abar[t], x_t)
+
+    def eps_fn_from_x0(self, x0_fn):
+        """The eps_fn the samplers and guidance take, made from a network that predicts x_0 itself,
+        x0_fn(x_t, t, cond) -> x0_theta like x_t (unCLIP's prior). In float64, so that the samplers'
+        x0_hat = predict_x0(x_t, t, eps) gives x0_theta back even where sqrt(abar_t) is tiny (near t = T
+        on the cosine schedule, about 5e-5, where float32 would lose it). Classifier-free guidance of this
+        eps is guidance of x0_theta: at a fixed x_t each is an affine function of the other."""
+        def eps_fn(x_t, t, cond):
+            x0 = np.asarray(x0_fn(x_t, t, cond), np.float64)
+            # eps = (x_t - sqrt(abar_t) x0_theta) / sqrt(1 - abar_t)
+            return self.eps_from_x0(np.asarray(x_t, np.float64), t, x0)
+        return eps_fn
 
     def ancestral_step(self, x_t, t, eps, z):
         """x_t -> x_{t-1}, with z ~ N(0, I) like x_t (beta~ is 0 at the last step, t = 0: no noise)."""

@@ -29,9 +29,9 @@ try:  # Ctrl-C while the modules load (NumPy, the models) is one line, status 13
     import numpy as np
 
     from . import data, io, text
-    from .cli import OneLineParser, UsageError, finite_number, run_command, whole_number
+    from .cli import OneLineParser, UsageError, finite_number, parse_settings, run_command, whole_number
     from .diffusion import SAMPLERS
-    from .models import build_model, load_model
+    from .models import build_model, load_model, set_sample_settings
 except KeyboardInterrupt:
     if __name__ != "__main__":
         raise
@@ -418,6 +418,71 @@ def bayes_classifier(model, dataset, ks=(1, 10, 100), n=None, judge=True):
     return rows
 
 
+def prior_benchmark(model, dataset, n_per_prompt=PROMPT_N, seed=PROMPT_SEED, settings=None):
+    """The prior of unCLIP on its own: for every prompt of prompt_suite, n_per_prompt image embeddings z drawn
+    by the prior (model.prior_sample), compared by cosine with the CLIP image embeddings e_j of the test
+    split (model.image_embedding):
+
+        prior_class_cosine     mean_j cos(z, e_j) over the test images of the prompt's class
+        prior_random_cosine    mean_j cos(z, e_j) over all test images (a random test image)
+        prior_class_top1       the class whose test images are nearest on average is the prompt's
+    the same for the text embedding itself (text_*: what the decoder gets with decode_from=text), and for a
+    test image's own embedding against the other test images (image_*: what a real image embedding gets)."""
+    suite = prompt_suite(dataset)
+    prompts = list(np.repeat([r["prompt"] for r in suite], n_per_prompt))
+    labels = np.repeat([r["label"] for r in suite], n_per_prompt)
+    x, y = data.load_dataset(dataset, "test")
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)
+    e = unit(model.image_embedding(x).astype(np.float64))                   # (N, D)
+    counts = np.bincount(y, minlength=data.N_CLASSES)
+    sums = np.stack([e[y == c].sum(axis=0) for c in range(data.N_CLASSES)])  # (10, D)
+    class_mean, all_mean = sums / counts[:, None], e.mean(axis=0)           # mean_j e_j per class, overall
+    model.rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    drawn = model.prior_sample(prompts)
+    wall = time.perf_counter() - t0
+    results = {"suite": f"prompts-v{PROMPT_SUITE_VERSION}", "model": model.name, "dataset": dataset,
+               "n_per_prompt": n_per_prompt, **(settings or {}), "embeddings": len(prompts)}
+    for name, z in (("prior", drawn), ("text", model.text_embedding(prompts))):
+        z = unit(np.asarray(z, np.float64))
+        per_class = z @ class_mean.T                                         # (n, 10): mean cosine per class
+        results[f"{name}_class_cosine"] = round(float(per_class[np.arange(len(z)), labels].mean()), 4)
+        results[f"{name}_random_cosine"] = round(float((z @ all_mean).mean()), 4)
+        results[f"{name}_class_top1"] = round(float((per_class.argmax(axis=1) == labels).mean()), 4)
+    # a test image against the others of its class (itself left out) and against all of them
+    own = ((e * (sums[y] - e)).sum(axis=1) / (counts[y] - 1)).mean()
+    results.update({"image_class_cosine": round(float(own), 4),
+                    "image_random_cosine": round(float((e @ all_mean).mean()), 4),
+                    "embeddings_per_s": round(len(prompts) / wall, 2)})
+    return results
+
+
+def variation_benchmark(model, dataset, n=500, per_image=8, seed=PROMPT_SEED, **sampling):
+    """Variations (unCLIP): the first n test images, per_image variations each (model.vary), judged:
+
+        class_accuracy          the judge sees the source image's class in the variation
+        agreement_<attribute>   the variation's caption bin (text.attribute_words) is the source's
+        base_<attribute>        the same for a random test image of the source's class (a model that kept
+                                the class alone), as base_rate computes it
+        images_per_s            wall-clock speed"""
+    x, y = data.load_dataset(dataset, "test")
+    x, y = x[:n], y[:n]
+    model.rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    varied = model.vary(x, per_image, **sampling)                            # (n per_image, 1, 28, 28)
+    wall = time.perf_counter() - t0
+    labels = np.repeat(y, per_image)
+    results = {"model": model.name, "dataset": dataset, "n": len(x), "per_image": per_image, **sampling,
+               "class_accuracy": round(float((load_judge(dataset).predict(varied) == labels).mean()), 4)}
+    source, made = text.attribute_words(x, dataset), text.attribute_words(varied, dataset)
+    for name in text.CAPTION_BINS[data._canonical_name(dataset)]:
+        words = np.repeat(source[name], per_image)
+        results[f"agreement_{name}"] = round(float((made[name] == words).mean()), 4)
+        results[f"base_{name}"] = round(base_rate([name] * len(x), source[name], y, dataset), 4)
+    results["images_per_s"] = round(len(varied) / wall, 2)
+    return results
+
+
 def edit_benchmark(model, dataset, n=500, mask="lower", seed=PROMPT_SEED, **sampling):
     """Editing (GLIDE): the first n test images, the `mask` region redrawn for the prompt of another class
     ("a digit three" for a seven: label + 1 + i mod 9), the rest kept:
@@ -518,7 +583,7 @@ def prompts_command(args):
     T = getattr(model.config, "T", None)
     if args.steps is not None and T is not None and args.steps > T:
         raise UsageError(f"--steps {args.steps}: {model.name} has T = {T} diffusion steps; valid: 1..{T}")
-    settings = {}
+    settings = set_sample_settings(model, parse_settings(args.set))    # --set: the model's sampling settings
     for option, field in (("--top-k", "top_k"), ("--temperature", "temperature")):
         value = getattr(args, field)
         if value is not None:
@@ -622,6 +687,23 @@ def _main(argv):
                                                           "0: all; default the checkpoint's)")
     p.add_argument("--temperature", type=finite_number(0, strict=True), help="token sampling temperature "
                                                                              "(token models; default the checkpoint's)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a sampling setting of the model, written into the row (unclip: decode_from=text, "
+                        "prior_candidates=1, ...)")
+    q = sub.add_parser("prior", help="unCLIP's prior: cosine of its embeddings to test images of the prompt's "
+                                     "class and to random ones, beside the text embedding's")
+    q.add_argument("--checkpoint", required=True)
+    q.add_argument("--n-per-prompt", type=whole_number(1), default=PROMPT_N, help=f"embeddings per prompt of "
+                                                                                 f"the suite (default {PROMPT_N})")
+    q.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a sampling setting of the model (prior_candidates=1, prior_guidance=2, ...)")
+    v = sub.add_parser("variations", help="unCLIP's variations of test images: the source's class and caption "
+                                          "bins kept?")
+    v.add_argument("--checkpoint", required=True)
+    v.add_argument("--n", type=whole_number(1), default=500, help="test images (default 500)")
+    v.add_argument("--per-image", type=whole_number(1), default=8, help="variations per image (default 8)")
+    v.add_argument("--guidance", type=finite_number(0, strict=False), help="guidance scale (default the model's)")
+    v.add_argument("--steps", type=whole_number(1), default=50, help="DDIM steps (default 50)")
     e = sub.add_parser("edits", help="editing: the lower half of test images redrawn for another class's prompt")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--n", type=whole_number(1), default=500, help="test images (default 500)")
@@ -651,6 +733,25 @@ def _main(argv):
             for row in rows[-2 if i == len(args.k) - 1 else -1:]:
                 print(json.dumps(row), flush=True)
         print(markdown_table(rows))
+    elif args.command in ("prior", "variations"):
+        model = _load_any(args.checkpoint)
+        need = "prior_sample" if args.command == "prior" else "vary"
+        if not hasattr(model, need):
+            raise UsageError(f"{args.command}: --checkpoint {args.checkpoint} holds a {model.name}, which has no "
+                             f"{'prior' if args.command == 'prior' else 'variations'} (unclip has)")
+        cpu0 = time.process_time()
+        if args.command == "prior":
+            settings = set_sample_settings(model, parse_settings(args.set))
+            load_judge(model.dataset)
+            row = prior_benchmark(model, model.dataset, args.n_per_prompt, settings=settings)
+        else:
+            if args.steps > model.config.T:
+                raise UsageError(f"--steps {args.steps}: {model.name} has T = {model.config.T} diffusion steps")
+            load_judge(model.dataset)
+            row = variation_benchmark(model, model.dataset, args.n, args.per_image, steps=args.steps,
+                                      **({"guidance": args.guidance} if args.guidance is not None else {}))
+        print(json.dumps(row))
+        print(f"CPU seconds: {time.process_time() - cpu0:.0f}")
     elif args.command == "edits":
         model = _load_any(args.checkpoint)
         if not hasattr(model, "edit"):

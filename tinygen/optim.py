@@ -313,8 +313,9 @@ class EMA:
 
         shadow = decay shadow + (1 - decay) param      after every update()
 
-    Buffers (e.g. BatchNorm statistics) are copied, not averaged. The shadow starts as a copy of the
-    model. `with ema.average_parameters(model):` swaps the averages in and restores the weights after.
+    Buffers (e.g. BatchNorm statistics) are copied, not averaged, and so are frozen parameters
+    (requires_grad False: a trained stage a model builds on, which the average would move by rounding,
+    d p + (1 - d) p != p in float32). The shadow starts as a copy of the model. `with ema.average_parameters(model):` swaps the averages in and restores the weights after.
 
     warmup=True: the n-th update (n = 0, 1, ...) uses decay_n = min(decay, (1 + n) / (10 + n)), so that a
     short run averages over the steps it has instead of staying near its initial weights."""
@@ -345,6 +346,9 @@ class EMA:
             s = self.shadow[n]
             if backend.device_of(s) != backend.device_of(p.data):  # the model moved to another device
                 s = self.shadow[n] = backend.to_device(s, backend.device_of(p.data))
+            if not p.requires_grad:  # frozen: kept as it is
+                s[...] = p.data
+                continue
             s *= d
             s += (1 - d) * p.data
         self.buffers = {n: b.copy() for n, b in model.named_buffers()}

@@ -11,6 +11,7 @@ reloads and samples every registered model with the class's `tiny_config`.
     load_model(checkpoint)         the trained model of a checkpoint (EMA weights where kept), and its meta
     save_model(model, path)        the weights, EMA and config of a model, for load_model
     load_stage(path, name, ...)    a trained model that a later one builds on (DALL-E's dVAE), checked
+    set_sample_settings(model, s)  change the Config fields a trained model's sampling alone reads
 """
 from dataclasses import asdict
 from pathlib import Path
@@ -85,3 +86,22 @@ def load_stage(path, name, field, user):
     if not Path(path).is_file():
         raise ValueError(f"--set {field}={path}: no such checkpoint; {make}")
     return load_model(path, name)[0]
+
+
+def set_sample_settings(model, settings):
+    """Change settings of a trained model that its sampling alone reads (`--set FIELD=VALUE` of `sample` and
+    of the prompt benchmark: unCLIP's decode_from, prior_candidates, ...): only the Config fields its class
+    lists in `sample_settings`, each checked as build_model checks it, then the whole config (check_values,
+    the model's check_config). The weights are unchanged. Returns the settings as set (a dict)."""
+    allowed = tuple(getattr(model, "sample_settings", ()))
+    defaults = asdict(type(model.config)())
+    done = {}
+    for key, value in settings.items():
+        if key not in allowed:
+            raise ValueError(f"--set {key}: not a sampling setting of {model.name} (its sampling settings: "
+                             f"{', '.join(allowed) or 'none'})")
+        done[key] = check_field(key, value, defaults[key])
+        setattr(model.config, key, done[key])
+    check_values(model.config)
+    model.check_config(model.config)
+    return done

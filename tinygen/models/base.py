@@ -174,6 +174,7 @@ class Model(nn.Module):
     name = "model"
     conditional = False  # True when sample() takes labels
     sample_options = ()  # the CLI's sampling options sample() takes: "label", "prompt", "guidance", "steps"
+    sample_settings = ()  # Config fields that sampling alone reads: --set FIELD=VALUE of sample and the benchmark
     dataset = "mnist"  # the dataset it is trained on (set by the trainer and by load_model)
     image_range = "unit"  # "unit" [0, 1], "signed" [-1, 1] or "binary" {0, 1}: what prepare_batch feeds
     tiny_config = None  # a registered model sets it: see the module docstring

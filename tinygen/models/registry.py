@@ -29,6 +29,7 @@ MODULES = {
     "dit": "tinygen.models.dit:DiT",
     "dalle": "tinygen.models.dalle:DALLE",
     "glide": "tinygen.models.glide:GLIDE",
+    "unclip": "tinygen.models.unclip:UnCLIP",
 }
 
 _NAMES = {target: name for name, target in MODULES.items()}  # "module:Class" -> name
