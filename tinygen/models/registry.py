@@ -29,6 +29,7 @@ MODULES = {
     "dit": "tinygen.models.dit:DiT",
     "dalle": "tinygen.models.dalle:DALLE",
     "glide": "tinygen.models.glide:GLIDE",
+    "stable_diffusion": "tinygen.models.stable_diffusion:StableDiffusion",
 }
 
 _NAMES = {target: name for name, target in MODULES.items()}  # "module:Class" -> name
