@@ -15,6 +15,12 @@ def stages(tmp_path_factory):
     folder = tmp_path_factory.mktemp("stages")
     save_model(build_model("clip", get_model_class("clip").tiny_config), folder / "clip.npz")
     save_model(build_model("dvae", get_model_class("dvae").tiny_config), folder / "dvae.npz")
+    ld = build_model("latent_diffusion", get_model_class("latent_diffusion").tiny_config)
+    for p in ld.autoencoder.parameters():                          # not the weights a fresh model draws
+        p.data[...] += 0.5
+    save_model(ld, folder / "ld.npz")
+    save_model(build_model("latent_diffusion", {**get_model_class("latent_diffusion").tiny_config, "ae_steps": 5}),
+               folder / "ld-unfinished.npz")
     return folder
 
 
@@ -160,6 +166,30 @@ def test_a_checkpoint_loads_where_the_clip_file_is_not(stages, tmp_path):
                                   model.sample(2, prompt="a digit one", steps=2))
 
 
+def test_stage_one_can_come_from_a_latent_diffusion_run(stages, tmp_path):
+    import shutil
+    shutil.copy(stages / "ld.npz", tmp_path / "ld.npz")
+    model = build(stages, ae_steps=50, autoencoder=str(tmp_path / "ld.npz"))
+    ld = load_model(tmp_path / "ld.npz", "latent_diffusion")[0]
+    for k, v in ld.autoencoder.state_dict().items():
+        np.testing.assert_array_equal(model.autoencoder.state_dict()[k], v, err_msg=k)
+    assert model.config.ae_steps == 0 and model.config.autoencoder_loaded
+    logs = model.training_step(model.prepare_batch(*a_batch()), model.configure_optimizers())
+    assert "loss" in logs and model.latent_std[0] != 1               # stage 2 from the first step
+    save_model(model, tmp_path / "sd.npz")
+    (tmp_path / "ld.npz").unlink()                                  # the stage moved away: the checkpoint has it
+    loaded, _ = load_model(tmp_path / "sd.npz", "stable_diffusion")
+    for k, v in ld.autoencoder.state_dict().items():  # (the EMA of a constant, up to float32 rounding)
+        np.testing.assert_allclose(loaded.autoencoder.state_dict()[k], v, rtol=1e-5, atol=1e-7, err_msg=k)
+    with pytest.raises(ValueError, match="has trained 0 of its 5 steps"):
+        build(stages, autoencoder=str(stages / "ld-unfinished.npz"))
+    with pytest.raises(ValueError, match="ae_width=4, this model 8 \\(--set ae_width=4\\)"):
+        build(stages, ae_width=8, autoencoder=str(stages / "ld.npz"))
+    from tinygen.io import CheckpointError
+    with pytest.raises(CheckpointError, match="holds a 'clip' model, not 'latent_diffusion'"):
+        build(stages, autoencoder=str(stages / "clip.npz"))
+
+
 # ---------------------------------------------------------------------- from the command line
 def _cli(main, argv, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -185,6 +215,8 @@ def test_missing_stages_and_bad_prompts_are_one_line_errors(stages, tmp_path, ca
     train = ["train", "stable_diffusion", "--max-steps", "1", "--out", str(tmp_path / "run")]
     assert "--set clip=PATH" in _cli(main, train, capsys)
     assert "no such checkpoint" in _cli(main, train + ["--set", f"clip={tmp_path / 'none.npz'}"], capsys)
+    assert "--set autoencoder=" in _cli(main, train + ["--set", f"clip={stages / 'clip.npz'}", "--set",
+                                                       f"autoencoder={tmp_path / 'none.npz'}"], capsys)
     assert not (tmp_path / "run").exists()
 
 

@@ -33,6 +33,9 @@ probability p_uncond (the paper's 10%); the empty caption's CLIP tokens are the 
 The captions come from text.captions (words dropped at random) without the pairs of text.HOLDOUT, so
 the prompt benchmark can ask whether the model composes words it never saw together.
 
+Stage 1 is trained in the same run for ae_steps steps, as latent_diffusion.py trains it; or it is taken
+from a latent_diffusion run that has trained it, named with --set autoencoder=PATH (DiT's convention).
+
 Recipe (Config): the autoencoder of latent_diffusion.py (width 32, kl_weight 0.01) for 2,000 steps;
 then the latent U-Net at base 64 (7x7 only), a spatial transformer of 1 block and 4 heads on CLIP's
 64-wide token outputs; the caption dropped with p = 0.1; T = 1000 (linear betas); Adam 1e-3, batch 64,
@@ -41,6 +44,7 @@ docs/models/stable_diffusion.md.
 
     python -m tinygen train clip                                                    (the text encoder)
     python -m tinygen train stable_diffusion --set clip=runs/clip-mnist/last.npz
+    python -m tinygen train stable_diffusion --set clip=runs/clip-mnist/last.npz --set autoencoder=runs/ld-ae/last.npz
     python -m tinygen sample stable_diffusion --checkpoint runs/stable_diffusion-mnist/last.npz \\
         --prompt "a thick digit seven" --guidance 4 --steps 50
     python -m tinygen.evaluate prompts --checkpoint runs/stable_diffusion-mnist/last.npz --guidance 4 --steps 50
@@ -66,6 +70,9 @@ class StableDiffusionConfig(LatentDiffusionConfig):
     p_uncond: float = 0.1        # the caption replaced by "" with this probability
     clip: str = ""               # the CLIP checkpoint (python -m tinygen train clip); required
     clip_config: dict = None     # its Config, recorded when it is loaded (its weights are in ours)
+    autoencoder: str = ""        # a latent_diffusion run past its stage 1, whose autoencoder is used (then
+                                 # ae_steps becomes 0); "": stage 1 is trained here first, for ae_steps steps
+    autoencoder_loaded: bool = False  # set once its weights are copied in: a checkpoint then carries them
     heads: int = 4               # the spatial transformer's attention heads
     transformer_depth: int = 1   # its blocks (self-attention, cross-attention, MLP)
     holdout: bool = True         # captions without the pairs of text.HOLDOUT
@@ -122,9 +129,25 @@ class StableDiffusion(LatentDiffusion):
             c.clip_config = self.clip.config_dict()
         self.clip.requires_grad_(False)
         self.tokenizer = self.clip.tokenizer
+        if c.autoencoder and not (c.autoencoder_loaded and not Path(c.autoencoder).is_file()):
+            self.load_autoencoder(c.autoencoder)
         width = c.base_channels * c.channel_mult[-1]
         block = SpatialTransformer(width, self.clip.config.text_dim, c.heads, c.transformer_depth)
         return UNet(c.latent_channels, c.base_channels, tuple(c.channel_mult), 0, c.dropout, attention=block)
+
+    def load_autoencoder(self, path):
+        """Stage 1 from a latent_diffusion run that has trained it (`python -m tinygen train latent_diffusion
+        --max-steps 2000 --out runs/ld-ae`, as DiT's): its autoencoder copied in, and no stage 1 here."""
+        c, stage = self.config, load_stage(path, "latent_diffusion", field="autoencoder", user=self.name)
+        if stage.steps_done[0] < stage.config.ae_steps:
+            raise ValueError(f"--set autoencoder={path}: its autoencoder has trained {int(stage.steps_done[0])} of "
+                             f"its {stage.config.ae_steps} steps; train that run on to the end of its stage 1")
+        for key in ("ae_width", "latent_channels"):
+            if getattr(stage.config, key) != getattr(c, key):
+                raise ValueError(f"--set autoencoder={path}: its autoencoder has {key}={getattr(stage.config, key)}, "
+                                 f"this model {getattr(c, key)} (--set {key}={getattr(stage.config, key)})")
+        self.autoencoder.load_state_dict(stage.autoencoder.state_dict())
+        c.ae_steps, c.autoencoder_loaded = 0, True
 
     # ------------------------------------------------------------------ captions
     def caption_ids(self, prompts):
