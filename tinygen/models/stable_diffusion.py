@@ -107,7 +107,8 @@ class StableDiffusion(LatentDiffusion):
     """Stable Diffusion: latent diffusion with cross-attention to a frozen CLIP text encoder's tokens, CFG."""
     Config = StableDiffusionConfig
     sample_options = ("prompt", "guidance", "steps")
-    stages = {"clip": "clip"}     # config field -> the model its checkpoint holds (tinygen.models.load_stage)
+    stages = {"clip": "clip"}     # config field -> the model its checkpoint holds (tinygen.models.load_stage);
+                                  # the optional one: autoencoder -> latent_diffusion
     tiny_config = {"T": 5, "ae_width": 4, "base_channels": 8, "batch_size": 8, "ae_steps": 0, "sample_steps": 2,
                    "heads": 2}
 
