@@ -212,11 +212,23 @@ class CLIP(Model):
     @inference
     def encode_text(self, texts, batch_size=2000):
         """Unit text embeddings (N, embed_dim), NumPy, of a list of strings (or token ids (N, L))."""
-        if isinstance(texts, str):
-            raise TypeError("CLIP.encode_text: expected a list of strings, got one string (wrap it in a list)")
-        ids = np.asarray(texts) if isinstance(texts, np.ndarray) else self.tokenizer.batch(list(texts))
+        ids = self._ids(texts, "encode_text")
         return np.concatenate([self.text_features(ids[i:i + batch_size]).numpy()
                                for i in range(0, len(ids), batch_size)])
+
+    @inference
+    def encode_text_tokens(self, texts, batch_size=2000):
+        """The text transformer's output at every position (N, L, text_dim), NumPy, of a list of strings (or
+        token ids (N, L)): the per-token features a text-to-image model cross-attends to (Stable Diffusion).
+        The positions after a row's <end> hold the padding's outputs (the causal mask lets them see the text)."""
+        ids = self._ids(texts, "encode_text_tokens")
+        return np.concatenate([self.text_encoder.token_outputs(ids[i:i + batch_size])[0].numpy()
+                               for i in range(0, len(ids), batch_size)])
+
+    def _ids(self, texts, method):
+        if isinstance(texts, str):
+            raise TypeError(f"CLIP.{method}: expected a list of strings, got one string (wrap it in a list)")
+        return np.asarray(texts) if isinstance(texts, np.ndarray) else self.tokenizer.batch(list(texts))
 
     def score(self, images, texts):
         """Cosine similarities I_e . T_e (N images, M texts), in [-1, 1]; times exp(tau) they are the

@@ -117,7 +117,9 @@ class UNet(nn.Module):
     the way up; a strided conv halves, nearest upsampling doubles; attention at the lowest resolution.
     Labels index an embedding of num_classes + 1 rows: the last row is the null label.
     Text conditioning (GLIDE): cond_emb (B, 4 base) is added to the time embedding, and with context_dim
-    the attention layer also attends to a context (B, S, context_dim) (AttentionBlock)."""
+    the attention layer also attends to a context (B, S, context_dim) (AttentionBlock).
+    attention: True (AttentionBlock), False (none), or a module of the caller's for that layer, called as
+    block(h, context, context_mask) on (B, base mult[-1], H, W) (stable_diffusion: a spatial transformer)."""
 
     def __init__(self, in_channels=1, base=16, mult=(1, 2, 4), num_classes=0, dropout=0.0, attention=True,
                  context_dim=None):
@@ -135,7 +137,10 @@ class UNet(nn.Module):
             self.downsample.append(nn.Identity() if last else nn.Conv2d(w, widths[i + 1], 3, stride=2, padding=1))
             c = w if last else widths[i + 1]
         self.mid1, self.mid2 = ResBlock(c, c, emb_dim, dropout), ResBlock(c, c, emb_dim, dropout)
-        self.mid_attn = AttentionBlock(c, context_dim=context_dim) if attention else None
+        if isinstance(attention, nn.Module):  # the caller's block, called as block(h, context, context_mask)
+            self.mid_attn = attention
+        else:
+            self.mid_attn = AttentionBlock(c, context_dim=context_dim) if attention else None
         for w in reversed(widths):
             self.up.append(ResBlock(c + w, w, emb_dim, dropout))              # input: upsampled h with the skip
             c = w

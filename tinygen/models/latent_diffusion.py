@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 import autograd.functional as F
-from autograd import Tensor
+from autograd import Tensor, no_grad
 from .. import data, nn, optim
 from ..io import save_image_grid
 from .base import inference, optimizer_step
@@ -102,8 +102,17 @@ class LatentDiffusion(DiffusionModel):
         self.autoencoder = KLAutoencoder(c.ae_width, c.latent_channels)
         self.register_buffer("latent_std", np.ones(1, np.float32))      # std(z), measured at the switch
         self.register_buffer("steps_done", np.zeros(1, np.float32))     # training steps so far (both stages)
-        net = UNet(c.latent_channels, c.base_channels, tuple(c.channel_mult), c.num_classes, c.dropout)
-        self.setup_diffusion(net, (c.latent_channels, 7, 7), clip_x0=False)
+        self.setup_diffusion(self.latent_unet(), (c.latent_channels, 7, 7), clip_x0=False)
+
+    def latent_unet(self):
+        """eps_theta on the latents: ddpm.py's U-Net at 7x7, label-conditioned when num_classes > 0."""
+        c = self.config
+        return UNet(c.latent_channels, c.base_channels, tuple(c.channel_mult), c.num_classes, c.dropout)
+
+    def diffusion_condition(self, y):
+        """The condition of the diffusion stage from a batch's second half: the labels (None when trained
+        unconditionally); a text-conditioned subclass reads captions here."""
+        return y if self.config.num_classes else None
 
     def configure_optimizers(self):
         return {"ae": optim.Adam(self.autoencoder.parameters(), lr=self.config.lr),
@@ -126,7 +135,8 @@ class LatentDiffusion(DiffusionModel):
     def encode(self, x):
         """Scaled latents z' = mu(x) / std(z) (B, C, 7, 7) as NumPy (the mean of q(z|x): the paper
         samples z; at this KL weight sigma is small and the mean is the less noisy target)."""
-        mu, _ = self.autoencoder.encoder(Tensor(x))
+        with no_grad():  # NumPy out: no graph (stage 2 trains the U-Net alone)
+            mu, _ = self.autoencoder.encoder(Tensor(x))
         return mu.numpy() / self.latent_std[0]
 
     def decode(self, z_scaled):
@@ -150,7 +160,7 @@ class LatentDiffusion(DiffusionModel):
         if self.steps_done[0] == self.config.ae_steps + 1:  # the first stage-2 step: measure std(z), start the EMA
             self.latent_std[0] = np.float32(self.encode(x.numpy()).std())
             self.ema = optim.EMA(self, decay=self.config.ema_decay, warmup=True)
-        loss = self.diffusion_loss(self.encode(x.numpy()), labels if self.config.num_classes else None)
+        loss = self.diffusion_loss(self.encode(x.numpy()), self.diffusion_condition(labels))
         norm = optimizer_step(loss, optimizers["main"], self.config.grad_clip)
         self.ema.update()
         return {"loss": loss.item(), **({"grad_norm": norm} if norm is not None else {})}

@@ -30,6 +30,7 @@ MODULES = {
     "dalle": "tinygen.models.dalle:DALLE",
     "glide": "tinygen.models.glide:GLIDE",
     "unclip": "tinygen.models.unclip:UnCLIP",
+    "stable_diffusion": "tinygen.models.stable_diffusion:StableDiffusion",
 }
 
 _NAMES = {target: name for name, target in MODULES.items()}  # "module:Class" -> name
