@@ -369,7 +369,9 @@ def test_nan_test_metrics_stop_before_the_epoch_checkpoint(tmp_path):
     model = build_model("vae", {"hidden": 32, "latent_dim": 2, "batch_size": 16, "lr": 1e30})
     with np.errstate(all="ignore"), pytest.raises(TrainingError, match=r"non-finite test metrics \{'test_neg_elbo': nan"):
         fit(tmp_path, max_steps=1, model=model, evaluate=True)
-    assert not (tmp_path / "last.npz").exists() and not (tmp_path / "summary.json").exists()
+    assert not (tmp_path / "last.npz").exists()
+    summary = json.loads((tmp_path / "summary.json").read_text())   # the stop is recorded, for the report
+    assert summary["diverged"].startswith("non-finite test metrics {'test_neg_elbo': nan") and summary["steps"] == 1
 
 
 def test_resume_after_kill_removes_temporaries_and_does_not_log_a_step_twice(tmp_path):

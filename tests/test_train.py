@@ -81,6 +81,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
         Trainer(model, options).fit()
     _, meta = io.load_checkpoint(tmp_path / "last.npz")
     assert meta["step"] == 3
+    summary = json.loads((tmp_path / "summary.json").read_text())     # the stop, as the report reads it
+    assert summary["diverged"].startswith("non-finite {'loss': nan} at step 5") and summary["steps"] == 4
 
 
 def test_resume_refuses_a_different_config(tmp_path):
