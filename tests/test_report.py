@@ -73,7 +73,7 @@ def cells(text, model):
 def test_rows_units_stability_and_a_diverged_run(runs, small_test_split, tmp_path, capsys):
     out = tmp_path / "report.md"
     out.write_text(report.MARK + "\nan earlier report\n")          # its own file: replaced
-    assert main(["report", "--runs", str(runs), "--out", str(out), "--n", "20", "--families"]) == 0
+    assert main(["report", "--runs", str(runs), "--out", str(out), "--n", "20"]) == 0
     text = out.read_text()
     assert text.splitlines()[0] == report.MARK and "an earlier report" not in text
     vae, gan = cells(text, "vae"), cells(text, "gan")

@@ -82,8 +82,9 @@ CLAIMS = {
 RULES = {
     "likelihood": "exact (evaluate_nll's figure is log p itself) -> good; a bound (ELBO, IWAE) -> fair; "
                   "none computed -> none",
-    "stability": f"over at least 2 seeds: a run diverged or collapsed -> poor; else the spread of the headline "
-                 f"figure over its mean: <= 5% -> good, <= 15% -> fair, more -> poor; fewer seeds -> not measured",
+    "stability": "over at least 2 runs of the recipe: a run diverged or collapsed -> poor; else, over at least 2 "
+                 "seeds measured, the spread of the headline figure over its mean: <= 5% -> good, <= 15% -> fair, "
+                 "more -> poor; fewer -> not measured",
     "fidelity": "FID-judge (same n) against the best of the families' rows: <= 1.5x -> good, <= 4x -> fair, "
                 "more -> poor",
     "speed": "images/s on this CPU: >= 100 -> good, >= 10 -> fair, less -> poor",
@@ -372,6 +373,25 @@ def headline(metrics):
     return None, None
 
 
+def load_run(folder, runs):
+    """The trained model of a run folder and its meta. A stage it names by a relative path (DALL-E's
+    --set dvae=runs/dvae-mnist/last.npz) is read from the current folder, else from the folder the runs
+    were trained from, the parent of `runs`."""
+    checkpoint = Path(folder).resolve() / "last.npz"
+    try:
+        return models.load_model(checkpoint)
+    except ValueError as error:
+        base = Path(runs).resolve().parent
+        if "no such checkpoint" not in str(error) or base == Path.cwd().resolve():
+            raise
+    here = os.getcwd()
+    os.chdir(base)
+    try:
+        return models.load_model(checkpoint)
+    finally:
+        os.chdir(here)
+
+
 # ---------------------------------------------------------------------- rows
 @dataclass
 class Row:
@@ -428,7 +448,7 @@ def collect(runs, names, n, seed, failures=None, progress=print):
             cpu0 = time.process_time()
             progress(f"evaluating {run.folder} ({run.model}, seed {run.seed}) ...", flush=True)
             try:
-                model, meta = models.load_model(run.folder / "last.npz")
+                model, meta = load_run(run.folder, runs)
                 run.metrics = measure(model, meta["dataset"], n, seed)
             except library_errors() as error:
                 run.error = " ".join(str(error).split())
@@ -651,7 +671,7 @@ def report_command(args):
         todo = plan(runs, names)
     rows = collect(runs, names, args.n, args.seed, failures)
     command = " ".join(["python -m tinygen report", f"--runs {args.runs}", f"--n {args.n}", f"--seed {args.seed}"]
-                       + (["--families"] if args.families else [f"--models {' '.join(args.models)}"] * bool(args.models)))
+                       + (["--families"] if args.families else ["--models " + " ".join(args.models)] if args.models else []))
     pending = [p for p in todo if p.action in ("train", "resume")]
     text = render(rows, args.runs, args.n, args.seed, command, describe_plan(pending) if pending else None)
     check_out(out)  # again: a file put there while the runs were evaluated is not replaced either
