@@ -106,6 +106,9 @@ def test_dry_run_prints_the_plan_with_cpu_estimates_and_writes_nothing(runs, tmp
     shutil.copytree(runs, work)
     shutil.copytree(work / "vae-mnist", work / "vae-mnist-seed9")     # not a planned folder: not touched
     (work / "vae-mnist-seed2" / "summary.json").unlink()             # what kill -9 leaves: resumed
+    summary = json.loads((work / "vae-mnist-seed1" / "summary.json").read_text())   # what Ctrl-C leaves
+    (work / "vae-mnist-seed1" / "summary.json").write_text(json.dumps({**summary, "interrupted": "SIGINT",
+                                                                       "cpu_seconds": 300.0}))
     before = sorted(p.relative_to(work) for p in work.rglob("*"))
     out = tmp_path / "report.md"
     assert main(["report", "--runs", str(work), "--families", "--dry-run", "--out", str(out)]) == 0
@@ -113,10 +116,11 @@ def test_dry_run_prints_the_plan_with_cpu_estimates_and_writes_nothing(runs, tmp
     lines = {tuple(line.split()[:4]): line for line in plan.splitlines()[1:]}
     assert "done" in lines[("done", "vae", "seed", "0")] and "finished" in lines[("done", "vae", "seed", "0")]
     assert re.search(r"vae-mnist-seed2 +770 CPU s +unfinished", lines[("resume", "vae", "seed", "2")])
+    assert re.search(r"vae-mnist-seed1 +470 CPU s +stopped by SIGINT", lines[("resume", "vae", "seed", "1")])
     assert "diverged: not trained again" in lines[("skip", "gan", "seed", "1")]
     assert re.search(r"dcgan-mnist-seed2 +3,474 CPU s +missing", lines[("train", "dcgan", "seed", "2")])
-    expected = 462 + 3 * 3474 + 770 + 3 * 3500 + 3 * 3713         # gan seed 2, dcgan, vae seed 2, ddpm, realnvp
-    assert plan.splitlines()[0] == (f"plan: 11 run(s) to train, expected {expected:,} CPU s = "
+    expected = 462 + 3 * 3474 + 470 + 770 + 3 * 3500 + 3 * 3713   # gan seed 2, dcgan, vae 1 and 2, ddpm, realnvp
+    assert plan.splitlines()[0] == (f"plan: 12 run(s) to train, expected {expected:,} CPU s = "
                                     f"{expected / 3600:.1f} CPU-hours (docs/results.md's recorded times)")
     assert not out.exists() and sorted(p.relative_to(work) for p in work.rglob("*")) == before
 

@@ -142,7 +142,8 @@ RECIPES = (
     Recipe("igpt", 3228, "| 3,228 s training (one BLAS thread"),
     # DiT's stage is the autoencoder of a latent_diffusion run, frozen after its ae_steps (2,000 steps)
     Recipe("latent_diffusion", 1000, "The latent diffusion recipe (6 epochs) takes about 1,000 CPU s in all."),
-    Recipe("dit", 1128, "DiT 1,128 s (one BLAS thread", settings=(("autoencoder", "{runs}/latent_diffusion-mnist/last.npz"),)),
+    Recipe("dit", 1128, "DiT 1,128 s (one BLAS thread",
+           settings=(("autoencoder", "{runs}/latent_diffusion-mnist/last.npz"),)),
     Recipe("clip", 648, "| 648 s (epochs 1-6 on the loaded machine"),
     Recipe("dvae", 3414, "| 3,414 s (one BLAS thread, two to four jobs on the 2 cores) |"),
     Recipe("dalle", 2597, "| 2,597 s (+ the dVAE's 2,969 s)", settings=(("dvae", "{runs}/dvae-mnist/last.npz"),)),
@@ -270,8 +271,8 @@ def plan(runs, names):
                 elif summary and "interrupted" not in summary:
                     p.action, p.why = "done", "finished"
                 else:
-                    p.action, p.why = "resume", summary.get("interrupted") and f"stopped by {summary['interrupted']}" \
-                        or "unfinished (no summary.json)"
+                    stopped = summary.get("interrupted")
+                    p.action, p.why = "resume", f"stopped by {stopped}" if stopped else "unfinished (no summary.json)"
                     if recipe.cpu_s is not None:  # the CPU it has had, where known
                         p.cpu_s = max(0.0, recipe.cpu_s - summary.get("cpu_seconds", 0.0))
             if p.action not in ("train", "resume"):
