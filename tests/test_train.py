@@ -82,6 +82,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
         Trainer(model, options).fit()
     _, meta = io.load_checkpoint(tmp_path / "last.npz")
     assert meta["step"] == 3
+    summary = json.loads((tmp_path / "summary.json").read_text())     # the stop, as the report reads it
+    assert summary["diverged"].startswith("non-finite {'loss': nan} at step 5") and summary["steps"] == 4
 
 
 def test_resume_refuses_a_different_config(tmp_path):
@@ -297,7 +299,9 @@ def test_nan_test_metrics_stop_before_the_epoch_checkpoint(tmp_path):
     model = build_model("vae", {"hidden": 32, "latent_dim": 2, "batch_size": 16, "lr": 1e30})
     with np.errstate(all="ignore"), pytest.raises(TrainingError, match=r"non-finite test metrics \{'test_neg_elbo': nan"):
         fit_with(tmp_path, max_steps=1, model=model, evaluate=True)
-    assert not (tmp_path / "last.npz").exists() and not (tmp_path / "summary.json").exists()
+    assert not (tmp_path / "last.npz").exists()
+    summary = json.loads((tmp_path / "summary.json").read_text())   # the stop is recorded, for the report
+    assert summary["diverged"].startswith("non-finite test metrics {'test_neg_elbo': nan") and summary["steps"] == 1
 
 
 def test_resume_after_kill_removes_temporaries_and_does_not_log_a_step_twice(tmp_path):

@@ -7,7 +7,7 @@
     python -m tinygen sample MODEL --checkpoint PATH --n 64 [--label 7] [--out FILE.png | FILE.npz]
     python -m tinygen edit glide --checkpoint PATH --image 0 --mask lower --prompt "a digit one"
     python -m tinygen vary unclip --checkpoint PATH --image 0 --n 8
-    python -m tinygen report
+    python -m tinygen report [--runs DIR] [--out FILE] [--n N] [--families | --models M ...] [--train] [--dry-run]
 
 Every refusal is one line on stderr that names the option or the file and says what is valid, with
 exit status 2: bad arguments (argparse's own errors, shortened to one line), values out of range
@@ -127,8 +127,10 @@ def parser():
     v.add_argument("--out", help="FILE.png (rows: the image, then its variations) or FILE.npz; default vary.png "
                                  "next to the checkpoint")
 
-    r = sub.add_parser("report", help="a table of the runs under a folder (their summary.json)")
-    r.add_argument("--runs", default="runs")
+    r = sub.add_parser("report", help="the overview's table measured on the runs under --runs: likelihood, "
+                                      "stability over seeds, FID-judge, images/s, CPU; writes docs/report.md")
+    from .report import add_arguments
+    add_arguments(r)
     return ap
 
 
@@ -307,15 +309,8 @@ def _main(argv):
             print(f"{name:18s} {summary}")
         return 0
     if args.command == "report":
-        rows = sorted(Path(args.runs).glob("*/summary.json"))
-        if not rows:
-            print(f"no runs with a summary.json under {args.runs}/")
-        for path in rows:
-            try:
-                print(json.dumps(json.loads(path.read_text())))
-            except json.JSONDecodeError as error:
-                raise UsageError(f"{path}: not valid JSON ({error})") from None
-        return 0
+        from .report import report_command
+        return report_command(args)
 
     _check_model(args.model)
     if args.command == "train":

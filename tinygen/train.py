@@ -8,7 +8,8 @@ line), the pictures, last.npz (the checkpoint) and summary.json. A checkpoint ho
 to continue exactly where the run stopped: weights, optimiser moments, EMA weights, the step and the
 position in the epoch, and the state of every random number generator, so that `--resume` gives the
 same losses as a run that was never interrupted (metrics.jsonl included). A non-finite loss stops the run
-with a message, leaving the last good checkpoint untouched.
+with a message, leaving the last good checkpoint untouched; its summary.json then says "diverged" (the
+message), which `python -m tinygen report` counts.
 
 Signals (Ctrl-C = SIGINT, kill = SIGTERM, a closed terminal = SIGHUP) finish the current step, skip the
 end-of-epoch evaluation and picture (they can take minutes; a resumed run does them first), save, write a
@@ -53,6 +54,11 @@ DATASETS = ("mnist", "fashion")
 
 class TrainingError(RuntimeError):
     """Training cannot go on (a non-finite loss, or a checkpoint that belongs to another run)."""
+
+
+class Diverged(TrainingError):
+    """A non-finite loss, weights or test metrics: the run stopped, its last good checkpoint kept, and its
+    summary.json says "diverged" (the message), so that a report counts it and does not train it again."""
 
 
 class Interrupted(KeyboardInterrupt):
@@ -171,7 +177,7 @@ class Trainer:
             io.flatten_state("ema", ema.state_dict(), arrays, scalars)
         bad = non_finite_arrays(arrays) + [k for k, v in scalars.items() if isinstance(v, float) and not math.isfinite(v)]
         if bad:
-            raise TrainingError(f"non-finite values after step {self.step} in {', '.join(bad[:3])}"
+            raise Diverged(f"non-finite values after step {self.step} in {', '.join(bad[:3])}"
                                 f"{f' and {len(bad) - 3} more' if len(bad) > 3 else ''}: not saved; "
                                 f"{self._last_good_message()}. Try a lower --lr or gradient clipping "
                                 f"(--set grad_clip=1).")
@@ -235,6 +241,9 @@ class Trainer:
         previous = self._install_signal_handlers()
         try:
             return self._fit()
+        except Diverged as error:  # the folder is written by then: its summary records the stop
+            self._write_summary(self.wall0, diverged=" ".join(str(error).split()))
+            raise
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -307,7 +316,7 @@ class Trainer:
                 schedules.append(optim.CosineSchedule(o, total))
                 schedules[-1].base_lrs = self.base_lrs[name]  # the recipe's lr, not one restored mid-decay
 
-        wall0 = time.time()
+        wall0 = self.wall0 = time.time()
         self._phase = "training"
         if self.evaluation_pending:  # a signal skipped the evaluation of the step the run stopped at
             self._end_of_epoch_and_save(test_x, test_y)
@@ -327,7 +336,7 @@ class Trainer:
                 logs = model.training_step(batch, self.optimizers)
                 bad = {k: v for k, v in logs.items() if isinstance(v, float) and not math.isfinite(v)}
                 if bad:
-                    raise TrainingError(f"non-finite {bad} at step {self.step + 1} (epoch {self.epoch + 1}); "
+                    raise Diverged(f"non-finite {bad} at step {self.step + 1} (epoch {self.epoch + 1}); "
                                         f"stopped: {self._last_good_message()}. Try a lower --lr or gradient "
                                         f"clipping (--set grad_clip=1).")
                 self.step += 1
@@ -387,10 +396,12 @@ class Trainer:
         finally:
             self._phase = phase
 
-    def _write_summary(self, wall0, interrupted=None):
-        """summary.json; an interrupted run's says so, so that `train && evaluate` scripts can tell."""
+    def _write_summary(self, wall0, interrupted=None, diverged=None):
+        """summary.json; an interrupted run's says so, so that `train && evaluate` scripts can tell, and a
+        diverged run's holds the message it stopped with."""
         summary = {"model": self.model.name, "dataset": self.opt.dataset, "steps": self.step,
                    **({"interrupted": interrupted} if interrupted else {}),
+                   **({"diverged": diverged} if diverged else {}),
                    "cpu_seconds": round(self.cpu_before + time.process_time() - self.cpu0, 1),
                    **({"cpu_counted_from_step": self.cpu_from_step} if self.cpu_from_step else {}),
                    "wall_seconds": round(time.time() - wall0, 1), **self.last_metrics}
@@ -417,7 +428,7 @@ class Trainer:
             metrics = model.evaluate(test_x, test_y)
             bad = {k: v for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)}
             if bad:
-                raise TrainingError(f"non-finite test metrics {bad} after step {self.step}: the weights have "
+                raise Diverged(f"non-finite test metrics {bad} after step {self.step}: the weights have "
                                     f"blown up and were not saved; {self._last_good_message()}. Try a lower --lr "
                                     f"or gradient clipping (--set grad_clip=1).")
             if metrics:
