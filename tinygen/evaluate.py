@@ -583,14 +583,14 @@ def prompts_command(args):
     T = getattr(model.config, "T", None)
     if args.steps is not None and T is not None and args.steps > T:
         raise UsageError(f"--steps {args.steps}: {model.name} has T = {T} diffusion steps; valid: 1..{T}")
-    settings = set_sample_settings(model, parse_settings(args.set))    # --set: the model's sampling settings
-    for option, field in (("--top-k", "top_k"), ("--temperature", "temperature")):
+    given = parse_settings(args.set)
+    for option, field in (("--top-k", "top_k"), ("--temperature", "temperature")):   # short for --set top_k=K
         value = getattr(args, field)
         if value is not None:
-            if not hasattr(model.config, field):
+            if field not in getattr(model, "sample_settings", ()):
                 raise UsageError(f"{option}: {model.name} does not sample tokens; it takes no {option}")
-            setattr(model.config, field, value)         # a sampling setting: the weights are unchanged
-            settings[field] = value                     # recorded in the row
+            given[field] = value
+    settings = set_sample_settings(model, given)    # the model's sampling settings, recorded in the row
     candidates, clip = args.candidates or [1], None
     if args.candidates and not hasattr(model, "rerank"):
         raise UsageError(f"--candidates: {model.name} does not re-rank its samples")

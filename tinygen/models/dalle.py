@@ -82,6 +82,7 @@ class DALLE(Model):
     """DALL·E: a causal transformer over caption tokens then dVAE image tokens; CLIP re-ranking."""
     Config = DALLEConfig
     sample_options = ("prompt",)
+    sample_settings = ("top_k", "temperature")  # --set at sampling (and --top-k, --temperature of the benchmark)
     stages = {"dvae": "dvae"}     # config field -> the model its checkpoint holds (tinygen.models.load_stage)
     tiny_config = {"dim": 16, "depth": 1, "num_heads": 2, "mlp_ratio": 2.0, "batch_size": 8, "top_k": 0}
 
