@@ -34,7 +34,8 @@ def test_importance_weighted_nll_and_units():
 def test_judge_is_shipped_accurate_and_fid_behaves(dataset):
     x_test, y_test = data.load_dataset(dataset, "test")
     judge = evaluate.load_judge(dataset)
-    acc = float((judge.predict(x_test) == y_test).mean())
+    predicted = judge.predict(x_test)
+    acc = float((predicted == y_test).mean())
     assert acc > (0.99 if dataset == "mnist" else 0.90)  # shipped: 99.24% / 90.59%
     # FID-judge on 2,000-image sets (the suite uses 10,000; the ordering shows at this size already)
     n = 2000
@@ -49,8 +50,8 @@ def test_judge_is_shipped_accurate_and_fid_behaves(dataset):
     noise = evaluate.frechet_distance(feats(rng.random(test.shape, dtype=np.float32)), f_test)
     assert same == pytest.approx(0.0, abs=1e-3)
     assert close < 0.05 * shuffled and close < 0.05 * noise
-    test = data.to_float(x_test)
-    assert evaluate.conditional_accuracy(test, y_test, dataset) == pytest.approx(acc)
+    # on the same 2,000 images: the accuracy the suite reports is the judge's, its coverage near ln 10
+    assert evaluate.conditional_accuracy(test, y_test[:n], dataset) == pytest.approx(float((predicted[:n] == y_test[:n]).mean()))
     assert evaluate.class_coverage(test, dataset) > 2.28  # test classes are balanced: close to ln 10
 
 
