@@ -147,7 +147,11 @@ RECIPES = (
     Recipe("clip", 648, "| 648 s (epochs 1-6 on the loaded machine"),
     Recipe("dvae", 3414, "| 3,414 s (one BLAS thread, two to four jobs on the 2 cores) |"),
     Recipe("dalle", 2597, "| 2,597 s (+ the dVAE's 2,969 s)", settings=(("dvae", "{runs}/dvae-mnist/last.npz"),)),
-    Recipe("glide", None, "Not trained yet: the code, its tests and the recipe are in `tinygen/models/glide.py`"),
+    Recipe("glide", 5096, "took **5,096 s** of CPU"),
+    Recipe("unclip", None, "Not trained yet: the code, its tests and the recipe are in `tinygen/models/unclip.py`",
+           settings=(("clip", "{runs}/clip-mnist/last.npz"),)),
+    Recipe("stable_diffusion", None, "Not trained yet: the code, its tests and the recipe are in "
+           "`tinygen/models/stable_diffusion.py`", settings=(("clip", "{runs}/clip-mnist/last.npz"),)),
     Recipe("realnvp", 3713, "| 3,713 s + 112 s |"),
     Recipe("cnn", 1362, "| `python -m tinygen.evaluate train-judge --dataset mnist --epochs 6` | 1362 s |",
            options=(("epochs", 6),)),
