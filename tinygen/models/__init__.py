@@ -88,6 +88,23 @@ def load_stage(path, name, field, user):
     return load_model(path, name)[0]
 
 
+def frozen_stage(model, field, name):
+    """The trained `name` model that `model` builds on, frozen (DALL-E's dVAE, unCLIP's and latent
+    text-to-image's CLIP): config.<field> names its checkpoint (load_stage). Its config is recorded in
+    config.<field>_config and its weights travel in `model`'s checkpoints, so a checkpoint loads
+    (load_model) on its own even where the stage's file is not: the stage is then built from the
+    recorded config, and the checkpoint's weights go in next."""
+    c = model.config
+    recorded, path = getattr(c, f"{field}_config"), getattr(c, field)
+    if recorded is not None and not Path(path).is_file():
+        stage = build_model(name, recorded)
+    else:
+        stage = load_stage(path, name, field=field, user=model.name)
+        setattr(c, f"{field}_config", stage.config_dict())
+    stage.requires_grad_(False)
+    return stage
+
+
 def set_sample_settings(model, settings):
     """Change settings of a trained model that its sampling alone reads (`--set FIELD=VALUE` of `sample` and
     of the prompt benchmark: unCLIP's decode_from, prior_candidates, ...): only the Config fields its class

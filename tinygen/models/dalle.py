@@ -46,14 +46,13 @@ less often: docs/models/dalle.md).
         --clip runs/clip-mnist/last.npz                                   (the prompt benchmark, re-ranked)
 """
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 import autograd.functional as F
 from .. import data, nn, optim, text
 from ..io import save_image_grid
-from . import build_model, load_stage
+from . import frozen_stage
 from .base import Config, Model, inference
 
 @dataclass
@@ -89,14 +88,7 @@ class DALLE(Model):
     def __init__(self, config=None):
         super().__init__(config)
         c = self.config
-        # stage 1, frozen: its weights travel in this model's checkpoints, and its config is recorded, so a
-        # checkpoint loads (load_model) on its own even where the stage's file is not
-        if c.dvae_config is not None and not Path(c.dvae).is_file():
-            self.dvae = build_model("dvae", c.dvae_config)             # the checkpoint's weights go in next
-        else:
-            self.dvae = load_stage(c.dvae, "dvae", field="dvae", user=self.name)
-            c.dvae_config = self.dvae.config_dict()
-        self.dvae.requires_grad_(False)
+        self.dvae = frozen_stage(self, "dvae", "dvae")                # stage 1, frozen; it travels in our checkpoints
         self.tokenizer = text.Tokenizer()
         self.L = self.tokenizer.max_length                             # caption positions
         self.K = self.dvae.config.num_tokens                           # image codes

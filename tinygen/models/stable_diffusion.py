@@ -57,7 +57,7 @@ import numpy as np
 from autograd import Tensor
 from .. import nn, text
 from ..io import save_image_grid
-from . import build_model, load_stage
+from . import frozen_stage, load_stage
 from .base import inference
 from .ddpm import UNet, _groups
 from .latent_diffusion import LatentDiffusion, LatentDiffusionConfig
@@ -121,14 +121,7 @@ class StableDiffusion(LatentDiffusion):
         """The frozen CLIP first (the cross-attention reads its token width), then eps_theta: ddpm.py's
         U-Net at 7x7 with a SpatialTransformer as its attention layer."""
         c = self.config
-        # the CLIP stage, frozen: its weights travel in this model's checkpoints and its config is recorded,
-        # so a checkpoint loads (load_model) where the stage's file is not
-        if c.clip_config is not None and not Path(c.clip).is_file():
-            self.clip = build_model("clip", c.clip_config)               # the checkpoint's weights go in next
-        else:
-            self.clip = load_stage(c.clip, "clip", field="clip", user=self.name)
-            c.clip_config = self.clip.config_dict()
-        self.clip.requires_grad_(False)
+        self.clip = frozen_stage(self, "clip", "clip")                  # frozen; it travels in our checkpoints
         self.tokenizer = self.clip.tokenizer
         if c.autoencoder and not (c.autoencoder_loaded and not Path(c.autoencoder).is_file()):
             self.load_autoencoder(c.autoencoder)

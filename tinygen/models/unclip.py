@@ -68,7 +68,6 @@ Recipe (Config): the CLIP of `python -m tinygen train clip`, frozen; the prior d
 """
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -77,7 +76,7 @@ from autograd import Tensor, no_grad
 from .. import data, nn, optim, text
 from ..diffusion import GaussianDiffusion, beta_schedule, classifier_free, drop_condition
 from ..io import save_image_grid
-from . import build_model, load_stage
+from . import frozen_stage
 from .base import inference
 from .ddpm import DDPMConfig, DiffusionModel, UNet
 
@@ -206,14 +205,7 @@ class UnCLIP(DiffusionModel):
         c = self.config
         if c.num_classes:
             raise ValueError("unclip: num_classes must be 0 (the condition is the caption)")
-        # the stage, frozen: its weights travel in this model's checkpoints and its config is recorded, so a
-        # checkpoint loads on its own even where the stage's file is not
-        if c.clip_config is not None and not Path(c.clip).is_file():
-            self.clip = build_model("clip", c.clip_config)             # the checkpoint's weights go in next
-        else:
-            self.clip = load_stage(c.clip, "clip", field="clip", user=self.name)
-            c.clip_config = self.clip.config_dict()
-        self.clip.requires_grad_(False)
+        self.clip = frozen_stage(self, "clip", "clip")                # frozen; it travels in our checkpoints
         self.tokenizer = self.clip.tokenizer
         self.D = self.clip.config.embed_dim
         self.prior = Prior(self.clip.config.text_dim, self.D, self.tokenizer.max_length, c.prior_dim,
