@@ -245,7 +245,6 @@ def edit_images(image, dataset):
 
 def edit_command(args):
     import numpy as np
-    from . import io
     out = check_sample_out(args.out or str(Path(args.checkpoint).with_name("edit.png")), args.checkpoint)
     model, _ = models.load_model(args.checkpoint, args.model)
     if not hasattr(model, "edit"):
@@ -260,20 +259,26 @@ def edit_command(args):
     record = {"model": args.model, "checkpoint": str(args.checkpoint), "image": args.image, "mask": args.mask,
               "prompt": args.prompt, "steps": args.steps, "seed": args.seed,
               **({"guidance": args.guidance} if args.guidance is not None else {})}
-    if out.suffix.lower() == ".png":
-        rows = model.edit_grid(images[::args.n], redraw, edited)       # the image, the part kept, the edits
-        io.save_image_grid(rows, out, nrow=2 + args.n, scale=2,
-                           text={"tinygen": SAMPLE_MARK, "command": json.dumps(record)})
-    else:
-        io.save_checkpoint(out, {"images": edited, "labels": np.full(len(edited), -1, np.int64)},
-                           {"kind": SAMPLE_MARK, **record})
+    rows = model.edit_grid(images[::args.n], redraw, edited)           # the image, the part kept, the edits
+    write_images(out, edited, record, rows, 2 + args.n)
     print(f"saved {len(edited)} edits to {out}")
     return 0
 
 
-def vary_command(args):
+def write_images(out, images, record, rows, nrow):
+    """What `edit` and `vary` made: to FILE.png the grid `rows` (nrow columns), marked as ours with the
+    command that made it; to FILE.npz the images themselves, labels -1, the command in the meta."""
     import numpy as np
     from . import io
+    if out.suffix.lower() == ".png":
+        io.save_image_grid(rows, out, nrow=nrow, scale=2, text={"tinygen": SAMPLE_MARK, "command": json.dumps(record)})
+    else:
+        io.save_checkpoint(out, {"images": images, "labels": np.full(len(images), -1, np.int64)},
+                           {"kind": SAMPLE_MARK, **record})
+
+
+def vary_command(args):
+    import numpy as np
     out = check_sample_out(args.out or str(Path(args.checkpoint).with_name("vary.png")), args.checkpoint)
     model, _ = models.load_model(args.checkpoint, args.model)
     if not hasattr(model, "vary"):
@@ -287,13 +292,8 @@ def vary_command(args):
     varied = model.vary(images, args.n, args.guidance, args.steps)      # (B n, 1, 28, 28)
     record = {"model": args.model, "checkpoint": str(args.checkpoint), "image": args.image, "n": args.n,
               "steps": args.steps, "seed": args.seed, **({"guidance": args.guidance} if args.guidance is not None else {})}
-    if out.suffix.lower() == ".png":
-        rows = np.concatenate([images[:, None], varied.reshape(-1, args.n, 1, 28, 28)], axis=1)
-        io.save_image_grid(rows.reshape(-1, 1, 28, 28), out, nrow=1 + args.n, scale=2,
-                           text={"tinygen": SAMPLE_MARK, "command": json.dumps(record)})
-    else:
-        io.save_checkpoint(out, {"images": varied, "labels": np.full(len(varied), -1, np.int64)},
-                           {"kind": SAMPLE_MARK, **record})
+    rows = np.concatenate([images[:, None], varied.reshape(-1, args.n, 1, 28, 28)], axis=1)  # the image, its variations
+    write_images(out, varied, record, rows.reshape(-1, 1, 28, 28), 1 + args.n)
     print(f"saved {len(varied)} variations to {out}")
     return 0
 
