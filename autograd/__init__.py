@@ -7,6 +7,8 @@ Tensor holds an array and how it was computed; each op is a Function with forwar
 raw arrays; Tensor.backward() applies the chain rule in reverse topological order.
 This package knows nothing of models: it must not import tinygen.
 """
+from ._blas import short_blas_spin
+short_blas_spin()             # before NumPy loads OpenBLAS: idle BLAS threads sleep at once; see autograd/_blas.py
 from ._malloc import keep_large_arrays_on_heap
 from .function import Function, ShapeError
 from .tensor import (Tensor, arange, empty, enable_grad, full, is_grad_enabled, no_grad, ones, ones_like, rand,

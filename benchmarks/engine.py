@@ -17,9 +17,10 @@ the two engines are measured in turn, never one table after the other: a *pair* 
 and a PyTorch process started one after the other (tinygen first in odd pairs, PyTorch first in even
 ones, so a drift favours neither), and the reported figure is the median of the per-pair ratios,
 with their range, over `--runs` pairs. The header gives both engines' BLAS / thread settings and the
-load average; the footer the load average again, and a warning when the machine was busy (load
-above a quarter of a core at the start, or a pair's ratios spread by more than 30%): such a table is
-not a result. A process whose own steps spread by more than 30% (max / min) is flagged "unsteady":
+CPU that other jobs use (read from /proc/stat over 2 s while no worker runs; the load average, a
+minute-long mean, would count this benchmark's own workers at the end); the footer the same reading
+after the last worker, and a warning when the machine was busy (other jobs above a quarter of a core
+at the start or the end, or a pair's ratios spread by more than 30%): such a table is not a result. A process whose own steps spread by more than 30% (max / min) is flagged "unsteady":
 a bimodal step shows up there.
 
 --profile runs 3 more steps of tinygen under cProfile (after the timed ones, so the timing is not
@@ -202,7 +203,7 @@ def torch_step(name, rng):
     import torch
     import torch.nn as tnn
     import torch.nn.functional as TF
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", 2)))  # --threads, else both cores
     torch.manual_seed(0)
 
     class ResBlock(tnn.Module):
@@ -372,10 +373,9 @@ def blas_kernel():
 
 
 def worker(engine, name, steps, profile=False):
+    if engine == "tinygen":
+        import autograd  # noqa: F401  before NumPy, as `import tinygen` is: its BLAS settings (autograd/_blas.py)
     import numpy as np
-    if engine == "torch" and os.environ.get("BENCH_THREADS"):
-        import torch
-        torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
     rng = np.random.default_rng(0)
     step = (tinygen_step if engine == "tinygen" else torch_step)(name, rng)
     # start each engine's BLAS (thread pools, work buffers) before the baseline reading, so that
@@ -421,7 +421,28 @@ def torch_settings():
     import torch
     blas = "MKL" if torch.backends.mkl.is_available() else "its own BLAS"
     dnn = ", oneDNN" if torch.backends.mkldnn.is_available() else ""
-    return f"torch {torch.__version__} ({blas}{dnn}, {torch.get_num_threads()} threads)"
+    threads = os.environ.get("BENCH_THREADS") or 2   # what torch_step sets
+    return f"torch {torch.__version__} ({blas}{dnn}, {threads} threads)"
+
+
+def other_jobs(seconds=2.0):
+    """Cores kept busy by other processes, read over `seconds` while this process sleeps and no worker
+    runs: the busy share of the CPU time in /proc/stat times the number of cores. Unlike the load
+    average (a minute-long mean), it does not count this benchmark's own workers that just finished.
+    Where /proc/stat is missing: the 1-minute load average."""
+    def totals():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        idle = v[3] + (v[4] if len(v) > 4 else 0)   # idle + iowait
+        return sum(v[:8]), idle                     # user nice system idle iowait irq softirq steal
+    try:
+        a = totals()
+        time.sleep(seconds)
+        b = totals()
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0]
+    total, idle = b[0] - a[0], b[1] - a[1]
+    return (os.cpu_count() or 1) * (total - idle) / max(total, 1)
 
 
 UNSTEADY = 1.3   # a process's max / min step time above this, or a workload's ratio range above it: noise
@@ -448,13 +469,14 @@ def summarize(pairs):
     return row
 
 
-def busy_warnings(load_start, load_end, rows, cores):
-    """Why this table should not be trusted, one line each ([] for a quiet run)."""
+def busy_warnings(busy_start, busy_end, rows, cores):
+    """Why this table should not be trusted, one line each ([] for a quiet run); busy_*: cores used by
+    other jobs (`other_jobs`) before the first and after the last worker."""
     out = []
-    for when, load in (("start", load_start), ("end", load_end)):
-        if load > 0.25:
-            out.append(f"load average {load:.2f} at the {when} (above 0.25 of a core): another job shared "
-                       f"the {cores} cores")
+    for when, busy in (("start", busy_start), ("end", busy_end)):
+        if busy > 0.25:
+            out.append(f"other jobs kept {busy:.2f} cores busy at the {when} (above 0.25 of a core): they "
+                       f"shared the {cores} cores")
     for name, row in rows.items():
         if "ratio_range" in row and row["ratio_range"][1] > UNSTEADY * row["ratio_range"][0]:
             out.append(f"{name}: the pairs' ratios range {row['ratio_range'][0]:.2f}-{row['ratio_range'][1]:.2f} "
@@ -486,14 +508,16 @@ def main(argv=None):
         have_torch = False
         print("PyTorch is not installed: tinygen alone (pip install torch==2.13.0 for the side-by-side baseline)")
     import numpy as np
-    load_start = os.getloadavg()[0]
+    load_start, busy_start = os.getloadavg()[0], other_jobs()
     settings = {"numpy": f"numpy {np.__version__} ({blas_kernel()})",
                 "torch": torch_settings() if have_torch else None, "cores": os.cpu_count(),
                 "threads": args.threads, "steps": args.steps, "pairs": args.runs, "load_start": load_start,
+                "busy_start": busy_start, "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
                 "date": time.strftime("%Y-%m-%d %H:%M")}
     print(f"{settings['numpy']}; {settings['torch'] or 'no torch'}; {settings['cores']} cores"
           f"{f', --threads {args.threads}' if args.threads else ''}; median of {args.steps} steps after "
-          f"2 warm-up per process; {args.runs} pairs per workload; load average {load_start:.2f}")
+          f"2 warm-up per process; {args.runs} pairs per workload; load average {load_start:.2f}, other jobs "
+          f"{busy_start:.2f} cores")
     rows = {}
     for name in args.only or WORKLOADS:
         pairs = []
@@ -515,7 +539,7 @@ def main(argv=None):
                 for kind, ms, share, calls, where in got["tinygen"]["profile"]:
                     print(f"    {kind:6s} {ms:8.1f} ms {share:5.1f}%  x{calls:<4d} {where}")
         rows[name] = summarize(pairs)
-    load_end = os.getloadavg()[0]
+    load_end, busy_end = os.getloadavg()[0], other_jobs()
     print(f"\n{'workload':9s} {'tinygen ms':>10s} {'torch ms':>9s} {'time ratio (range)':>20s} "
           f"{'tinygen MB':>10s} {'torch MB':>9s} {'memory ratio (range)':>21s}")
     for name, row in rows.items():
@@ -526,14 +550,17 @@ def main(argv=None):
         else:
             print(f"{name:9s} {row['tinygen_ms']:10.1f} {'-':>9s} {'-':>20s} {row['tinygen_mb']:10.1f} "
                   f"{'-':>9s} {'-':>21s}")
-    warnings = busy_warnings(load_start, load_end, rows, os.cpu_count())
-    print(f"load average {load_start:.2f} at the start, {load_end:.2f} at the end")
+    warnings = busy_warnings(busy_start, busy_end, rows, os.cpu_count())
+    print(f"other jobs: {busy_start:.2f} cores busy at the start, {busy_end:.2f} at the end (load average "
+          f"{load_start:.2f}, {load_end:.2f}, this benchmark's own workers included)")
     for line in warnings:
         print(f"WARNING: {line}")
     if warnings:
-        print("WARNING: the machine was not quiet: these ratios are not a result")
+        why = "the machine was not quiet" if any(w.startswith("other jobs") for w in warnings) else \
+            "the steps were unsteady"
+        print(f"WARNING: {why}: these ratios are not a result")
     if args.json:
-        Path(args.json).write_text(json.dumps({"settings": {**settings, "load_end": load_end},
+        Path(args.json).write_text(json.dumps({"settings": {**settings, "load_end": load_end, "busy_end": busy_end},
                                                "rows": rows, "warnings": warnings}, indent=2))
     return 0
 

@@ -36,16 +36,29 @@ def test_a_busy_or_unsteady_run_is_flagged(engine):
     quiet = {"unet": engine.summarize([(result(600), result(300)), (result(620), result(300))])}
     assert engine.busy_warnings(0.05, 0.1, quiet, 2) == []
     warnings = engine.busy_warnings(1.2, 0.1, quiet, 2)
-    assert len(warnings) == 1 and "load average 1.20 at the start" in warnings[0]
+    assert len(warnings) == 1 and "other jobs kept 1.20 cores busy at the start" in warnings[0]
     noisy = {"unet": engine.summarize([(result(600, spread=2.0), result(300)), (result(1000), result(300))])}
     text = " ".join(engine.busy_warnings(0.0, 0.0, noisy, 2))
     assert "ratios range 2.00-3.33" in text and "1 of its processes" in text
+
+
+def test_other_jobs_reads_a_busy_core(engine):
+    import threading
+    stop = threading.Event()
+    spinner = threading.Thread(target=lambda: [None for _ in iter(stop.is_set, True)])
+    spinner.start()
+    try:
+        busy = engine.other_jobs(0.5)
+    finally:
+        stop.set()
+        spinner.join()
+    assert 0.5 < busy <= engine.os.cpu_count() + 0.01   # the spinning thread is one busy core
 
 
 def test_a_tiny_run_end_to_end(engine, tmp_path, capsys):
     assert engine.main(["--only", "mlp", "--steps", "1", "--runs", "2", "--threads", "1",
                         "--json", str(tmp_path / "b.json")]) == 0
     out = capsys.readouterr().out
-    assert "mlp pair 1: tinygen" in out and "mlp pair 2: tinygen" in out and "load average" in out
+    assert "mlp pair 1: tinygen" in out and "mlp pair 2: tinygen" in out and "other jobs:" in out
     saved = json.loads((tmp_path / "b.json").read_text())
     assert saved["settings"]["pairs"] == 2 and saved["rows"]["mlp"]["pairs"] == 2
