@@ -1,5 +1,6 @@
 """The engine benchmark's bookkeeping: the median of per-pair ratios, the busy-machine warnings, and
 one tiny run end to end (speed itself is measured by the benchmark, never asserted in a test)."""
+import functools
 import importlib.util
 import json
 from pathlib import Path
@@ -55,7 +56,10 @@ def test_other_jobs_reads_a_busy_core(engine):
     assert 0.5 < busy <= engine.os.cpu_count() + 0.01   # the spinning thread is one busy core
 
 
-def test_a_tiny_run_end_to_end(engine, tmp_path, capsys):
+@pytest.mark.slow   # four worker processes, two of them importing PyTorch: about 7 s
+def test_a_tiny_run_end_to_end(engine, tmp_path, capsys, monkeypatch):
+    # other jobs read over 0.2 s, not 2 s, before and after the workers (the reading itself: the test above)
+    monkeypatch.setattr(engine, "other_jobs", functools.partial(engine.other_jobs, 0.2))
     assert engine.main(["--only", "mlp", "--steps", "1", "--runs", "2", "--threads", "1",
                         "--json", str(tmp_path / "b.json")]) == 0
     out = capsys.readouterr().out

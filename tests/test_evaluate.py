@@ -32,15 +32,18 @@ def test_importance_weighted_nll_and_units():
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["mnist", "fashion"])
 def test_judge_is_shipped_accurate_and_fid_behaves(dataset):
+    """On the first 1,000 test images: the shipped judge's accuracy (its SHA-256 pins the weights, so these
+    images show whether the forward pass still computes what it was trained to), and FID-judge's ordering."""
+    n = 1000
     x_test, y_test = data.load_dataset(dataset, "test")
+    test, labels = data.to_float(x_test[:n]), y_test[:n]
     judge = evaluate.load_judge(dataset)
-    predicted = judge.predict(x_test)
-    acc = float((predicted == y_test).mean())
-    assert acc > (0.99 if dataset == "mnist" else 0.90)  # shipped: 99.24% / 90.59%
-    # FID-judge on 2,000-image sets (the suite uses 10,000; the ordering shows at this size already)
-    n = 2000
+    predicted = judge.predict(test)
+    acc = float((predicted == labels).mean())
+    assert acc > (0.99 if dataset == "mnist" else 0.90)  # 99.2% / 90.8% here; whole test split 99.24% / 90.59%
+    # FID-judge on 1,000-image sets (the suite uses 10,000; the ordering shows at this size already:
+    # train vs test 51 / 9, shuffled pixels 1,523 / 810, noise 1,726 / 799)
     rng = np.random.default_rng(0)
-    test = data.to_float(x_test[:n])
     train, _ = data.load_dataset(dataset, "train")
     feats = lambda images: evaluate.judge_features(images, dataset)
     f_test = feats(test)
@@ -50,8 +53,8 @@ def test_judge_is_shipped_accurate_and_fid_behaves(dataset):
     noise = evaluate.frechet_distance(feats(rng.random(test.shape, dtype=np.float32)), f_test)
     assert same == pytest.approx(0.0, abs=1e-3)
     assert close < 0.05 * shuffled and close < 0.05 * noise
-    # on the same 2,000 images: the accuracy the suite reports is the judge's, its coverage near ln 10
-    assert evaluate.conditional_accuracy(test, y_test[:n], dataset) == pytest.approx(float((predicted[:n] == y_test[:n]).mean()))
+    # on the same images: the accuracy the suite reports is the judge's, its coverage near ln 10
+    assert evaluate.conditional_accuracy(test, labels, dataset) == pytest.approx(acc)
     assert evaluate.class_coverage(test, dataset) > 2.28  # test classes are balanced: close to ln 10
 
 

@@ -17,7 +17,6 @@ def mnist():
     return data.load_dataset("mnist", "test")
 
 
-@pytest.mark.slow
 def test_loss_decreases_on_a_fixed_batch(mnist):
     model = build_model("ddpm", TINY)
     batch = model.prepare_batch(mnist[0][:32], mnist[1][:32])
@@ -26,11 +25,11 @@ def test_loss_decreases_on_a_fixed_batch(mnist):
     model.rng = np.random.default_rng(0)  # the same t, noise and label drops every step: a fixed problem
     first = model.training_step(batch, opts)["loss"]
     assert first == pytest.approx(1.0, abs=0.15)  # zero-initialised output: eps_hat = 0, loss = E eps^2
-    for _ in range(40):
+    for _ in range(15):  # 0.6 of the first loss after 8 steps, 0.29 after 16 (0.03 after 41)
         model.rng = np.random.default_rng(0)
         last = model.training_step(batch, opts)["loss"]
     assert last < 0.6 * first
-    assert model.ema.num_updates == 41
+    assert model.ema.num_updates == 16
 
 
 def test_sampling_shapes_guidance_and_errors():

@@ -72,7 +72,6 @@ def test_hard_elbo_of_the_categorical_dvae_is_exact_on_a_tiny_grid(monkeypatch):
     full = model.posterior_logits(Tensor(x)).numpy()                   # (2, 2, 7, 7)
     pinned = np.where(full == full.max(axis=1, keepdims=True), 30.0, -30.0)
     pinned[:, :, :2, :2] = np.random.default_rng(6).normal(size=(2, 2, 2, 2))
-    monkeypatch.setattr(model, "posterior_logits", lambda t: Tensor(pinned))
     log_q = pinned[:, :, :2, :2] - np.logaddexp(pinned[:, :1, :2, :2], pinned[:, 1:, :2, :2])  # (2, 2, 2, 2)
     exact = np.zeros(2)
     for bits in itertools.product((0, 1), repeat=4):
@@ -81,12 +80,17 @@ def test_hard_elbo_of_the_categorical_dvae_is_exact_on_a_tiny_grid(monkeypatch):
         log_px = bernoulli_log_likelihood(model.decoder_logits(tokens), Tensor(x)).numpy()
         chosen = np.take_along_axis(log_q, tokens[:, None, :2, :2], axis=1)   # (2, 1, 2, 2)
         exact -= np.exp(chosen.reshape(2, -1).sum(axis=1)) * log_px
+    # 3,000 draws per image: each image 1,000 times in one batch, 3 samples each (3 decoder passes of 2,000
+    # images, not 3,000 passes of 2)
+    copies = 1000
+    monkeypatch.setattr(model, "posterior_logits", lambda t: Tensor(np.repeat(pinned, copies, axis=0)))
     model.rng = np.random.default_rng(0)
-    recon, kl = model.hard_terms(x, samples=3000)
-    np.testing.assert_allclose(recon, exact, rtol=0.01)
+    recon, kl = model.hard_terms(np.repeat(x, copies, axis=0), samples=3)              # (2000,) each
+    np.testing.assert_allclose(recon.reshape(2, copies).mean(axis=1), exact, rtol=0.01)
     q = np.exp(log_q)
     free_kl = (q * log_q).sum(axis=1).reshape(2, -1).sum(axis=1) + 4 * math.log(2)   # log K - H, 4 cells
-    np.testing.assert_allclose(kl, free_kl + 45 * math.log(2), rtol=1e-6)   # pinned cells: H = 0, KL = log 2
+    kl_exact = free_kl + 45 * math.log(2)                                  # pinned cells: H = 0, KL = log 2
+    np.testing.assert_allclose(kl.reshape(2, copies), np.repeat(kl_exact[:, None], copies, axis=1), rtol=1e-6)
 
 
 # ---------------------------------------------------------------------- the token API, training

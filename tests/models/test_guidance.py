@@ -51,7 +51,7 @@ def test_loss_decreases_on_a_fixed_batch(mnist):
 
 def test_guides_a_ddpm_and_refuses_another_schedule(mnist, tmp_path):
     clf = build_model("noisy_classifier", TINY)
-    Trainer(clf, TrainOptions(out=str(tmp_path), max_steps=2, progress=False)).fit()
+    Trainer(clf, TrainOptions(out=str(tmp_path), max_steps=2, progress=False, evaluate=False)).fit()
     ddpm = build_model("ddpm", {"T": 50, "base_channels": 8, "channel_mult": [1, 2, 2]})
     x = ddpm.sample(2, label=[1, 2], guidance=0.0, steps=3, classifier=clf, classifier_scale=5.0)
     assert x.shape == (2, 1, 28, 28)
@@ -65,7 +65,8 @@ def test_guides_a_ddpm_and_refuses_another_schedule(mnist, tmp_path):
 @pytest.mark.slow
 def test_sweeps_from_the_command_line(tmp_path, capsys):
     from tinygen.evaluate import main
-    ddpm = build_model("ddpm", {"T": 50, "base_channels": 8, "channel_mult": [1, 2, 2]})
+    # sample_steps 2: the trainer's picture (80 images) in 2 DDIM steps, not the default 50
+    ddpm = build_model("ddpm", {"T": 50, "base_channels": 8, "channel_mult": [1, 2, 2], "sample_steps": 2})
     Trainer(ddpm, TrainOptions(out=str(tmp_path / "d"), max_steps=1, progress=False, evaluate=False)).fit()
     clf = build_model("noisy_classifier", TINY)
     Trainer(clf, TrainOptions(out=str(tmp_path / "c"), max_steps=1, progress=False, evaluate=False)).fit()
