@@ -51,6 +51,7 @@ RUNS = {
     "glide": ("glide", "glide-mnist"),   # prompt grid, guidance sweep, edits
     "glide_fashion": ("glide", "glide-fashion"),
     "unclip": ("unclip", "unclip-mnist"),   # prompt grid, variations, interpolation, prior vs text embedding
+    "stable_diffusion": ("stable_diffusion", "stable_diffusion-mnist"),   # prompt grid (8 a prompt, guidance 4)
 }
 # DiT sizes trained for the same number of steps (the recipe's 5,622): dim / depth -> run folder
 DIT_SCALING = {"64/4": "dit-scale-d64-L4", "128/6": "dit-mnist", "192/6": "dit-scale-d192-L6"}
