@@ -104,15 +104,6 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     return LayerNorm.apply(x, *params, k=k, has_weight=has_w, has_bias=has_b, eps=eps)
 
 
-def _channel_params(params, channels, ndim, has_weight, has_bias):
-    """(w, b) of a per-channel norm, each (C, 1, ..., 1) to broadcast against a (B, C, *spatial) input,
-    or None where not given."""
-    pshape = (channels,) + (1,) * (ndim - 2)
-    w = params[0].reshape(pshape) if has_weight else None
-    b = params[-1].reshape(pshape) if has_bias else None
-    return w, b
-
-
 class GroupNormPlain(Function):
     """x of shape (B, C, *spatial) viewed as (B, G, C/G * prod(spatial)); each group is normalised,
     then y = xhat w_c + b_c per channel. Backward: the closed form over each group; dw_c and db_c sum
@@ -123,7 +114,9 @@ class GroupNormPlain(Function):
     def forward(self, x, *params, groups, has_weight, has_bias, eps):
         xp = backend.xp_of(x)
         B, C = x.shape[:2]
-        w, b = _channel_params(params, C, x.ndim, has_weight, has_bias)
+        pshape = (C,) + (1,) * (x.ndim - 2)
+        w = params[0].reshape(pshape) if has_weight else None
+        b = params[-1].reshape(pshape) if has_bias else None
         self.shape, self.groups = x.shape, groups
         self.sum_axes = (0,) + tuple(range(2, x.ndim))
         self.has_weight, self.has_bias = has_weight, has_bias
@@ -191,7 +184,9 @@ class GroupNorm(Function):
     def forward(self, x, *params, groups, has_weight, has_bias, eps):
         xp = backend.xp_of(x)
         B, C = x.shape[:2]
-        w, b = _channel_params(params, C, x.ndim, has_weight, has_bias)
+        pshape = (C,) + (1,) * (x.ndim - 2)
+        w = params[0].reshape(pshape) if has_weight else None
+        b = params[-1].reshape(pshape) if has_bias else None
         self.groups, self.has_weight, self.has_bias = groups, has_weight, has_bias
         self.spatial = tuple(range(2, x.ndim))
         n = x.size // (B * groups)                                          # values per group
@@ -263,7 +258,8 @@ class BatchNorm(Function):
         xp = backend.xp_of(x)
         C = x.shape[1]
         pshape = (C,) + (1,) * (x.ndim - 2)
-        w, b = _channel_params(params, C, x.ndim, has_weight, has_bias)
+        w = params[0].reshape(pshape) if has_weight else None
+        b = params[-1].reshape(pshape) if has_bias else None
         self.axes = (0,) + tuple(range(2, x.ndim))
         self.training, self.has_weight, self.has_bias = training, has_weight, has_bias
         if training:
