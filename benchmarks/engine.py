@@ -20,8 +20,9 @@ with their range, over `--runs` pairs. The header gives both engines' BLAS / thr
 CPU that other jobs use (read from /proc/stat over 2 s while no worker runs; the load average, a
 minute-long mean, would count this benchmark's own workers at the end); the footer the same reading
 after the last worker, and a warning when the machine was busy (other jobs above a quarter of a core
-at the start or the end, or a pair's ratios spread by more than 30%): such a table is not a result. A process whose own steps spread by more than 30% (max / min) is flagged "unsteady":
-a bimodal step shows up there.
+at the start or the end, or a pair's ratios spread by more than 30%): such a table is not a result.
+A process whose own steps spread by more than 30% (max / min) is flagged "unsteady": a bimodal step
+shows up there.
 
 --profile runs 3 more steps of tinygen under cProfile (after the timed ones, so the timing is not
 disturbed) and prints the ten engine functions (autograd/, tinygen/) with the most self time, in ms
@@ -508,11 +509,12 @@ def main(argv=None):
         have_torch = False
         print("PyTorch is not installed: tinygen alone (pip install torch==2.13.0 for the side-by-side baseline)")
     import numpy as np
+    from autograd import _blas   # the thread timeout a tinygen worker runs with (its own import sets it)
     load_start, busy_start = os.getloadavg()[0], other_jobs()
     settings = {"numpy": f"numpy {np.__version__} ({blas_kernel()})",
                 "torch": torch_settings() if have_torch else None, "cores": os.cpu_count(),
                 "threads": args.threads, "steps": args.steps, "pairs": args.runs, "load_start": load_start,
-                "busy_start": busy_start, "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
+                "busy_start": busy_start, "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT", _blas.THREAD_TIMEOUT),
                 "date": time.strftime("%Y-%m-%d %H:%M")}
     print(f"{settings['numpy']}; {settings['torch'] or 'no torch'}; {settings['cores']} cores"
           f"{f', --threads {args.threads}' if args.threads else ''}; median of {args.steps} steps after "
