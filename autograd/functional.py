@@ -17,7 +17,7 @@ mean in PyTorch (NumPy's per-axis padding is F.pad_width(x, pad_width)). The ops
     ops/pooling.py        max_pool2d, avg_pool2d, upsample_nearest, interpolate
     ops/nn.py             softmax, log_softmax, dropout, embedding, one_hot, gumbel_softmax
     ops/losses.py         cross_entropy, nll_loss, binary_cross_entropy(_with_logits), mse_loss, l1_loss
-    ops/normalization.py  layer_norm, group_norm, batch_norm
+    ops/normalization.py  layer_norm, group_norm, batch_norm, and the textbook group_norm_plain
     ops/attention.py      scaled_dot_product_attention
 
 Differences from torch.nn.functional (tests/autograd/test_signatures.py holds the full list and

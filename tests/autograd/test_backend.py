@@ -115,6 +115,7 @@ def cases(rng):
         "mse_loss": (F.mse_loss, [T(rng, 2, 5), T(rng, 2, 5)]), "l1_loss": (F.l1_loss, [T(rng, 2, 5), T(rng, 2, 5)]),
         "layer_norm": (lambda x, w, b: F.layer_norm(x, (5,), w, b), [T(rng, 2, 3, 5), T(rng, 5), T(rng, 5)]),
         "group_norm": (lambda x, w, b: F.group_norm(x, 2, w, b), [x4(), T(rng, 4), T(rng, 4)]),
+        "group_norm_plain": (lambda x, w, b: F.group_norm_plain(x, 2, w, b), [x4(), T(rng, 4), T(rng, 4)]),
         "batch_norm": (lambda x, w, b: F.batch_norm(x, np.zeros(4, np.float32).view(Tagged),
                                                     np.ones(4, np.float32).view(Tagged), w, b, training=True),
                        [x4(), T(rng, 4), T(rng, 4)]),

@@ -80,6 +80,33 @@ def test_group_norm_edge_cases_and_values(rng):
     assert F.group_norm(Tensor(x), 2).dtype == np.float32
 
 
+@SOME
+@given(B=st.integers(1, 3), groups=st.integers(1, 3), per_group=st.integers(1, 3), hw=st.integers(1, 4),
+       layout=st.sampled_from(["NCHW", "NHWC"]), affine=st.booleans(), seed=st.integers(0, 2**16))
+def test_group_norm_fast_equals_plain(B, groups, per_group, hw, layout, affine, seed):
+    """GroupNorm's per-channel sums against the textbook GroupNormPlain: values and every gradient in
+    float64, on NCHW input and on an NCHW view of NHWC memory (a conv's output), whose layout the
+    fast version keeps."""
+    rng = np.random.default_rng(seed)
+    C = groups * per_group
+    xn, w, b = randn(rng, B, hw, hw + 1, C), randn(rng, C), randn(rng, C)
+    g = rng.standard_normal((B, C, hw, hw + 1))
+    results = []
+    for fn in (F.group_norm, F.group_norm_plain):
+        x = Tensor(xn if layout == "NHWC" else np.ascontiguousarray(xn.transpose(0, 3, 1, 2)), dtype="float64",
+                   requires_grad=True)
+        ws, bs = Tensor(w, dtype="float64", requires_grad=True), Tensor(b, dtype="float64", requires_grad=True)
+        xin = F.transpose(x, 0, 3, 1, 2) if layout == "NHWC" else x  # NHWC: an NCHW view, as conv2d returns
+        out = fn(xin, groups, ws, bs) if affine else fn(xin, groups)
+        out.backward(g)
+        results.append([out.numpy(), x.grad] + ([ws.grad, bs.grad] if affine else []))
+        if fn is F.group_norm and layout == "NHWC":
+            assert out.numpy().transpose(0, 2, 3, 1).flags.c_contiguous  # NHWC memory stays NHWC
+    for fast, plain in zip(*results):
+        np.testing.assert_allclose(fast, plain, rtol=1e-10, atol=1e-10)
+    assert gradcheck(lambda a, ww, bb: F.group_norm_plain(a, groups, ww, bb), xn.transpose(0, 3, 1, 2), w, b)
+
+
 def test_group_norm_errors():
     with pytest.raises(ShapeError, match=r"group_norm.*num_groups=4.*6 channels.*\(2, 6, 3\)"):
         F.group_norm(Tensor(np.zeros((2, 6, 3))), 4)
