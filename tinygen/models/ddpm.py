@@ -66,6 +66,9 @@ class DDPMConfig(Config):
 
 # ---------------------------------------------------------------------- the U-Net eps_theta(x_t, t, y)
 def _groups(channels):
+    """GroupNorm's groups: 8, or one per channel below 8 channels. With one channel a group the norm
+    removes any per-channel constant, so the shift W emb that ResBlock adds before norm2 (the timestep
+    and the label) would reach nothing past it: a conditioned U-Net wants at least 16 channels a block."""
     return min(8, channels)
 
 

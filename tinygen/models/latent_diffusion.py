@@ -93,7 +93,7 @@ class LatentDiffusion(DiffusionModel):
     Config = LatentDiffusionConfig
     image_range = "unit"  # the autoencoder's Bernoulli targets; latents are scaled to unit variance
     sample_options = ("label", "guidance", "steps")
-    tiny_config = {"T": 5, "ae_width": 4, "base_channels": 8, "batch_size": 8, "ae_steps": 0, "sample_steps": 2}
+    tiny_config = {"T": 5, "ae_width": 4, "base_channels": 16, "batch_size": 8, "ae_steps": 0, "sample_steps": 2}
 
     def __init__(self, config=None):
         super().__init__(config)
