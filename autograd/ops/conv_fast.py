@@ -29,7 +29,7 @@ Only the array module of the inputs (NumPy or CuPy) is used, through `backend`.
 """
 import itertools
 
-from .. import backend
+from .. import _threads, backend
 from ..function import Function
 
 _TILE_BYTES = 4 << 20  # im2col rows built at a time: a few MB, so a tile is still in the cache when multiplied
@@ -190,6 +190,11 @@ def _pointwise(xg, kernel, stride, out_hw):
         and xg.flags.c_contiguous
 
 
+def _cols_bytes(xg, K, HW):
+    """The bytes of one image's im2col rows (HW rows of K numbers a group): the work _threads.over_batch weighs."""
+    return xg.shape[0] * HW * K * xg.dtype.itemsize
+
+
 def _tiled_product(xg, wm, kernel, stride, dilation, out_hw, taps=None):
     """conv(xg) as (g, B H_out W_out, C_out/g): for each tile of images, its im2col rows @ wm
     (g, kh kw C_in/g, C_out/g), written straight into the result. With taps: the kept taps' rows
@@ -200,8 +205,12 @@ def _tiled_product(xg, wm, kernel, stride, dilation, out_hw, taps=None):
     if taps is None and _pointwise(xg, kernel, stride, out_hw):  # 1x1: the NHWC input is its own im2col matrix
         return xg.reshape(G, B * HW, -1) @ wm
     out = xp.empty((G, B * HW, wm.shape[2]), dtype=xg.dtype)
-    for b0, b1, cols in _im2col_tiles(xg, kernel, stride, dilation, out_hw, taps):
-        xp.matmul(cols, wm, out=out[:, b0 * HW:b1 * HW])  # the GEMM of this tile
+
+    def images(i0, i1):  # the images i0 <= b < i1, a tile at a time (a thread of _threads.over_batch)
+        for b0, b1, cols in _im2col_tiles(xg[:, i0:i1], kernel, stride, dilation, out_hw, taps):
+            xp.matmul(cols, wm, out=out[:, (i0 + b0) * HW:(i0 + b1) * HW])  # the GEMM of this tile
+
+    _threads.over_batch(xp, B, images, _cols_bytes(xg, wm.shape[1], HW))
     return out
 
 
@@ -217,9 +226,13 @@ def _tiled_weight_grad(xg, gm, w_shape, stride, dilation, out_hw, taps=None):
     if taps is None and _pointwise(xg, (kh, kw), stride, out_hw):  # a 1x1 conv: no im2col
         gw = _row_sum_product(xg.reshape(G, B * HW, -1), gm)
     else:
-        gw = xp.zeros((G, T * cg, co // G), dtype=xg.dtype)
-        for b0, b1, cols in _im2col_tiles(xg, (kh, kw), stride, dilation, out_hw, taps):
-            gw += _row_sum_product(cols, gm[:, b0 * HW:b1 * HW])
+        def images(i0, i1):  # the images i0 <= b < i1's share of the sum (a thread of _threads.over_batch)
+            gw = xp.zeros((G, T * cg, co // G), dtype=xg.dtype)
+            for b0, b1, cols in _im2col_tiles(xg[:, i0:i1], (kh, kw), stride, dilation, out_hw, taps):
+                gw += _row_sum_product(cols, gm[:, (i0 + b0) * HW:(i0 + b1) * HW])
+            return gw
+
+        gw = sum(_threads.over_batch(xp, B, images, _cols_bytes(xg, T * cg, HW)))
     if taps is not None:  # put the T taps back among the kh kw, zeros on the masked ones
         full = xp.zeros((G, kh * kw, cg, co // G), dtype=xg.dtype)
         full[:, xp.asarray(taps[0])] = gw.reshape(G, T, cg, co // G)
@@ -305,12 +318,18 @@ def _col2im_input_grad(g, w, in_hw, stride, padding, dilation, groups):
     wt = _weight_matrix(w, groups).transpose(0, 2, 1)                # (g, C_out/g, kh kw C_in/g)
     gx = xp.zeros((groups, B, H + 2 * ph, W + 2 * pw, cg), dtype=g.dtype)
     gwin = _windows(gx, (kh, kw), stride, dilation, (Ho, Wo))       # a writable view into gx
-    for b0, b1 in _tiles(B, groups * Ho * Wo * kh * kw * cg * g.dtype.itemsize):
-        taps = gm[:, b0 * Ho * Wo:b1 * Ho * Wo] @ wt                # (g, b Ho Wo, kh kw C_in/g)
-        taps = taps.reshape(groups, b1 - b0, Ho, Wo, kh, kw, cg)
-        for i in range(kh):
-            for j in range(kw):
-                gwin[:, b0:b1, :, :, i, j, :] += taps[:, :, :, :, i, j, :]
+    bytes_per_image = groups * Ho * Wo * kh * kw * cg * g.dtype.itemsize
+
+    def images(i0, i1):  # the images i0 <= b < i1 (a thread of _threads.over_batch: its own pixels of gx)
+        for t0, t1 in _tiles(i1 - i0, bytes_per_image):
+            b0, b1 = i0 + t0, i0 + t1
+            taps = gm[:, b0 * Ho * Wo:b1 * Ho * Wo] @ wt            # (g, b Ho Wo, kh kw C_in/g)
+            taps = taps.reshape(groups, b1 - b0, Ho, Wo, kh, kw, cg)
+            for i in range(kh):
+                for j in range(kw):
+                    gwin[:, b0:b1, :, :, i, j, :] += taps[:, :, :, :, i, j, :]
+
+    _threads.over_batch(xp, B, images, bytes_per_image)
     gx = gx[:, :, ph:ph + H, pw:pw + W] if (ph, pw) != (0, 0) else gx
     return gx[0] if groups == 1 else gx.transpose(1, 2, 3, 0, 4).reshape(B, H, W, groups * cg)
 

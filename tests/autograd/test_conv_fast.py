@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import autograd.functional as F
-from autograd import Tensor, gradcheck
+from autograd import Tensor, _threads, gradcheck
 from autograd.ops import conv_fast
 
 from .test_conv import array, conv2d_ref, conv_cases, conv_transpose2d_ref, conv_transpose_cases, layouts
@@ -18,18 +18,24 @@ from .test_conv import array, conv2d_ref, conv_cases, conv_transpose2d_ref, conv
 SETTINGS = settings(max_examples=25, deadline=None)
 
 
-# each case runs once with the default tiles (one tile for these small shapes) and once with tiles
-# of a single image, so that the tile loops and their boundaries are exercised
-TILES = pytest.mark.parametrize("tile_bytes", [conv_fast._TILE_BYTES, 1], ids=["one tile", "many tiles"])
+# each case runs with the default tiles (one tile for these small shapes), with tiles of a single
+# image, so that the tile loops and their boundaries are exercised, and with the batch cut between two
+# threads (autograd/_threads.py) however small the work
+TILES = pytest.mark.parametrize("tile_bytes", [conv_fast._TILE_BYTES, 1, "threads"],
+                                ids=["one tile", "many tiles", "two threads"])
 
 
 @contextlib.contextmanager
 def tiles_of(nbytes):
-    saved, conv_fast._TILE_BYTES = conv_fast._TILE_BYTES, nbytes
+    """Tiles of nbytes; "threads": tiles of one image, the batch cut between two threads."""
+    saved = conv_fast._TILE_BYTES, _threads.MIN_BYTES_PER_THREAD
+    conv_fast._TILE_BYTES = 1 if nbytes == "threads" else nbytes
+    _threads.MIN_BYTES_PER_THREAD = 1
     try:
-        yield
+        with _threads.threads(2 if nbytes == "threads" else 1):
+            yield
     finally:
-        conv_fast._TILE_BYTES = saved
+        conv_fast._TILE_BYTES, _threads.MIN_BYTES_PER_THREAD = saved
 
 
 def _values_and_grads(fn, x, w, b, g_seed):

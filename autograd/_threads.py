@@ -1,0 +1,104 @@
+"""Every core for the work around the products: a speed trick of the engine (the conv products in
+ops/conv_fast.py use it).
+
+A threaded BLAS spreads each matrix product over the cores, but the rest of a convolution -- the
+im2col copies that build a product's operand tile by tile, the col2im slice-adds of the input gradient,
+the many small products of a tiled layer, each too small to be worth splitting -- runs on one core.
+On the DDPM U-Net step of `benchmarks/engine.py` that left half of a 2-core machine idle for about a
+third of the step: two BLAS threads made the step 1.4x faster than one, where PyTorch (which runs
+its convolutions on every core) gains 1.8x.
+
+The trick: cut the batch into one run of images per core and give each run to a thread of its own,
+which does the plain, sequential work on its images (tiles, copies, products) with a single-threaded
+BLAS. NumPy lets go of the interpreter lock inside copies and products, so the threads really run at
+once; their images are disjoint, so no two threads write to the same memory.
+
+    over_batch(B, work)        work(b0, b1) on runs of images [b0, b1) that cover 0..B, one per thread;
+                               the results in order
+
+The plain way is the same call with one thread: `over_batch` then calls work(0, B) on the caller's
+thread. The engine uses as many threads as NumPy's BLAS does (OPENBLAS_NUM_THREADS=1: one, the plain
+way); `threads(n)` sets it for a block (the tests hold the two ways together with it). Worker threads
+get a single-threaded BLAS from OpenBLAS's per-thread setting (`openblas_set_num_threads_local`,
+OpenBLAS 0.3.27 and later); where there is no such OpenBLAS (another BLAS, CuPy arrays) everything
+runs the plain way.
+"""
+import contextlib
+import ctypes
+import glob
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+MIN_BYTES_PER_THREAD = 1 << 20   # below about 1 MB of work per thread the handing over costs more than it saves
+
+
+def _openblas():
+    """NumPy's bundled OpenBLAS as a ctypes library, or None."""
+    folder = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
+    for path in glob.glob(os.path.join(folder, "*openblas*.so*")):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        getter = next((getattr(lib, name) for name in ("scipy_openblas_get_num_threads64_",
+                                                       "openblas_get_num_threads64_", "openblas_get_num_threads")
+                       if hasattr(lib, name)), None)
+        if getter is not None and hasattr(lib, "openblas_set_num_threads_local"):
+            return lib, getter
+    return None
+
+
+_LIB = _openblas()
+_threads = None      # the number of threads set by threads(n); None: as many as the BLAS runs
+_pool, _pool_size = None, 0
+_lock = threading.Lock()
+
+
+def count():
+    """The threads the engine runs the work around the products on: threads(n)'s n, else the BLAS's
+    own number (1 where there is no per-thread OpenBLAS setting)."""
+    if _threads is not None:
+        return _threads
+    return 1 if _LIB is None else max(1, int(_LIB[1]()))
+
+
+@contextlib.contextmanager
+def threads(n):
+    """Run the block with n threads (1: the plain, sequential way)."""
+    global _threads
+    before, _threads = _threads, int(n)
+    try:
+        yield
+    finally:
+        _threads = before
+
+
+def _single_threaded_blas():
+    if _LIB is not None:
+        _LIB[0].openblas_set_num_threads_local(1)
+
+
+def _executor(n):
+    global _pool, _pool_size
+    with _lock:
+        if _pool is None or _pool_size < n:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool, _pool_size = ThreadPoolExecutor(n, thread_name_prefix="autograd",
+                                                   initializer=_single_threaded_blas), n
+        return _pool
+
+
+def over_batch(xp, batch, work, bytes_per_image=MIN_BYTES_PER_THREAD):
+    """[work(b0, b1), ...] for runs of images that cut range(batch) into one run per thread (fewer when
+    a run would hold less than MIN_BYTES_PER_THREAD of work, at bytes_per_image); with one run, and
+    for arrays of another module than NumPy (xp: the arrays' module), work(0, batch) on this thread."""
+    n = min(count(), batch, max(1, batch * bytes_per_image // MIN_BYTES_PER_THREAD)) if xp is np else 1
+    if n <= 1 or threading.current_thread().name.startswith("autograd"):
+        return [work(0, batch)]
+    edges = [batch * i // n for i in range(n + 1)]
+    jobs = [_executor(n).submit(work, b0, b1) for b0, b1 in zip(edges[:-1], edges[1:])]
+    return [job.result() for job in jobs]

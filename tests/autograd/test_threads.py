@@ -1,0 +1,71 @@
+"""autograd/_threads.py: the batch cut into one run of images per thread, and the plain way with one."""
+import threading
+
+import numpy as np
+import pytest
+
+import autograd.functional as F
+from autograd import Tensor, _threads
+
+
+@pytest.fixture
+def any_size():
+    saved, _threads.MIN_BYTES_PER_THREAD = _threads.MIN_BYTES_PER_THREAD, 1
+    yield
+    _threads.MIN_BYTES_PER_THREAD = saved
+
+
+@pytest.mark.parametrize("n, batch", [(2, 10), (3, 10), (2, 1), (4, 3)])
+def test_over_batch_covers_the_batch_in_order_once(any_size, n, batch):
+    with _threads.threads(n):
+        runs = _threads.over_batch(np, batch, lambda b0, b1: (b0, b1, threading.current_thread().name))
+    assert [r[:2] for r in runs][0][0] == 0 and runs[-1][1] == batch
+    assert all(a[1] == b[0] for a, b in zip(runs, runs[1:]))            # contiguous, no gap, no overlap
+    assert len(runs) == min(n, batch)
+    if len(runs) > 1:                                                     # the runs ran on worker threads
+        assert all(name.startswith("autograd") for _, _, name in runs)
+
+
+def test_one_thread_is_the_plain_way_on_the_callers_thread(any_size):
+    with _threads.threads(1):
+        runs = _threads.over_batch(np, 10, lambda b0, b1: (b0, b1, threading.current_thread()))
+    assert runs == [(0, 10, threading.current_thread())]
+
+
+def test_small_work_stays_on_one_thread():
+    with _threads.threads(2):   # 10 images of 1 KB: far below MIN_BYTES_PER_THREAD for a second thread
+        assert len(_threads.over_batch(np, 10, lambda b0, b1: (b0, b1), bytes_per_image=1024)) == 1
+
+
+def test_an_error_in_a_thread_reaches_the_caller(any_size):
+    def work(b0, b1):
+        if b0 > 0:
+            raise ValueError("the second run failed")
+        return b1
+    with _threads.threads(2), pytest.raises(ValueError, match="second run"):
+        _threads.over_batch(np, 4, work)
+
+
+def test_threads_count_is_restored():
+    before = _threads.count()
+    with _threads.threads(3):
+        assert _threads.count() == 3
+    assert _threads.count() == before
+
+
+def test_a_unet_sized_conv_step_is_the_same_on_two_threads():
+    """A float32 3x3 conv of 16 images of 32 channels at 28 x 28 (several MB of im2col rows: the
+    default thresholds split it), forward and both gradients, on one thread and on two."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 32, 28, 28)).astype(np.float32)
+    w = (rng.standard_normal((48, 32, 3, 3)) * 0.1).astype(np.float32)
+    g = rng.standard_normal((16, 48, 14, 14)).astype(np.float32)
+    results = []
+    for n in (1, 2):
+        with _threads.threads(n):
+            xt, wt = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
+            y = F.conv2d(xt, wt, stride=2, padding=1)
+            y.backward(g)
+            results.append((y.numpy(), np.asarray(xt.grad), np.asarray(wt.grad)))
+    for name, a, b in zip(("output", "dL/dx", "dL/dw"), *results):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4, err_msg=name)
