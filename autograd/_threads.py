@@ -66,14 +66,16 @@ def count():
 
 
 @contextlib.contextmanager
-def threads(n):
-    """Run the block with n threads (1: the plain, sequential way)."""
-    global _threads
-    before, _threads = _threads, int(n)
+def threads(n, min_bytes=None):
+    """Run the block with n threads (1: the plain, sequential way); min_bytes: the least work a thread
+    is given, for the block (the tests split tiny arrays with min_bytes=1)."""
+    global _threads, MIN_BYTES_PER_THREAD
+    before = _threads, MIN_BYTES_PER_THREAD
+    _threads, MIN_BYTES_PER_THREAD = int(n), MIN_BYTES_PER_THREAD if min_bytes is None else min_bytes
     try:
         yield
     finally:
-        _threads = before
+        _threads, MIN_BYTES_PER_THREAD = before
 
 
 def _single_threaded_blas():

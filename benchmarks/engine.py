@@ -1,12 +1,15 @@
-"""Training-step speed and memory of the engine on the five standard workloads, side by side with
-PyTorch on the CPU (when installed) in the same run.
+"""Training-step speed and memory of the engine on the five standard workloads, and the U-Net's
+sampling speed, side by side with PyTorch on the CPU (when installed) in the same run.
 
-    python benchmarks/engine.py                 # all five: mlp, cnn, vit, unet, gpt; 5 pairs each
+    python benchmarks/engine.py                 # all six: mlp, cnn, vit, unet, gpt, sample; 5 pairs each
+    python benchmarks/engine.py --only sample   # DDPM sampling: one DDIM step of the unet for 100 images
     python benchmarks/engine.py --only cnn --steps 10 --runs 3
     python benchmarks/engine.py --profile       # and, per workload, where tinygen's step spends its time
     python benchmarks/engine.py --threads 1     # both engines on one thread (BLAS and PyTorch's intra-op)
 
-A step is forward + backward + Adam update in float32 on random inputs; a process's figure is the
+A step is forward + backward + Adam update in float32 on random inputs ("sample": the unet workload's
+network evaluated on 100 images without a graph -- no_grad, PyTorch's inference_mode -- and a DDIM
+update; images/s with 50 DDIM steps is printed under the table); a process's figure is the
 median of `--steps` steps after 2 warm-up steps. Each (engine, workload) runs in its own process, so
 that timings do not disturb each other and peak memory can be read from the process: "peak MB" is the
 growth of the resident set from just before the first step (model built, BLAS started) to its peak
@@ -41,8 +44,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-WORKLOADS = ("mlp", "cnn", "vit", "unet", "gpt")
-BATCH = {"mlp": 128, "cnn": 128, "vit": 128, "unet": 64, "gpt": 32}
+WORKLOADS = ("mlp", "cnn", "vit", "unet", "gpt", "sample")
+BATCH = {"mlp": 128, "cnn": 128, "vit": 128, "unet": 64, "gpt": 32, "sample": 100}
+DDIM_STEPS = 50   # "sample": one DDIM step of the unet at batch 100; images/s = 100 / (50 steps' time)
 GPT_VOCAB, GPT_LEN = 16, 196  # 16 gray levels or codes per token, a 14x14 image; token 16 is the start token
 
 
@@ -90,7 +94,7 @@ def peak_rss_mb():
 def tinygen_step(name, rng):
     import numpy as np
     import autograd.functional as F
-    from autograd import Tensor
+    from autograd import Tensor, no_grad
     from tinygen import nn, optim
 
     class ResBlock(nn.Module):
@@ -182,6 +186,14 @@ def tinygen_step(name, rng):
     elif name == "vit":
         model = ViT()
         loss_fn = lambda: F.cross_entropy(model(x), y)
+    elif name == "sample":  # one DDIM step, no graph: eps = eps_theta(x_t, t), x_{t-1} = a x_t + b eps
+        model, t = UNet(), np.full(B, 500)
+
+        def step():
+            with no_grad():
+                eps = model(x, t)
+            return float((0.99 * x.numpy() - 0.1 * eps.numpy()).mean())
+        return step
     else:
         model = UNet()
         t = rng.integers(0, 1000, B)
@@ -315,6 +327,14 @@ def torch_step(name, rng):
     elif name == "vit":
         model = ViT()
         loss_fn = lambda: TF.cross_entropy(model(x), y)
+    elif name == "sample":  # one DDIM step in inference mode, as tinygen_step's
+        model, t = UNet(), torch.full((B,), 500)
+
+        def step():
+            with torch.inference_mode():
+                eps = model(x, t)
+                return float((0.99 * x - 0.1 * eps).mean())
+        return step
     else:
         model = UNet()
         t = torch.from_numpy(rng.integers(0, 1000, B))
@@ -552,6 +572,11 @@ def main(argv=None):
         else:
             print(f"{name:9s} {row['tinygen_ms']:10.1f} {'-':>9s} {'-':>20s} {row['tinygen_mb']:10.1f} "
                   f"{'-':>9s} {'-':>21s}")
+    if "sample" in rows:  # a sampling step is one DDIM step of 100 images: images/s at DDIM_STEPS steps
+        rate = lambda ms: BATCH["sample"] / (DDIM_STEPS * ms / 1000)
+        row = rows["sample"]
+        print(f"sample: {rate(row['tinygen_ms']):.1f} images/s with {DDIM_STEPS} DDIM steps, batch {BATCH['sample']}"
+              + (f" (PyTorch {rate(row['torch_ms']):.1f})" if "torch_ms" in row else ""))
     warnings = busy_warnings(busy_start, busy_end, rows, os.cpu_count())
     print(f"other jobs: {busy_start:.2f} cores busy at the start, {busy_end:.2f} at the end (load average "
           f"{load_start:.2f}, {load_end:.2f}, this benchmark's own workers included)")

@@ -23,7 +23,11 @@ and groups. The tricks, each explained where it is used:
 5. Depthwise convs (one input channel per group): einsum on the window view, no im2col.
 6. Masked kernels (`MaskedConv2d`, a PixelCNN's causal masks): im2col gathers the kept taps alone
    (`_tap_runs`), so the GEMMs skip the zero taps: 5 of 9 for a 3x3 mask B, 24 of 49 for a 7x7 mask A.
-Python loops run only over kernel taps and tiles of images, never over pixels, channels or groups.
+7. Threads (`autograd/_threads.py`). The GEMMs are threaded by the BLAS, the copies and slice-adds
+   around them are not: the batch is cut into one run of images per thread, and each thread does the
+   plain tile loop on its images with a single-threaded BLAS (the products, the weight gradient's
+   partial sums, added at the end, and col2im's adds into its own images' pixels).
+Python loops run only over kernel taps, tiles and runs of images, never over pixels, channels or groups.
 
 Only the array module of the inputs (NumPy or CuPy) is used, through `backend`.
 """

@@ -2,7 +2,7 @@
 where, and the activations (relu, leaky_relu, gelu, silu, sigmoid, tanh, softplus)."""
 import math
 
-from .. import backend
+from .. import _threads, backend
 from ..function import Function, broadcast_shapes
 from ..tensor import Tensor
 from ._util import as_tensor
@@ -305,27 +305,44 @@ class SiLU(Function):
     """silu(a) = a sigmoid(a), sigmoid(a) = (1 + tanh(a/2)) / 2 (stable for large |a|).
 
     Speed: the activations of a conv net are its largest arrays, so forward and backward work in
-    place on one or two new arrays instead of a fresh temporary per arithmetic step."""
+    place on one or two new arrays (in a's memory layout) instead of a fresh temporary per arithmetic
+    step, and the batch is cut between the engine's threads (autograd/_threads.py), each writing its
+    rows of those arrays."""
     op_name = "silu"
 
     def forward(self, a):
         xp = backend.xp_of(a)
-        s = xp.multiply(a, a.dtype.type(0.5))
-        xp.tanh(s, out=s)
-        s += 1
-        s *= 0.5                     # s = sigmoid(a)
-        self.save_for_backward(a, s)
-        return a * s
+        rows = a.reshape(1) if a.ndim == 0 else a
+        s, y = xp.empty_like(rows), xp.empty_like(rows)
+
+        def samples(b0, b1):  # rows b0 <= i < b1 of the batch (a thread of _threads.over_batch)
+            ai, si = rows[b0:b1], s[b0:b1]
+            xp.multiply(ai, a.dtype.type(0.5), out=si)
+            xp.tanh(si, out=si)
+            si += 1
+            si *= 0.5                                    # s = sigmoid(a)
+            xp.multiply(ai, si, out=y[b0:b1])            # y = a s
+
+        _threads.over_batch(xp, len(rows), samples, rows.nbytes // max(len(rows), 1))
+        self.save_for_backward(a, s.reshape(a.shape))
+        return y.reshape(a.shape)
 
     def backward(self, g):  # d(a s)/da = s + a s (1 - s) = s (1 + a (1 - s))
         a, s = self.saved
         xp = backend.xp_of(g)
-        d = xp.subtract(s.dtype.type(1), s)  # 1 - s
-        d *= a
-        d += 1
-        d *= s
-        d *= g
-        return d
+        rows = [v.reshape(1) if v.ndim == 0 else v for v in (a, s, g)]
+        d = xp.empty_like(rows[1])                       # in s's (a's) memory layout
+
+        def samples(b0, b1):  # rows b0 <= i < b1 of the batch (a thread of _threads.over_batch)
+            ai, si, gi, di = (v[b0:b1] for v in (*rows, d))
+            xp.subtract(si.dtype.type(1), si, out=di)    # 1 - s
+            di *= ai
+            di += 1
+            di *= si
+            di *= gi
+
+        _threads.over_batch(xp, len(d), samples, d.nbytes // max(len(d), 1))
+        return d.reshape(g.shape)
 
 
 class Softplus(Function):

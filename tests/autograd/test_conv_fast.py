@@ -28,14 +28,12 @@ TILES = pytest.mark.parametrize("tile_bytes", [conv_fast._TILE_BYTES, 1, "thread
 @contextlib.contextmanager
 def tiles_of(nbytes):
     """Tiles of nbytes; "threads": tiles of one image, the batch cut between two threads."""
-    saved = conv_fast._TILE_BYTES, _threads.MIN_BYTES_PER_THREAD
-    conv_fast._TILE_BYTES = 1 if nbytes == "threads" else nbytes
-    _threads.MIN_BYTES_PER_THREAD = 1
+    saved, conv_fast._TILE_BYTES = conv_fast._TILE_BYTES, 1 if nbytes == "threads" else nbytes
     try:
-        with _threads.threads(2 if nbytes == "threads" else 1):
+        with _threads.threads(2 if nbytes == "threads" else 1, min_bytes=1):
             yield
     finally:
-        conv_fast._TILE_BYTES, _threads.MIN_BYTES_PER_THREAD = saved
+        conv_fast._TILE_BYTES = saved
 
 
 def _values_and_grads(fn, x, w, b, g_seed):

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import autograd.functional as F
-from autograd import ShapeError, Tensor, gradcheck, no_grad
+from autograd import ShapeError, Tensor, _threads, gradcheck, no_grad
 from tests.autograd.numpy_reference import randn
 
 SOME = settings(max_examples=15, deadline=None)
@@ -82,11 +82,12 @@ def test_group_norm_edge_cases_and_values(rng):
 
 @SOME
 @given(B=st.integers(1, 3), groups=st.integers(1, 3), per_group=st.integers(1, 3), hw=st.integers(1, 4),
-       layout=st.sampled_from(["NCHW", "NHWC"]), affine=st.booleans(), seed=st.integers(0, 2**16))
-def test_group_norm_fast_equals_plain(B, groups, per_group, hw, layout, affine, seed):
+       layout=st.sampled_from(["NCHW", "NHWC"]), affine=st.booleans(), threads=st.sampled_from([1, 2]),
+       seed=st.integers(0, 2**16))
+def test_group_norm_fast_equals_plain(B, groups, per_group, hw, layout, affine, threads, seed):
     """GroupNorm's per-channel sums against the textbook GroupNormPlain: values and every gradient in
     float64, on NCHW input and on an NCHW view of NHWC memory (a conv's output), whose layout the
-    fast version keeps."""
+    fast version keeps; on one thread and with the batch cut between two (autograd/_threads.py)."""
     rng = np.random.default_rng(seed)
     C = groups * per_group
     xn, w, b = randn(rng, B, hw, hw + 1, C), randn(rng, C), randn(rng, C)
@@ -97,8 +98,9 @@ def test_group_norm_fast_equals_plain(B, groups, per_group, hw, layout, affine, 
                    requires_grad=True)
         ws, bs = Tensor(w, dtype="float64", requires_grad=True), Tensor(b, dtype="float64", requires_grad=True)
         xin = F.transpose(x, 0, 3, 1, 2) if layout == "NHWC" else x  # NHWC: an NCHW view, as conv2d returns
-        out = fn(xin, groups, ws, bs) if affine else fn(xin, groups)
-        out.backward(g)
+        with _threads.threads(threads, min_bytes=1):
+            out = fn(xin, groups, ws, bs) if affine else fn(xin, groups)
+            out.backward(g)
         results.append([out.numpy(), x.grad] + ([ws.grad, bs.grad] if affine else []))
         if fn is F.group_norm and layout == "NHWC":
             assert out.numpy().transpose(0, 2, 3, 1).flags.c_contiguous  # NHWC memory stays NHWC

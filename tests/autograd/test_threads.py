@@ -10,9 +10,8 @@ from autograd import Tensor, _threads
 
 @pytest.fixture
 def any_size():
-    saved, _threads.MIN_BYTES_PER_THREAD = _threads.MIN_BYTES_PER_THREAD, 1
-    yield
-    _threads.MIN_BYTES_PER_THREAD = saved
+    with _threads.threads(_threads.count(), min_bytes=1):
+        yield
 
 
 @pytest.mark.parametrize("n, batch", [(2, 10), (3, 10), (2, 1), (4, 3)])
@@ -69,3 +68,24 @@ def test_a_unet_sized_conv_step_is_the_same_on_two_threads():
             results.append((y.numpy(), np.asarray(xt.grad), np.asarray(wt.grad)))
     for name, a, b in zip(("output", "dL/dx", "dL/dw"), *results):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize("shape, layout", [((6, 4, 5, 3), "NCHW"), ((6, 4, 5, 3), "NHWC"), ((7, 3), "rows"), ((), "scalar")])
+def test_silu_is_the_same_on_two_threads_and_keeps_the_layout(any_size, shape, layout):
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal(shape) * 4
+    if layout == "NHWC":  # an NCHW view of NHWC memory, as conv2d returns
+        a = np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    g = rng.standard_normal(shape)
+    results = []
+    for n in (1, 2):
+        with _threads.threads(n, min_bytes=1):
+            x = Tensor(a, dtype="float64", requires_grad=True)
+            y = F.silu(x)
+            y.backward(g)
+            results.append((y.numpy(), np.asarray(x.grad)))
+        if layout == "NHWC":
+            assert y.numpy().transpose(0, 2, 3, 1).flags.c_contiguous
+    np.testing.assert_allclose(results[0][0], a / (1 + np.exp(-a)), rtol=1e-12, atol=1e-12)
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
