@@ -65,7 +65,11 @@ def _place(x, size, offset, step=(1, 1), fill=0, groups=1):
             return buf
         src.append(slice(lo, hi))
         dst.append(slice(t + s * lo, t + s * (hi - 1) + 1, s))
-    buf[:, :, dst[0], dst[1], :] = xg[:, :, src[0], src[1], :]
+
+    def images(b0, b1):  # the images b0 <= b < b1 (a thread of _threads.over_batch)
+        buf[:, b0:b1, dst[0], dst[1], :] = xg[:, b0:b1, src[0], src[1], :]
+
+    _threads.over_batch(xp, B, images, x.nbytes // max(B, 1))
     return buf
 
 
