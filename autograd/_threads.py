@@ -18,10 +18,13 @@ once; their images are disjoint, so no two threads write to the same memory.
 
 The plain way is the same call with one thread: `over_batch` then calls work(0, B) on the caller's
 thread. The engine uses as many threads as NumPy's BLAS does (OPENBLAS_NUM_THREADS=1: one, the plain
-way); `threads(n)` sets it for a block (the tests hold the two ways together with it). Worker threads
-get a single-threaded BLAS from OpenBLAS's per-thread setting (`openblas_set_num_threads_local`,
-OpenBLAS 0.3.27 and later); where there is no such OpenBLAS (another BLAS, CuPy arrays) everything
-runs the plain way.
+way); `threads(n)` sets it for a block (the tests hold the two ways together with it). While the
+threads run, NumPy's OpenBLAS is set to one thread (`openblas_set_num_threads`, a fraction of a
+microsecond), and back after: the caller waits meanwhile, so no other product runs. (OpenBLAS's
+`openblas_set_num_threads_local` would be the per-thread way, but in NumPy's build it sets the count
+for the whole process: measured, a 50,176 x 576 @ 576 x 64 product then ran on one core everywhere.)
+Where NumPy's BLAS is not an OpenBLAS that can be set (another BLAS, CuPy arrays), everything runs the
+plain way.
 """
 import contextlib
 import ctypes
@@ -43,11 +46,10 @@ def _openblas():
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        getter = next((getattr(lib, name) for name in ("scipy_openblas_get_num_threads64_",
-                                                       "openblas_get_num_threads64_", "openblas_get_num_threads")
-                       if hasattr(lib, name)), None)
-        if getter is not None and hasattr(lib, "openblas_set_num_threads_local"):
-            return lib, getter
+        for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", "64_"), ("openblas", "")):
+            get, put = (getattr(lib, f"{prefix}_{name}_num_threads{suffix}", None) for name in ("get", "set"))
+            if get is not None and put is not None:
+                return get, put   # get_num_threads(), set_num_threads(n)
     return None
 
 
@@ -62,7 +64,7 @@ def count():
     own number (1 where there is no per-thread OpenBLAS setting)."""
     if _threads is not None:
         return _threads
-    return 1 if _LIB is None else max(1, int(_LIB[1]()))
+    return 1 if _LIB is None else max(1, int(_LIB[0]()))
 
 
 @contextlib.contextmanager
@@ -78,9 +80,18 @@ def threads(n, min_bytes=None):
         _threads, MIN_BYTES_PER_THREAD = before
 
 
+@contextlib.contextmanager
 def _single_threaded_blas():
-    if _LIB is not None:
-        _LIB[0].openblas_set_num_threads_local(1)
+    """NumPy's OpenBLAS on one thread for the block (where it can be set), then as many as before."""
+    if _LIB is None:
+        yield
+        return
+    before = int(_LIB[0]())
+    _LIB[1](1)
+    try:
+        yield
+    finally:
+        _LIB[1](before)
 
 
 def _executor(n):
@@ -89,8 +100,7 @@ def _executor(n):
         if _pool is None or _pool_size < n:
             if _pool is not None:
                 _pool.shutdown(wait=False)
-            _pool, _pool_size = ThreadPoolExecutor(n, thread_name_prefix="autograd",
-                                                   initializer=_single_threaded_blas), n
+            _pool, _pool_size = ThreadPoolExecutor(n, thread_name_prefix="autograd"), n
         return _pool
 
 
@@ -102,5 +112,6 @@ def over_batch(xp, batch, work, bytes_per_image=MIN_BYTES_PER_THREAD):
     if n <= 1 or threading.current_thread().name.startswith("autograd"):
         return [work(0, batch)]
     edges = [batch * i // n for i in range(n + 1)]
-    jobs = [_executor(n).submit(work, b0, b1) for b0, b1 in zip(edges[:-1], edges[1:])]
-    return [job.result() for job in jobs]
+    with _single_threaded_blas():
+        jobs = [_executor(n).submit(work, b0, b1) for b0, b1 in zip(edges[:-1], edges[1:])]
+        return [job.result() for job in jobs]

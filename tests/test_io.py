@@ -296,3 +296,21 @@ def test_stale_temporaries_are_found_by_their_pattern_only(tmp_path):
     (tmp_path / "last.npz").write_bytes(b"keep")
     assert [p.name for p in tio.remove_stale_temporaries(tmp_path)] == [".last.npz.0123456789ab.tmp"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".last.npz.tmp", "last.npz"]
+
+
+def test_line_plots_with_a_log_y_panel(tmp_path):
+    """log_y puts a panel's y on a log scale: a curve 10x above another no longer flattens it, and
+    values <= 0 are left out of that panel (not drawn, no error)."""
+    from PIL import Image
+    xs = [10, 20, 50]
+    panels = [("FID", {"works": (xs, [20.0, 19.0, 18.0]), "fails": (xs, [1600.0, 1650.0, 0.0])}),
+              ("accuracy", {"works": (xs, [0.9, 0.95, 0.96]), "fails": (xs, [0.1, 0.1, 0.1])})]
+    linear, log = tmp_path / "linear.png", tmp_path / "log.png"
+    tio.save_line_plots(panels, linear, log_x=True, text={"tinygen": "test"})
+    tio.save_line_plots(panels, log, log_x=True, text={"tinygen": "test"}, log_y=(0,))
+    a, b = np.asarray(Image.open(linear)), np.asarray(Image.open(log))
+    assert a.shape == b.shape
+    half = a.shape[1] // 2
+    assert (a[:, :half] != b[:, :half]).any()          # the FID panel changed
+    np.testing.assert_array_equal(a[:, half:], b[:, half:])   # the accuracy panel did not
+    assert Image.open(log).text["tinygen"] == "test"

@@ -268,8 +268,10 @@ def save_nfe_plot(rows, path, command=""):
                 xs.append(r["nfe"])
                 ys.append(r[key])
             panels.append((title, curves))
+    fids = [r["fid_judge"] for r in rows if r.get("fid_judge") and np.isfinite(r["fid_judge"]) and r["fid_judge"] > 0]
+    wide = bool(fids) and max(fids) > 10 * min(fids)   # a sampler that fails beside ones that work: log scale
     io.save_line_plots(panels, path, xlabel="network evaluations per image (NFE)", log_x=True, size=(420, 300),
-                       text={"tinygen": SWEEP_PLOT_MARK, "command": command})
+                       text={"tinygen": SWEEP_PLOT_MARK, "command": command}, log_y=(0,) if wide else ())
 
 
 def guidance_sweep(model, dataset, scales, n=1000, steps=50, seed=0, classifier=None):

@@ -655,13 +655,15 @@ def _nice(value: float) -> str:
     return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
-def save_line_plots(panels, path, xlabel: str = "", log_x: bool = False, size=(360, 260), text: dict | None = None):
+def save_line_plots(panels, path, xlabel: str = "", log_x: bool = False, size=(360, 260), text: dict | None = None,
+                    log_y=()):
     """Save panels of curves side by side as one PNG, atomically.
 
     ``panels`` is a list of (title, {label: (xs, ys)}): each panel draws one line with dots per label,
     colour ``PALETTE[k % 10]`` for the k-th label (the same label keeps its colour in every panel), with
     its own y range, the x values of the points as ticks (log scale with ``log_x``), and a legend on its
     right. Non-finite points are left out. ``size`` is one panel's. ``text`` goes to the PNG's tEXt chunks.
+    ``log_y``: the indices of the panels whose y axis is a log scale (positive values only).
     """
     from PIL import Image, ImageDraw
 
@@ -673,9 +675,14 @@ def save_line_plots(panels, path, xlabel: str = "", log_x: bool = False, size=(3
     tx = (lambda v: math.log10(v)) if log_x else (lambda v: v)
     for p, (title, curves) in enumerate(panels):
         left, right, top, bottom = p * width + 48, (p + 1) * width - 12 - legend, 22, height - 40
-        points = [(x, y) for xs, ys in curves.values() for x, y in zip(xs, ys)
-                  if y is not None and math.isfinite(y) and x is not None and math.isfinite(x) and (x > 0 or not log_x)]
-        draw.text((left, 4), title, fill=(0, 0, 0))
+        ly = p in log_y
+        ty = (lambda v: math.log10(v)) if ly else (lambda v: v)
+        shown = lambda x, y: (y is not None and math.isfinite(y) and x is not None and math.isfinite(x)
+                              and (x > 0 or not log_x) and (y > 0 or not ly))
+        curves = {label: ([x for x, y in zip(xs, ys) if shown(x, y)], [ty(y) for x, y in zip(xs, ys) if shown(x, y)])
+                  for label, (xs, ys) in curves.items()}   # y in plot units from here on (log10 y with log_y)
+        points = [(x, y) for xs, ys in curves.values() for x, y in zip(xs, ys)]
+        draw.text((left, 4), title + (" (log scale)" if ly else ""), fill=(0, 0, 0))
         draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
         draw.text((left, height - 16), xlabel + (" (log scale)" if log_x else ""), fill=(0, 0, 0))
         if not points:
@@ -695,7 +702,7 @@ def save_line_plots(panels, path, xlabel: str = "", log_x: bool = False, size=(3
         for k in (0.0, 0.5, 1.0):
             y = y_lo + y_pad + k * (y_hi - y_lo - 2 * y_pad)
             py = bottom - (y - y_lo) / (y_hi - y_lo) * (bottom - top)
-            draw.text((p * width + 4, py - 6), _nice(y), fill=(0, 0, 0))
+            draw.text((p * width + 4, py - 6), _nice(10 ** y if ly else y), fill=(0, 0, 0))
         for label, (xs, ys) in curves.items():
             colour = tuple(int(c) for c in PALETTE[labels.index(label) % 10])
             line = [xy(x, y) for x, y in zip(xs, ys) if y is not None and math.isfinite(y)

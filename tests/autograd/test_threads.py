@@ -89,3 +89,12 @@ def test_silu_is_the_same_on_two_threads_and_keeps_the_layout(any_size, shape, l
     np.testing.assert_allclose(results[0][0], a / (1 + np.exp(-a)), rtol=1e-12, atol=1e-12)
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.skipif(_threads._LIB is None, reason="NumPy's BLAS is not an OpenBLAS whose threads can be set")
+def test_blas_runs_on_one_thread_inside_and_as_before_after(any_size):
+    before = int(_threads._LIB[0]())
+    with _threads.threads(2):
+        inside = _threads.over_batch(np, 4, lambda b0, b1: int(_threads._LIB[0]()))
+    assert inside == [1, 1]
+    assert int(_threads._LIB[0]()) == before
