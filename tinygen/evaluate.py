@@ -398,13 +398,16 @@ def bayes_classifier(model, dataset, ks=(1, 10, 100), n=None, judge=True):
     log p(x|y) from the model's `class_log_likelihoods(x, k)` (a k-sample bound; more samples, a
     tighter bound), p(y) the label frequencies of the training split. One row per k: accuracy and
     CPU seconds; with judge=True a last row holds the discriminative CNN (the judge) on the same
-    test images, the figure to beat. The images are binarised once with seed 0, as for the
-    likelihoods (evaluate_nll); the judge reads them as they are."""
+    test images, the figure to beat. For a model of binarised data (the CVAE) the images are binarised
+    once with seed 0, as for the likelihoods (evaluate_nll); a model with binary_likelihood = False (DDPM)
+    gets the grey levels; the judge reads them as they are."""
     x_test, y_test = data.load_dataset(dataset, "test")
     x_test, y_test = x_test[:n], y_test[:n]
     _, y_train = data.load_dataset(dataset, "train")
     log_prior = np.log(np.bincount(y_train, minlength=data.N_CLASSES) / len(y_train))   # log p(y), (10,)
-    x = data.binarize(x_test, np.random.default_rng(0))                                  # (N, 1, 28, 28)
+    # binary images for models of binarised data (the CVAE), grey levels for those of 8-bit images (DDPM)
+    x = data.binarize(x_test, np.random.default_rng(0)) if getattr(model, "binary_likelihood", True) \
+        else data.to_float(x_test)                                                           # (N, 1, 28, 28)
     rows = []
     for k in ks:
         cpu0 = time.process_time()
@@ -713,10 +716,12 @@ def _main(argv):
     e.add_argument("--guidance", type=finite_number(0, strict=False), help="guidance scale (default the model's)")
     e.add_argument("--steps", type=whole_number(1), default=50, help="DDIM steps (default 50)")
     b = sub.add_parser("bayes-classifier", help="classify the test split by argmax_y log p(x|y) + log p(y) "
-                                                "with a class-conditional model (cvae)")
+                                                "with a class-conditional model (cvae: its ELBO / IWAE bound; "
+                                                "ddpm: its variational bound, k steps t sampled)")
     b.add_argument("--checkpoint", required=True)
     b.add_argument("--k", type=whole_number(1), nargs="+", default=[1, 10, 100],
-                   help="importance samples of the bound on log p(x|y); a row per k (default 1 10 100)")
+                   help="samples of the bound on log p(x|y): importance samples (cvae), steps t (ddpm: 10 k network "
+                        "evaluations per image); a row per k (default 1 10 100)")
     b.add_argument("--n", type=whole_number(1), help="the first n test images (default all)")
     args = ap.parse_args(argv)
     if args.command == "train-judge":

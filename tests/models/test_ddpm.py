@@ -95,3 +95,29 @@ def test_training_loop_keeps_ema_weights_in_the_checkpoint(tmp_path):
     gif = tmp_path / "trajectory.gif"
     loaded.save_trajectory(gif, n=4, frames=3, steps=3)
     assert gif.read_bytes()[:3] == b"GIF"
+
+
+# ---------------------------------------------------------------------- the Bayes classifier's bound
+def test_class_log_likelihoods_share_the_noise_across_labels_and_sum_the_bound(mnist):
+    """(N, 10) finite log-likelihoods; a network blind to the label (its label embedding zeroed) gives the
+    same column for every label, to the bit: every label sees the same steps and noise. With k = T every
+    step is drawn once, and the estimate is minus the sum of the T terms of the bound, in nats."""
+    model = build_model("ddpm", {**TINY, "T": 10})
+    x = data.to_float(mnist[0][:3])
+    model.net.label.weight.data[...] = 0
+    out = model.class_log_likelihoods(x, k=model.config.T)
+    assert out.shape == (3, 10) and np.isfinite(out).all()
+    np.testing.assert_array_equal(out, np.repeat(out[:, :1], 10, axis=1))
+    # the same terms by hand: steps 0..T-1, the same noise draws in the same order
+    d, rng = model.diffusion, np.random.default_rng(0)
+    rng.random(model.config.T)                                           # the strata's draws
+    x0 = 2 * x - 1
+    total = np.zeros(3)
+    for t in range(d.T):
+        eps = rng.standard_normal(x0.shape, dtype=np.float32)
+        x_t = d.q_sample(x0, np.full(3, t), eps)
+        eps_hat = model.eps(x_t, np.full(3, t), np.zeros(3, int))
+        total += d.vlb_terms(x0, x_t, np.full(3, t), eps_hat, -np.ones_like(x_t)) * (x0[0].size * np.log(2))
+    np.testing.assert_allclose(out[:, 0], -total, rtol=1e-5)
+    with pytest.raises(ValueError, match="trained unconditionally"):
+        build_model("ddpm", {**TINY, "num_classes": 0}).class_log_likelihoods(x, k=2)
