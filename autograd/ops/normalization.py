@@ -37,6 +37,12 @@ def _optional_params(name, weight, bias, shape):
     return params, weight is not None, bias is not None
 
 
+def _channel_params(params, channels, ndim, has_weight, has_bias):
+    """(w, b) of a per-channel affine, each (C, 1, ..., 1) to broadcast against (B, C, *spatial), or None."""
+    pshape = (channels,) + (1,) * (ndim - 2)
+    return (params[0].reshape(pshape) if has_weight else None), (params[-1].reshape(pshape) if has_bias else None)
+
+
 def _affine_into(xhat, w, b, out):
     """out[...] = xhat w + b for the parameters that are given."""
     if w is not None:
@@ -124,9 +130,7 @@ class GroupNormPlain(Function):
     def forward(self, x, *params, groups, has_weight, has_bias, eps):
         xp = backend.xp_of(x)
         B, C = x.shape[:2]
-        pshape = (C,) + (1,) * (x.ndim - 2)
-        w = params[0].reshape(pshape) if has_weight else None
-        b = params[-1].reshape(pshape) if has_bias else None
+        w, b = _channel_params(params, C, x.ndim, has_weight, has_bias)
         self.shape, self.groups = x.shape, groups
         self.sum_axes = (0,) + tuple(range(2, x.ndim))
         self.has_weight, self.has_bias = has_weight, has_bias
@@ -196,9 +200,7 @@ class GroupNorm(Function):
     def forward(self, x, *params, groups, has_weight, has_bias, eps):
         xp = backend.xp_of(x)
         B, C = x.shape[:2]
-        pshape = (C,) + (1,) * (x.ndim - 2)
-        w = params[0].reshape(pshape) if has_weight else None
-        b = params[-1].reshape(pshape) if has_bias else None
+        w, b = _channel_params(params, C, x.ndim, has_weight, has_bias)
         self.groups, self.has_weight, self.has_bias = groups, has_weight, has_bias
         self.spatial = spatial = tuple(range(2, x.ndim))
         n = x.size // (B * groups)                                          # values per group
