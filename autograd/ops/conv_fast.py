@@ -55,18 +55,19 @@ def _place(x, size, offset, step=(1, 1), fill=0, groups=1):
     xg = x.reshape(B, groups, C // groups, H, W).transpose(1, 0, 3, 4, 2)  # a view (G, B, H, W, C/G)
     if tuple(size) == (H, W) and tuple(offset) == (0, 0) and tuple(step) == (1, 1):
         return xp.ascontiguousarray(xg)  # free when x is already an NHWC view (and groups = 1)
-    shape = (groups, B, size[0], size[1], C // groups)
-    buf = xp.zeros(shape, dtype=x.dtype) if fill == 0 else xp.full(shape, fill, dtype=x.dtype)
+    buf = xp.empty((groups, B, size[0], size[1], C // groups), dtype=x.dtype)
     src, dst = [], []
     for n, t, s, total in zip((H, W), offset, step, size):
         lo = max(0, -(t // s))                                   # first u with t + s u >= 0
         hi = min(n, (total - 1 - t) // s + 1) if total - 1 - t >= 0 else 0  # last u with t + s u < total, +1
         if hi <= lo:
+            buf.fill(fill)
             return buf
         src.append(slice(lo, hi))
         dst.append(slice(t + s * lo, t + s * (hi - 1) + 1, s))
 
-    def images(b0, b1):  # the images b0 <= b < b1 (a thread of _threads.over_batch)
+    def images(b0, b1):  # the images b0 <= b < b1 (a thread of _threads.over_batch): fill, then x's pixels
+        buf[:, b0:b1] = fill
         buf[:, b0:b1, dst[0], dst[1], :] = xg[:, b0:b1, src[0], src[1], :]
 
     _threads.over_batch(xp, B, images, x.nbytes // max(B, 1))
@@ -413,8 +414,12 @@ def _conv_weight_grad(xg, g, w_shape, stride, dilation, groups):
 
 
 def _add_bias(yn, b):
+    """yn += b for an NHWC array (B, H, W, C): the bias broadcasts along the contiguous last axis; the
+    batch cut between the engine's threads."""
     if b is not None:
-        yn += b  # NHWC: the bias broadcasts along the contiguous last axis
+        def images(b0, b1):  # the images b0 <= i < b1 (a thread of _threads.over_batch)
+            yn[b0:b1] += b
+        _threads.over_batch(backend.xp_of(yn), len(yn), images, yn.nbytes // max(len(yn), 1))
     return yn
 
 
