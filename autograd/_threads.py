@@ -1,5 +1,5 @@
-"""Every core for the work around the products: a speed trick of the engine (the conv products in
-ops/conv_fast.py use it).
+"""Every core for the work around the products: a speed trick of the engine (ops/conv_fast.py's tiled
+products, weight gradients, col2im, padded copies and bias adds, GroupNorm and SiLU use it).
 
 A threaded BLAS spreads each matrix product over the cores, but the rest of a convolution -- the
 im2col copies that build a product's operand tile by tile, the col2im slice-adds of the input gradient,
@@ -13,7 +13,7 @@ which does the plain, sequential work on its images (tiles, copies, products) wi
 BLAS. NumPy lets go of the interpreter lock inside copies and products, so the threads really run at
 once; their images are disjoint, so no two threads write to the same memory.
 
-    over_batch(B, work)        work(b0, b1) on runs of images [b0, b1) that cover 0..B, one per thread;
+    over_batch(xp, B, work)    work(b0, b1) on runs of images [b0, b1) that cover 0..B, one per thread;
                                the results in order
 
 The plain way is the same call with one thread: `over_batch` then calls work(0, B) on the caller's
@@ -61,7 +61,7 @@ _lock = threading.Lock()
 
 def count():
     """The threads the engine runs the work around the products on: threads(n)'s n, else the BLAS's
-    own number (1 where there is no per-thread OpenBLAS setting)."""
+    own number (1 where NumPy's BLAS is not an OpenBLAS whose threads can be set)."""
     if _threads is not None:
         return _threads
     return 1 if _LIB is None else max(1, int(_LIB[0]()))
