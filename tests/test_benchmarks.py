@@ -66,3 +66,12 @@ def test_a_tiny_run_end_to_end(engine, tmp_path, capsys, monkeypatch):
     assert "mlp pair 1: tinygen" in out and "mlp pair 2: tinygen" in out and "other jobs:" in out
     saved = json.loads((tmp_path / "b.json").read_text())
     assert saved["settings"]["pairs"] == 2 and saved["rows"]["mlp"]["pairs"] == 2
+
+
+def test_the_sampling_workload_runs_the_unet_without_a_graph(engine):
+    """"sample": one DDIM step of the unet on 100 images (under no_grad), a finite number."""
+    import numpy as np
+    step = engine.tinygen_step("sample", np.random.default_rng(0))
+    value = step()
+    assert isinstance(value, float) and np.isfinite(value)
+    assert engine.BATCH["sample"] == 100 and "sample" in engine.WORKLOADS
