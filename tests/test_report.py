@@ -184,3 +184,15 @@ def test_a_stage_recipe_comes_before_the_model_built_on_it():
     assert report.RECIPE_OF["dalle"].command("runs", 1) == (
         "python -m tinygen train dalle --seed 1 --set dvae=runs/dvae-mnist/last.npz --out runs/dalle-mnist-seed1")
     assert json.loads(json.dumps(report.CLAIMS))["GAN"][:4] == ["none", "poor", "good", "good"]
+
+
+def test_no_likelihood_is_none_only_where_the_course_says_none():
+    """A GAN computes no likelihood, as the course says ("none"); a diffusion model without a figure in
+    the report is "not measured", not "none": the course gives it one."""
+    from types import SimpleNamespace
+    stability = lambda: {"seeds": 1, "runs": 1, "diverged": 0, "collapsed": 0}
+    row = lambda: SimpleNamespace(measured=SimpleNamespace(metrics={"fid_judge": 40.0, "images_per_s": 9.0}),
+                                  stability=stability)
+    rated = report.ratings({"GAN": row(), "diffusion": row()})
+    assert rated["GAN"]["likelihood"] == ("none", "none computed")
+    assert rated["diffusion"]["likelihood"] == (None, "none computed")

@@ -81,7 +81,7 @@ CLAIMS = {
 # how a measurement becomes a rating (the same words as the course's table)
 RULES = {
     "likelihood": "exact (evaluate_nll's figure is log p itself) -> good; a bound (ELBO, IWAE) -> fair; "
-                  "none computed -> none",
+                  "none computed -> none where the course says the family has none, else not measured",
     "stability": "over at least 2 runs of the recipe: a run diverged or collapsed -> poor; else, over at least 2 "
                  "seeds measured, the spread of the headline figure over its mean: <= 5% -> good, <= 15% -> fair, "
                  "more -> poor; fewer -> not measured",
@@ -472,9 +472,10 @@ def ratings(family_rows):
         m = row.measured.metrics if row.measured else {}
         r = {}
         lik = m.get("likelihood")
+        has_none = CLAIMS.get(family, ("",))[0] == "none"     # the course says the family gives no likelihood
         r["likelihood"] = ((("good" if lik["kind"] == "exact" else "fair"),
                             f"{lik['kind']}: {lik['value']:.3g} {lik['unit']}") if lik else
-                           ("none", "none computed") if m else (None, "no run"))
+                           (("none" if has_none else None), "none computed") if m else (None, "no run"))
         s = row.stability()
         if s["seeds"] < 2 and not (s["diverged"] and s["runs"] >= 2):
             r["stability"] = (None, f"{s['seeds']} seed(s) measured")
