@@ -705,8 +705,7 @@ def save_line_plots(panels, path, xlabel: str = "", log_x: bool = False, size=(3
             draw.text((p * width + 4, py - 6), _nice(10 ** y if ly else y), fill=(0, 0, 0))
         for label, (xs, ys) in curves.items():
             colour = tuple(int(c) for c in PALETTE[labels.index(label) % 10])
-            line = [xy(x, y) for x, y in zip(xs, ys) if y is not None and math.isfinite(y)
-                    and x is not None and math.isfinite(x) and (x > 0 or not log_x)]
+            line = [xy(x, y) for x, y in zip(xs, ys)]   # the points shown (filtered above)
             if len(line) > 1:
                 draw.line(line, fill=colour, width=2)
             for px, py in line:
