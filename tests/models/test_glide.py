@@ -131,3 +131,42 @@ def test_the_pictures_grid_sweep_and_edits(tmp_path):
     assert rows.shape == (12, 1, 28, 28)
     np.testing.assert_array_equal(rows[1, :, 14:], 0.5)
     np.testing.assert_array_equal(rows[1, :, :14], data.to_float(x[:1])[0, :, :14])
+
+
+@pytest.fixture
+def clip_file(tmp_path):
+    """A tiny CLIP whose text encoder has GLIDE's tiny text dims, its weights not a fresh model's."""
+    from tinygen.models import get_model_class, save_model
+    text_dims = {"text_dim": GLIDE.tiny_config["text_dim"], "text_depth": GLIDE.tiny_config["text_depth"],
+                 "text_heads": GLIDE.tiny_config["text_heads"], "mlp_ratio": 2.0}
+    clip = build_model("clip", {**get_model_class("clip").tiny_config, **text_dims})
+    for p in clip.text_encoder.parameters():
+        p.data[...] += 0.25
+    save_model(clip, tmp_path / "clip.npz")
+    return clip, tmp_path / "clip.npz"
+
+
+def test_text_init_starts_the_text_encoder_from_clip_and_trains_it(clip_file, tmp_path):
+    from tinygen.models import load_model, save_model
+    clip, path = clip_file
+    model = build(text_init=str(path))
+    theirs, mine = clip.text_encoder.state_dict(), model.text_encoder.state_dict()
+    copied = [k for k in mine if not k.startswith("projection.")]
+    assert copied and all(np.array_equal(mine[k], theirs[k]) for k in copied)
+    # W_f maps to the time embedding's width, not CLIP's joint space: it keeps its own start
+    assert mine["projection.weight"].shape != theirs["projection.weight"].shape
+    assert all(p.requires_grad for p in model.text_encoder.parameters())     # trained with the U-Net
+    assert model.config.text_init_config["text_dim"] == GLIDE.tiny_config["text_dim"]
+    # a checkpoint loads where the CLIP file is gone, with its own weights (not a fresh CLIP's)
+    save_model(model, tmp_path / "glide.npz")
+    path.unlink()
+    loaded = load_model(tmp_path / "glide.npz", "glide")[0].text_encoder.state_dict()
+    assert all(np.array_equal(loaded[k], mine[k]) for k in mine)
+
+
+def test_text_init_refuses_a_missing_file_and_other_dims(clip_file, tmp_path):
+    _, path = clip_file
+    with pytest.raises(ValueError, match="--set text_init=.*none.npz: no such checkpoint.*train clip"):
+        build(text_init=str(tmp_path / "none.npz"))
+    with pytest.raises(ValueError, match="CLIP's text encoder is dim 8, 1 blocks.*text_dim"):
+        build(text_init=str(path), text_dim=16)

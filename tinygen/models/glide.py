@@ -41,6 +41,7 @@ from .. import data, text
 from ..io import save_image_grid
 from .base import inference
 from .clip import TextEncoder
+from . import frozen_stage
 from .ddpm import DDPMConfig, DiffusionModel, UNet
 
 #: The regions `edit` can redraw: a name -> a (28, 28) boolean mask, True where the image is redrawn.
@@ -69,6 +70,8 @@ class GLIDEConfig(DDPMConfig):
     text_heads: int = 4
     text_mlp_ratio: float = 2.0
     holdout: bool = True         # captions without the pairs of text.HOLDOUT
+    text_init: str = ""          # a CLIP checkpoint whose text encoder starts GLIDE's (then trained with it)
+    text_init_config: dict = None  # that CLIP's Config, recorded when it is loaded
     guidance: float = 3.0        # the guidance scale of pictures and of sample() when none is given
     quick_steps: int = 60
 
@@ -91,8 +94,27 @@ class GLIDE(DiffusionModel):
         # CLIP's causal text encoder: its outputs at every token, and its projection W_f of the <end> token
         self.text_encoder = TextEncoder(self.tokenizer.vocab_size, self.tokenizer.max_length, c.text_dim,
                                         c.text_depth, c.text_heads, c.text_mlp_ratio, emb_dim, self.tokenizer.end_id)
+        self.text_init_dataset = self._start_text_encoder_from_clip() if c.text_init else None
         net = UNet(1, c.base_channels, tuple(c.channel_mult), 0, c.dropout, context_dim=c.text_dim)
         self.setup_diffusion(net, (1, 28, 28))
+
+    def _start_text_encoder_from_clip(self):
+        """--set text_init=CLIP: the text encoder starts from a trained CLIP's (its embeddings and causal
+        blocks; the projection W_f keeps its own start, its output width differs) and is trained with the
+        U-Net as before. Returns the dataset that CLIP was trained on. A checkpoint of this model loads
+        without the CLIP file: its weights are then overwritten by the checkpoint's."""
+        c = self.config
+        recorded = c.text_init_config is not None
+        clip = frozen_stage(self, "text_init", "clip")
+        mine = (c.text_dim, c.text_depth, c.text_heads, c.text_mlp_ratio)
+        theirs = (clip.config.text_dim, clip.config.text_depth, clip.config.text_heads, clip.config.mlp_ratio)
+        if mine != theirs:
+            raise ValueError(f"--set text_init={c.text_init}: CLIP's text encoder is dim {theirs[0]}, {theirs[1]} "
+                             f"blocks, {theirs[2]} heads, mlp ratio {theirs[3]}; glide's text_dim, text_depth, "
+                             f"text_heads, text_mlp_ratio must be the same (they are {', '.join(map(str, mine))})")
+        state = {k: v for k, v in clip.text_encoder.state_dict().items() if not k.startswith("projection.")}
+        self.text_encoder.load_state_dict(state, strict=False)
+        return None if recorded else clip.dataset
 
     # ------------------------------------------------------------------ captions
     def caption_ids(self, prompts):
@@ -104,6 +126,10 @@ class GLIDE(DiffusionModel):
 
     def prepare_batch(self, images, labels):
         """Images in [-1, 1] and their captions' ids (words dropped at random, held-out pairs left out)."""
+        if self.text_init_dataset not in (None, self.dataset):
+            raise ValueError(f"--set text_init={self.config.text_init}: a CLIP of {self.text_init_dataset}, but glide "
+                             f"trains on {self.dataset}; train one with `python -m tinygen train clip --dataset "
+                             f"{self.dataset}`")
         x, _ = super().prepare_batch(images, labels)
         holdout = text.HOLDOUT[self.dataset] if self.config.holdout else ()
         return x, self.caption_ids(text.captions(images, labels, self.dataset, rng=self.rng, holdout=holdout))
