@@ -20,7 +20,7 @@ one of every other recipe (RECIPES, the course's recipes in the order of docs/re
 What a row measures, with tinygen.evaluate, on the test split, samples at --n (default 2000) and --seed
 (default 0), on the lowest seed's run:
     likelihood        the model's evaluate_nll, in the unit it reports (LIKELIHOODS: nats per image on
-                      binarised MNIST, bits per dim on dequantised MNIST), exact or a bound
+                      binarised MNIST, bits per dim on dequantised MNIST or, for the DDPM, on 8-bit MNIST), exact or a bound
     FID-judge, coverage    evaluate_model (conditional models draw the ten classes in turn); text-to-image
                       models: prompt_benchmark's class prompts, n images
     accuracy          the judge's agreement with the requested label (conditional models), with the prompt's
@@ -93,7 +93,8 @@ RULES = {
 # (evaluate_nll key, unit, exact or a bound), the first present wins; bits/dim is skipped for models of
 # binarised images (PixelCNN reports both; its figure is nats per image)
 LIKELIHOODS = (("iwae_nll_nats", "nats/image", "bound"), ("neg_elbo_hard_nats", "nats/image", "bound"),
-               ("bits_per_dim", "bits/dim", "exact"), ("nll_nats", "nats/image", "exact"),
+               ("bits_per_dim", "bits/dim", "exact"), ("vlb_bits_per_dim", "bits/dim", "bound"),
+               ("nll_nats", "nats/image", "exact"),
                ("bits_per_pixel", "bits/pixel (16-level palette)", "exact"),
                ("test_prior_bits_per_grid", "bits per 7x7 code grid", "exact"))
 ACCURACIES = (("conditional_accuracy", "label"), ("class_accuracy", "prompt"), ("judge_acc", "input's class"),

@@ -121,3 +121,35 @@ def test_class_log_likelihoods_share_the_noise_across_labels_and_sum_the_bound(m
     np.testing.assert_allclose(out[:, 0], -total, rtol=1e-5)
     with pytest.raises(ValueError, match="trained unconditionally"):
         build_model("ddpm", {**TINY, "num_classes": 0}).class_log_likelihoods(x, k=2)
+
+
+def test_evaluate_nll_sums_the_prior_term_and_one_step_per_stratum(mnist, monkeypatch):
+    model = build_model("ddpm", {**TINY, "num_classes": 10})
+    x = mnist[0][:6]
+    d, k = model.diffusion, 5
+    calls = []
+
+    def one_bit(x0, t, cond, rng):   # every L_t one bit/dim: the estimate's sum is then T exactly
+        calls.append((t.copy(), cond))
+        return np.ones(len(x0))
+    monkeypatch.setattr(model, "_bound_term", one_bit)
+    r = model.evaluate_nll(x, k=k, batch_size=4)
+    # L_T = KL(N(sqrt(abar_T) x0, 1 - abar_T) || N(0, 1)) per dim, in bits, for x0 in [-1, 1]
+    x0, abar = x.astype(np.float64) / 127.5 - 1, d.abar[-1]                 # uint8 -> [-1, 1]
+    prior = (0.5 * (-1 - np.log(1 - abar) + (1 - abar) + abar * x0 ** 2)).reshape(len(x), -1).mean(1) / np.log(2)
+    assert r["vlb_bits_per_dim"] == pytest.approx(prior.mean() + d.T, rel=1e-5)
+    assert r["vlb_steps"] == k and r["vlb_bits_per_dim_se"] == pytest.approx(prior.std(ddof=1) / np.sqrt(6), rel=1e-4)
+    # each image gets one step in each of the k strata [j T / k, (j + 1) T / k), under the null label
+    steps = np.concatenate([np.stack([t for t, _ in calls[:k]], 1), np.stack([t for t, _ in calls[k:]], 1)])
+    assert steps.shape == (6, k) and len(calls) == 2 * k
+    assert ((steps >= np.arange(k) * d.T // k) & (steps < (np.arange(k) + 1) * d.T // k)).all()
+    assert all((cond == 10).all() for _, cond in calls)
+
+
+def test_evaluate_nll_is_a_bound_in_bits_per_dim_and_refuses_a_model_without_p_x(mnist):
+    model = build_model("ddpm", TINY)                    # unconditional, untrained: eps = 0
+    r = model.evaluate_nll(mnist[0][:4], k=3)
+    assert np.isfinite(r["vlb_bits_per_dim"]) and r["vlb_bits_per_dim"] > 0
+    assert model.evaluate_nll(mnist[0][:4], k=3) == r                         # a fixed seed
+    with pytest.raises(ValueError, match="p_uncond=0.*no p\\(x\\)"):
+        build_model("ddpm", {**TINY, "num_classes": 10, "p_uncond": 0.0}).evaluate_nll(mnist[0][:4])

@@ -41,7 +41,7 @@ import numpy as np
 import autograd.functional as F
 from autograd import Tensor
 from .. import data, nn, optim
-from ..diffusion import GaussianDiffusion, beta_schedule, classifier_free, classifier_guidance, drop_condition
+from ..diffusion import GaussianDiffusion, beta_schedule, classifier_free, classifier_guidance, drop_condition, normal_kl
 from ..io import save_gif, save_image_grid
 from .base import Config, Model, inference
 
@@ -320,6 +320,14 @@ class DDPM(DiffusionModel):
     # ------------------------------------------------------------------ a generative classifier
     binary_likelihood = False   # bayes-classifier hands it grey levels: its bound is of 8-bit images
 
+    def _bound_term(self, x0, t, cond, rng):
+        """The bound's term L_t of each image x0 (B, ...) in [-1, 1] at its step t (B,), bits/dim (B,):
+        x_t ~ q(x_t|x_0) drawn with rng, the network's eps under `cond`, the sampler's variance beta~_t
+        (v = -1) and the discretised decoder for L_0 (GaussianDiffusion.vlb_terms)."""
+        d = self.diffusion
+        x_t = d.q_sample(x0, t, rng.standard_normal(x0.shape, dtype=np.float32))
+        return d.vlb_terms(x0, x_t, t, self.eps(x_t, t, cond), -np.ones_like(x_t))
+
     @inference
     def class_log_likelihoods(self, x, k=10, batch_size=20):
         """log p(x|y) for every label y, (N, 10), of images x (N, 1, 28, 28) in [0, 1], in nats, up to a
@@ -352,3 +360,39 @@ class DDPM(DiffusionModel):
                 bits = d.vlb_terms(x0_rep, x_t, t_rep, eps_hat, -np.ones_like(x_t))     # v = -1: Sigma = beta~_t
                 out[b0:b0 + b] -= (d.T / k) * bits.reshape(b, C) * (x0[0].size * np.log(2))
         return out
+
+    @inference
+    def evaluate_nll(self, images, n=None, k=10, batch_size=100):
+        """Ho et al.'s variational bound on -log p(x) of uint8 test images (N, 1, 28, 28), in bits
+        per dim: the model's unconditional p(x) (a class-conditional model's null label, trained with
+        p_uncond > 0 for classifier-free guidance),
+
+            -log p(x) <= L_T + sum_{t=1}^{T-1} L_t + L_0       (bits/dim: / (D ln 2))
+            L_T = KL(q(x_T|x_0) || N(0, I)),  L_t = KL(q(x_{t-1}|x_t, x_0) || p(x_{t-1}|x_t)),  L_0 = -log p(x_0|x_1)
+
+        L_T in closed form; the sum over t estimated per image from k steps, one drawn in each of k equal
+        strata of 0..T-1: sum_t L_t ~ (T / k) sum_j L_{t_j}, an unbiased estimate whose noise averages out
+        over the images (its standard error is reported). Fixed seed: every run is scored on the same
+        draws. Cost: k network evaluations per image. A bound, so an upper bound on the bits/dim that a
+        flow's exact figure reports (realnvp.py)."""
+        c = self.config
+        if c.num_classes and not c.p_uncond:
+            raise ValueError(f"{self.name}: trained without the null label (p_uncond=0) it has no p(x); "
+                             f"class_log_likelihoods gives log p(x|y)")
+        d, rng = self.diffusion, np.random.default_rng(0)
+        x = data.to_signed(images[:n])                                                 # (N, 1, 28, 28) in [-1, 1]
+        per_image = np.zeros(len(x))
+        for b0 in range(0, len(x), batch_size):
+            x0 = x[b0:b0 + batch_size]
+            b = len(x0)
+            cond = self.null_condition(b) if c.num_classes else None
+            # L_T = KL(N(sqrt(abar_T) x_0, 1 - abar_T) || N(0, 1)), bits/dim
+            last = d.T - 1
+            prior = normal_kl(np.sqrt(d.abar[last]) * x0, np.log(1 - d.abar[last]), 0.0, 0.0)
+            per_image[b0:b0 + b] = prior.reshape(b, -1).mean(axis=1) / np.log(2)
+            strata = ((np.arange(k) + rng.random((b, k))) * d.T / k).astype(np.int64)  # (b, k) a step per stratum
+            for j in range(k):
+                per_image[b0:b0 + b] += (d.T / k) * self._bound_term(x0, strata[:, j], cond, rng)
+        return {"vlb_bits_per_dim": float(per_image.mean()),
+                "vlb_bits_per_dim_se": float(per_image.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0,
+                "vlb_steps": k}
