@@ -505,12 +505,24 @@ class MaskedConv2d(Function):
 
 
 def _channel_sum(g):
-    """dL/db = sum of g (B, C, H, W) over batch and pixels, read in g's memory order (NHWC views
-    reduce over the leading axes of a (B H W, C) matrix: a fast contiguous pass)."""
+    """dL/db = sum of g (B, C, H, W) over batch and pixels.
+
+    A speed trick: where g is an NHWC view, its (B H W, C) matrix is summed over its rows as a product
+    with a vector of ones, 1^T G (a BLAS GEMV, on every core). NumPy sums a tall, narrow matrix's
+    columns one row at a time on one core: measured at (50176, 32) 0.81 ms against 0.12 ms, at
+    (12544, 64) 0.23 against 0.05 ms (the U-Net step makes 19 of these, serially, while the other
+    core waits). The GEMV also adds in blocks, so its float32 rounding is no worse. The plain way,
+    `_channel_sum_plain`, is held to it by a test."""
     B, C, H, W = g.shape
     nhwc = g.transpose(0, 2, 3, 1)
-    if nhwc.flags.c_contiguous:
-        return nhwc.reshape(B * H * W, C).sum(axis=0)
+    if not nhwc.flags.c_contiguous:
+        return _channel_sum_plain(g)
+    xp = backend.xp_of(g)
+    return xp.ones(B * H * W, dtype=g.dtype) @ nhwc.reshape(B * H * W, C)     # 1^T (B H W, C) -> (C,)
+
+
+def _channel_sum_plain(g):
+    """dL/db = sum of g (B, C, H, W) over the batch and the pixels, as it reads."""
     return g.sum(axis=(0, 2, 3))
 
 

@@ -171,3 +171,18 @@ def test_forward_keeps_the_padded_input_not_the_im2col_matrix():
     y = F.conv2d(x, w, padding=1)
     saved = [a for a in y._ctx.saved if a is not None]
     assert sum(a.size for a in saved) <= 4 * 8 * 12 * 12 + w.size
+
+
+@pytest.mark.parametrize("nhwc", [True, False])
+def test_channel_sum_as_a_product_equals_the_plain_sum(nhwc):
+    """The bias gradient: 1^T G on an NHWC view (the GEMV trick) and the plain sum over (B, H, W) agree,
+    both within float32 rounding of the float64 sum; an NCHW array takes the plain way."""
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal((6, 5, 7, 9)).astype(np.float32) + 3.0     # an offset, so rounding shows
+    if nhwc:
+        g = np.ascontiguousarray(g.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    exact = g.astype(np.float64).sum(axis=(0, 2, 3))
+    fast, plain = conv_fast._channel_sum(g), conv_fast._channel_sum_plain(g)
+    assert fast.shape == plain.shape == (5,) and fast.dtype == plain.dtype == np.float32
+    np.testing.assert_allclose(fast, exact, rtol=1e-6)
+    np.testing.assert_allclose(plain, exact, rtol=1e-6)
