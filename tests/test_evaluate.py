@@ -128,6 +128,23 @@ def test_the_prompt_benchmark_scores_a_model_that_obeys_and_one_that_ignores_the
         assert obey[key] == 1.0 and ignore[key] < 0.6
 
 
+def test_the_prompt_benchmark_by_prompt_rows():
+    """--by-prompt: one row per attribute prompt, its own agreement, and its word's share of the test
+    images of its class (a stand-in that obeys: agreement 1 everywhere; the shares sum to 1 per attribute)."""
+    r = evaluate.prompt_benchmark(_PickTestImages("mnist", True), "mnist", n_per_prompt=2, by_prompt=True)
+    rows = r["by_prompt"]
+    assert len(rows) == 90 and all(row["agreement"] == 1.0 for row in rows)
+    assert {(row["label"], row["word"]) for row in rows if row["heldout"]} == set(text.HOLDOUT["mnist"])
+    for label in range(10):
+        for attribute in ("thickness", "size", "slant"):
+            shares = [row["in_test_split"] for row in rows if row["label"] == label and row["attribute"] == attribute]
+            assert len(shares) == 3 and sum(shares) == pytest.approx(1.0, abs=1e-3)
+    x, y = data.load_dataset("mnist", "test")
+    large_ones = next(row for row in rows if row["label"] == 1 and row["word"] == "large")["in_test_split"]
+    assert large_ones == pytest.approx((text.attribute_words(x[y == 1], "mnist")["size"] == "large").mean(), abs=1e-4)
+    assert "by_prompt" not in evaluate.prompt_benchmark(_PickTestImages("mnist", True), "mnist", n_per_prompt=2)
+
+
 def test_attribute_agreement_reads_the_caption_bins():
     x, _ = data.load_dataset("mnist", "test")
     words = text.attribute_words(x[:50], "mnist")

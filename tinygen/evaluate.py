@@ -341,7 +341,8 @@ def base_rate(attributes, words, labels, dataset):
     return float(np.mean([(measured[a][y == c] == w).mean() for a, w, c in zip(attributes, words, labels)]))
 
 
-def prompt_benchmark(model, dataset, n_per_prompt=PROMPT_N, seed=PROMPT_SEED, batch=500, settings=None, **sampling):
+def prompt_benchmark(model, dataset, n_per_prompt=PROMPT_N, seed=PROMPT_SEED, batch=500, settings=None,
+                     by_prompt=False, **sampling):
     """The prompt benchmark of a text-to-image model (model.sample(n, prompt=[...], **sampling)), judged by
     the frozen judge of `dataset` and the caption bins:
 
@@ -354,7 +355,8 @@ def prompt_benchmark(model, dataset, n_per_prompt=PROMPT_N, seed=PROMPT_SEED, ba
         seen_agreement / heldout_agreement   agreement on the pairs the captions showed / held out
         images_per_s          wall-clock sampling speed on this machine
     n_per_prompt images per attribute prompt, CLASS_PROMPT_FACTOR times as many per class prompt; `settings`
-    (the model's sampling settings changed for this row, e.g. top_k) are written into the row."""
+    (the model's sampling settings changed for this row, e.g. top_k) are written into the row. by_prompt:
+    also "by_prompt", a row per attribute prompt (prompts_by_attribute: which prompts the figures lose on)."""
     suite = prompt_suite(dataset)
     repeats = [n_per_prompt * (CLASS_PROMPT_FACTOR if not row["attribute"] else 1) for row in suite]
     column = lambda key: np.repeat(np.array([row[key] for row in suite], dtype=object), repeats)
@@ -387,7 +389,29 @@ def prompt_benchmark(model, dataset, n_per_prompt=PROMPT_N, seed=PROMPT_SEED, ba
         "heldout_agreement": round(float(agree[a_held].mean()), 4),
         "heldout_base_rate": round(base_rate(a_attr[a_held], a_words[a_held], a_labels[a_held], dataset), 4),
         "images_per_s": round(len(images) / wall, 2)})
+    if by_prompt:
+        results["by_prompt"] = prompts_by_attribute(a_attr, a_words, a_labels, a_held, agree,
+                                                    judged[~is_class] == labels[~is_class], dataset)
     return results
+
+
+def prompts_by_attribute(attributes, words, labels, heldout, agree, correct, dataset):
+    """One row per attribute prompt of the benchmark, in the suite's order: its attribute agreement and
+    judge accuracy, whether the captions held its pair out, and how common its word is among the test
+    images of its class (the model's prior: a "large digit one" asks for 3% of the ones)."""
+    x, y = data.load_dataset(dataset, "test")
+    measured = text.attribute_words(x, dataset)
+    rows, seen = [], set()
+    for a, w, c, h in zip(attributes, words, labels, heldout):
+        if (a, w, c) in seen:
+            continue
+        seen.add((a, w, c))
+        here = (attributes == a) & (words == w) & (labels == c)
+        rows.append({"label": int(c), "attribute": a, "word": w, "heldout": bool(h),
+                     "agreement": round(float(agree[here].mean()), 4),
+                     "class_accuracy": round(float(correct[here].mean()), 4),
+                     "in_test_split": round(float((measured[a][y == c] == w).mean()), 4)})
+    return rows
 
 
 def bayes_classifier(model, dataset, ks=(1, 10, 100), n=None, judge=True):
@@ -609,11 +633,16 @@ def prompts_command(args):
     rows, cpu0 = [], time.process_time()
     for n in candidates:
         extra = {"candidates": n, "clip": clip} if args.candidates else {}
-        row = prompt_benchmark(model, model.dataset, args.n_per_prompt, settings=settings, **sampling, **extra)
+        row = prompt_benchmark(model, model.dataset, args.n_per_prompt, settings=settings, by_prompt=args.by_prompt,
+                               **sampling, **extra)
         if args.candidates:
             row["clip"] = args.clip
+        per_prompt = row.pop("by_prompt", None)
         rows.append(row)
         print(json.dumps(row), flush=True)
+        if per_prompt:
+            print(json.dumps({"by_prompt": per_prompt}), flush=True)
+            print(markdown_table(per_prompt))
     print(markdown_table(rows))
     print(f"CPU seconds: {time.process_time() - cpu0:.0f}")
 
@@ -695,6 +724,9 @@ def _main(argv):
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="a sampling setting of the model, written into the row (unclip: decode_from=text, "
                         "prior_candidates=1, ...)")
+    p.add_argument("--by-prompt", action="store_true",
+                   help="also a table of every attribute prompt: its agreement, judge accuracy, whether its pair "
+                        "was held out, and how common its word is in the test images of its class")
     q = sub.add_parser("prior", help="unCLIP's prior: cosine of its embeddings to test images of the prompt's "
                                      "class and to random ones, beside the text embedding's")
     q.add_argument("--checkpoint", required=True)

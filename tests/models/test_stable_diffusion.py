@@ -230,3 +230,8 @@ def test_the_prompt_benchmark_takes_a_stable_diffusion_checkpoint(stages, tmp_pa
                           "--steps", "2"]) == 0
     row = json.loads(capsys.readouterr().out.splitlines()[0])
     assert row["model"] == "stable_diffusion" and row["images"] == 10 * 10 + 90 * 2 and row["guidance"] == 3
+    assert evaluate_main(["prompts", "--checkpoint", str(checkpoint), "--n-per-prompt", "2", "--steps", "1",
+                          "--by-prompt"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "by_prompt" not in json.loads(out[0]) and len(json.loads(out[1])["by_prompt"]) == 90
+    assert any(line.startswith("| label | attribute | word | heldout | agreement") for line in out)
