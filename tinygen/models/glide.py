@@ -26,9 +26,11 @@ the prompt benchmark can ask whether the model composes words it never saw toget
 Recipe (Config): the DDPM U-Net at base 24 (widths 24, 48, 96 at 28, 14, 7), attention at 7x7 over
 the image and the caption; a text encoder of dim 64, 2 causal blocks; the caption dropped with p = 0.2;
 T = 1000 (linear betas); Adam 1e-3, batch 64, grad clip 1, EMA 0.999, 7 epochs; sampling with 50 DDIM
-steps at guidance 3.
+steps at guidance 3. With --set text_init=PATH the text encoder starts from a trained CLIP's (the
+same dims: its embeddings and causal blocks) instead of from random weights, and trains on as before.
 
     python -m tinygen train glide
+    python -m tinygen train glide --set text_init=runs/clip-mnist/last.npz --out runs/glide-clip-mnist
     python -m tinygen sample glide --checkpoint runs/glide-mnist/last.npz --prompt "a thick digit seven" --guidance 3 --steps 50
     python -m tinygen edit glide --checkpoint runs/glide-mnist/last.npz --image 0 --mask lower --prompt "a digit one"
     python -m tinygen.evaluate prompts --checkpoint runs/glide-mnist/last.npz --guidance 3 --steps 50
