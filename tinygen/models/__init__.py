@@ -90,7 +90,8 @@ def load_stage(path, name, field, user):
 
 def frozen_stage(model, field, name):
     """The trained `name` model that `model` builds on, frozen (DALL-E's dVAE, unCLIP's and latent
-    text-to-image's CLIP): config.<field> names its checkpoint (load_stage). Its config is recorded in
+    text-to-image's CLIP; GLIDE's text_init, whose weights it copies as a start): config.<field> names its
+    checkpoint (load_stage). Its config is recorded in
     config.<field>_config and its weights travel in `model`'s checkpoints, so a checkpoint loads
     (load_model) on its own even where the stage's file is not: the stage is then built from the
     recorded config, and the checkpoint's weights go in next."""
