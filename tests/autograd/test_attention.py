@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import autograd.functional as F
-from autograd import ShapeError, Tensor, gradcheck
+from autograd import ShapeError, Tensor, _threads, gradcheck
 from tests.autograd.numpy_reference import np_softmax, randn
 
 SOME = settings(max_examples=15, deadline=None)
@@ -98,6 +98,49 @@ def test_attention_dropout_with_fixed_seed(rng):
     same = F.scaled_dot_product_attention(Tensor(q), Tensor(k), Tensor(v), dropout_p=0.0).numpy()
     dropped = fn(Tensor(q), Tensor(k), Tensor(v)).numpy()
     assert not np.allclose(same, dropped)
+
+
+@pytest.mark.parametrize("case", ["plain", "causal-dropout", "broadcast-kv", "mask-grad", "mask-batch-axes"])
+def test_attention_is_the_same_on_two_threads(case):
+    """The batch cut between two threads (each its rows of P, out and the gradients) against the plain
+    computation on one: values and every gradient, float64."""
+    rng = np.random.default_rng(3)
+    B, H, Tq, Tk, d = 5, 2, 4, 6, 3
+    shapes = {"q": (B, H, Tq, d), "k": (B, H, Tk, d), "v": (B, H, Tk, d)}
+    mask = None
+    kwargs = {}
+    if case == "causal-dropout":
+        Tk = Tq
+        shapes.update(k=(B, H, Tq, d), v=(B, H, Tq, d))
+    if case == "broadcast-kv":
+        shapes.update(k=(1, H, Tk, d), v=(B, 1, Tk, d))
+    if case == "mask-grad":
+        mask = rng.standard_normal((B, 1, Tq, Tk))
+    if case == "mask-batch-axes":   # the mask's first axis is the scores' alone: q, k, v are used whole
+        shapes = {"q": (H, Tq, d), "k": (H, Tk, d), "v": (H, Tk, d)}
+        mask = rng.random((B, 1, Tq, Tk)) < 0.7
+    arrays = {name: rng.standard_normal(shape) for name, shape in shapes.items()}
+    g = None
+    results = []
+    for n in (1, 2):
+        with _threads.threads(n, min_bytes=1):
+            t = {name: Tensor(a, dtype="float64", requires_grad=True) for name, a in arrays.items()}
+            m = Tensor(mask, dtype="float64", requires_grad=True) if mask is not None and mask.dtype != bool else mask
+            if case == "causal-dropout":
+                kwargs = {"is_causal": True, "dropout_p": 0.25, "rng": np.random.default_rng(7)}
+            out = F.scaled_dot_product_attention(t["q"], t["k"], t["v"], attn_mask=m, **kwargs)
+            g = rng.standard_normal(out.shape) if g is None else g
+            out.backward(g)
+            grads = [np.asarray(t[name].grad) for name in ("q", "k", "v")]
+            if isinstance(m, Tensor):
+                grads.append(np.asarray(m.grad))
+            results.append([out.numpy(), *grads])
+    if case in ("plain", "mask-batch-axes"):
+        keep = None if mask is None else mask
+        want = np_attention(arrays["q"], arrays["k"], arrays["v"], keep)
+        np.testing.assert_allclose(results[0][0], want, rtol=1e-10, atol=1e-12)
+    for one, two in zip(*results):
+        np.testing.assert_allclose(one, two, rtol=1e-12, atol=1e-12)
 
 
 def test_attention_errors():

@@ -91,6 +91,23 @@ def test_silu_is_the_same_on_two_threads_and_keeps_the_layout(any_size, shape, l
         np.testing.assert_array_equal(one, two)
 
 
+@pytest.mark.parametrize("shape", [(6, 4, 5), (7, 3), ()])
+def test_gelu_is_the_same_on_two_threads(any_size, shape):
+    rng = np.random.default_rng(2)
+    a, g = rng.standard_normal(shape) * 3, rng.standard_normal(shape)
+    results = []
+    for n in (1, 2):
+        with _threads.threads(n, min_bytes=1):
+            x = Tensor(a, dtype="float64", requires_grad=True)
+            y = F.gelu(x)
+            y.backward(g)
+            results.append((y.numpy(), np.asarray(x.grad)))
+    u = np.sqrt(2 / np.pi) * (a + 0.044715 * a ** 3)
+    np.testing.assert_allclose(results[0][0], a / 2 * (1 + np.tanh(u)), rtol=1e-12, atol=1e-12)
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
+
+
 @pytest.mark.skipif(_threads._LIB is None, reason="NumPy's BLAS is not an OpenBLAS whose threads can be set")
 def test_blas_runs_on_one_thread_inside_and_as_before_after(any_size):
     before = int(_threads._LIB[0]())
