@@ -250,15 +250,37 @@ class Where(Function):
 
 # ---------------------------------------------------------------------- activations
 class ReLU(Function):
+    """relu(a) = max(a, 0); d/da = [a > 0], read from the output: [relu(a) > 0] = sign(relu(a)).
+
+    Speed: as SiLU's, the batch is cut between the engine's threads (autograd/_threads.py), each
+    writing its rows of one new array made on the caller's thread (in a's memory layout)."""
     op_name = "relu"
 
     def forward(self, a):
-        out = backend.xp_of(a).maximum(a, 0)
+        xp = backend.xp_of(a)
+        rows = a.reshape(1) if a.ndim == 0 else a
+        out = xp.empty_like(rows)
+
+        def samples(b0, b1):  # rows b0 <= i < b1 of the batch (a thread of _threads.over_batch)
+            xp.maximum(rows[b0:b1], 0, out=out[b0:b1])
+
+        _threads.over_batch(xp, len(rows), samples, rows.nbytes // max(len(rows), 1))
+        out = out.reshape(a.shape)
         self.save_for_backward(out)
         return out
 
     def backward(self, g):
-        return g * (self.saved[0] > 0)
+        xp = backend.xp_of(g)
+        rows = [v.reshape(1) if v.ndim == 0 else v for v in (self.saved[0], g)]
+        d = xp.empty_like(rows[0])
+
+        def samples(b0, b1):  # rows b0 <= i < b1 of the batch (a thread of _threads.over_batch)
+            oi, gi, di = rows[0][b0:b1], rows[1][b0:b1], d[b0:b1]
+            xp.sign(oi, out=di)                          # [a > 0]: the output is 0 or positive
+            di *= gi
+
+        _threads.over_batch(xp, len(d), samples, d.nbytes // max(len(d), 1))
+        return d.reshape(g.shape)
 
 
 class LeakyReLU(Function):

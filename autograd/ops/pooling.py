@@ -11,7 +11,7 @@ Only the array module of the inputs (NumPy or CuPy) is used, through `backend`.
 """
 import math
 
-from .. import backend
+from .. import _threads, backend
 from ..function import ShapeError, Function
 from .conv import _check_4d, _pair
 from .conv_fast import _as_nchw, _place, _scatter_taps, _windows
@@ -60,7 +60,9 @@ class MaxPool2d(Function):
     rather than copying every window and calling argmax over a middle axis (slow in NumPy). The
     winning tap is remembered in a small uint8 array with arithmetic instead of masked assignment
     (copyto(where=...) and arg[mask] = t are ~5x slower): taps are visited in increasing order t, so
-    "tap t beats the running max" can be recorded as arg = maximum(arg, t * (tap > max)).
+    "tap t beats the running max" can be recorded as arg = maximum(arg, t * (tap > max)). The batch
+    is cut between the engine's threads (autograd/_threads.py), each running the taps over its images
+    into its rows of out and arg (both made on the caller's thread, with the comparison's buffer).
     Backward: kh kw masked slice-adds."""
     op_name = "max_pool2d"
 
@@ -68,13 +70,22 @@ class MaxPool2d(Function):
         xp = backend.xp_of(x)
         kernel, stride, padding, out_hw = _pool_params("max_pool2d", x, kernel_size, stride, padding)
         win = _pool_windows(x, kernel, stride, padding, out_hw, -math.inf)
-        out = win[:, :, :, 0, 0, :].copy()
+        B, Ho, Wo, C = win.shape[:3] + win.shape[-1:]
+        out = xp.empty((B, Ho, Wo, C), dtype=win.dtype)
         arg = xp.zeros(out.shape, dtype=xp.uint8 if kernel[0] * kernel[1] <= 256 else xp.int32)
-        for t in range(1, kernel[0] * kernel[1]):
-            tap = win[:, :, :, t // kernel[1], t % kernel[1], :]
-            better = tap > out  # strict: the first maximum wins
-            xp.maximum(out, tap, out=out)
-            xp.maximum(arg, better * arg.dtype.type(t), out=arg)
+        better = xp.empty(out.shape, dtype=arg.dtype)
+
+        def images(b0, b1):  # the images b0 <= b < b1 (a thread of _threads.over_batch)
+            wi, oi, ai, bi = win[b0:b1], out[b0:b1], arg[b0:b1], better[b0:b1]
+            oi[...] = wi[:, :, :, 0, 0, :]
+            for t in range(1, kernel[0] * kernel[1]):
+                tap = wi[:, :, :, t // kernel[1], t % kernel[1], :]
+                xp.greater(tap, oi, out=bi)  # strict: the first maximum wins
+                bi *= bi.dtype.type(t)
+                xp.maximum(oi, tap, out=oi)
+                xp.maximum(ai, bi, out=ai)
+
+        _threads.over_batch(xp, B, images, out.nbytes // max(B, 1))
         self.args = (x.shape, kernel, stride, padding, out_hw)
         self.save_for_backward(arg)
         return _as_nchw(out)

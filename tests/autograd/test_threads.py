@@ -108,6 +108,44 @@ def test_gelu_is_the_same_on_two_threads(any_size, shape):
         np.testing.assert_array_equal(one, two)
 
 
+@pytest.mark.parametrize("shape, layout", [((6, 4, 5, 3), "NCHW"), ((6, 4, 5, 3), "NHWC"), ((7, 3), "rows"), ((), "scalar")])
+def test_relu_is_the_same_on_two_threads_and_keeps_the_layout(any_size, shape, layout):
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal(shape)
+    if layout == "NHWC":
+        a = np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    g = rng.standard_normal(shape)
+    results = []
+    for n in (1, 2):
+        with _threads.threads(n, min_bytes=1):
+            x = Tensor(a, dtype="float64", requires_grad=True)
+            y = F.relu(x)
+            y.backward(g)
+            results.append((y.numpy(), np.asarray(x.grad)))
+        if layout == "NHWC":
+            assert y.numpy().transpose(0, 2, 3, 1).flags.c_contiguous
+    np.testing.assert_array_equal(results[0][0], np.maximum(a, 0))
+    np.testing.assert_array_equal(results[0][1], g * (a > 0))
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
+def test_max_pool_is_the_same_on_two_threads(any_size, kernel, stride, padding):
+    """Overlapping windows, padding and ties (integers from a small range): values and gradients."""
+    rng = np.random.default_rng(5)
+    a = rng.integers(-3, 4, (5, 3, 7, 6)).astype(np.float64)
+    results = []
+    for n in (1, 2):
+        with _threads.threads(n, min_bytes=1):
+            x = Tensor(a, dtype="float64", requires_grad=True)
+            y = F.max_pool2d(x, kernel, stride, padding)
+            y.backward(np.arange(y.size, dtype=np.float64).reshape(y.shape))
+            results.append((y.numpy(), np.asarray(x.grad)))
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
+
+
 @pytest.mark.skipif(_threads._LIB is None, reason="NumPy's BLAS is not an OpenBLAS whose threads can be set")
 def test_blas_runs_on_one_thread_inside_and_as_before_after(any_size):
     before = int(_threads._LIB[0]())
