@@ -6,6 +6,7 @@ one fused Function (batched matmuls, the softmax and its backward in place), wit
 masks, the causal mask, and dropout on the attention weights (drawn from `rng`, a NumPy or CuPy
 Generator, in the input's dtype on the input's device).
 """
+import functools
 import math
 
 from .. import _threads, backend
@@ -63,7 +64,8 @@ class ScaledDotProductAttention(Function):
         # every large array is made here, on the caller's thread: memory a worker thread allocates
         # stays in that thread's malloc arena (autograd/_malloc.py keeps heaps untrimmed)
         pd = xp.empty_like(p) if drop is not None else None                # P D / (1 - p_drop)
-        rows = _Rows(p.ndim, p.shape[0] if p.ndim > 2 else 1)
+        B = p.shape[0] if p.ndim > 2 else 1       # the batch is cut along the scores' first axis
+        rows = functools.partial(_rows, batch=B, ndim=p.ndim)
 
         def forward_rows(b0, b1):  # the batch rows b0 <= i < b1 (a thread of _threads.over_batch)
             qi, ki, vi, pi, bi, di, pdi = (rows(a, b0, b1) for a in (q, k, v, p, bias, drop, pd))
@@ -88,9 +90,9 @@ class ScaledDotProductAttention(Function):
                 pi = xp.multiply(pi, di, out=pdi)
             xp.matmul(pi, vi, out=rows(out, b0, b1))
 
-        rows.run(xp, forward_rows, p.nbytes)
+        _run(xp, forward_rows, B, p)
         self.save_for_backward(q, k, v, p, drop)
-        self.rows = rows
+        self.rows, self.B = rows, B
         return out
 
     def backward(self, g):
@@ -136,28 +138,21 @@ class ScaledDotProductAttention(Function):
                 xp.matmul(ds.swapaxes(-1, -2), qi, out=gki)
                 gki *= scale
 
-        rows.run(xp, backward_rows, p.nbytes)
+        _run(xp, backward_rows, self.B, p)
         return (gq, gk, gv, gmask) if self.has_mask else (gq, gk, gv)
 
 
-class _Rows:
-    """The slices of attention's arrays that belong to batch rows b0 <= i < b1 of the scores (..., Tq, Tk):
-    an array with the scores' first axis is sliced, one that broadcasts along it (fewer axes, or 1 there)
-    is used whole. run() hands the rows to the engine's threads (one run of rows per thread)."""
+def _rows(a, b0, b1, batch, ndim):
+    """An array's share of the batch rows b0 <= i < b1 of the scores (whole where it broadcasts)."""
+    return _threads.rows(a, b0, b1, batch, ndim)
 
-    def __init__(self, ndim, B):
-        self.ndim, self.B = ndim, B
 
-    def __call__(self, a, b0, b1):
-        if a is None or (b0, b1) == (0, self.B) or a.ndim < self.ndim or a.shape[0] != self.B:
-            return a
-        return a[b0:b1]
-
-    def run(self, xp, work, nbytes):
-        if self.ndim > 2:
-            _threads.over_batch(xp, self.B, work, nbytes // max(self.B, 1))
-        else:
-            work(0, self.B)
+def _run(xp, work, batch, p):
+    """work(b0, b1) over the batch: by the engine's threads where the scores have a batch axis."""
+    if p.ndim > 2:
+        _threads.over_batch(xp, batch, work, p.nbytes // max(batch, 1))
+    else:
+        work(0, batch)
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, *,
