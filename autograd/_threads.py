@@ -16,7 +16,6 @@ once; their images are disjoint, so no two threads write to the same memory.
     over_batch(xp, B, work)    work(b0, b1) on runs of images [b0, b1) that cover 0..B, one per thread;
                                the results in order
     rows(a, b0, b1, B, ndim)   an operand's share of such a run (whole where it broadcasts along the batch)
-    ufunc(xp, f, *arrays)      f(*arrays) (a broadcasting ufunc such as add) into one new array, by runs
 
 The plain way is the same call with one thread: `over_batch` then calls work(0, B) on the caller's
 thread. The engine uses as many threads as NumPy's BLAS does (OPENBLAS_NUM_THREADS=1: one, the plain
@@ -126,24 +125,3 @@ def rows(a, b0, b1, batch, ndim):
         return a
     return a[b0:b1]
 
-
-def ufunc(xp, f, *arrays):
-    """f(*arrays) for a broadcasting ufunc f (xp.add, ...): the result is made here, on the caller's
-    thread, in the memory layout of the operand of its shape (as f's own result would be: an NHWC
-    view stays NHWC), and its rows are computed by runs of the batch (over_batch). With one thread,
-    and for arrays that are not NumPy's, it is f(*arrays)."""
-    if xp is not np or count() <= 1:
-        return f(*arrays)
-    shape = np.broadcast_shapes(*(a.shape for a in arrays))
-    if not shape:
-        return f(*arrays)
-    like = next((a for a in arrays if a.shape == shape), None)
-    dtype = np.result_type(*arrays)
-    out = np.empty_like(like, dtype=dtype) if like is not None else np.empty(shape, dtype)
-    batch, ndim = shape[0], len(shape)
-
-    def work(b0, b1):
-        f(*(rows(a, b0, b1, batch, ndim) for a in arrays), out=rows(out, b0, b1, batch, ndim))
-
-    over_batch(xp, batch, work, out.nbytes // max(batch, 1))
-    return out

@@ -22,13 +22,10 @@ class _Binary(Function):
 
 
 class Add(_Binary):
-    """a + b. Speed: a large sum (a residual add, a bias over a batch of feature maps) is cut by batch
-    runs between the engine's threads (autograd/_threads.py's ufunc; one thread: a + b as it reads)."""
     op_name = "add"
 
     def forward(self, a, b):
-        xp = backend.xp_of(a, b)
-        return _threads.ufunc(xp, xp.add, a, b)
+        return a + b
 
     def backward(self, g):  # d(a+b)/da = 1, d(a+b)/db = 1 (unbroadcast by the engine)
         return g, g

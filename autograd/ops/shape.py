@@ -1,6 +1,6 @@
 """Shape ops: reshape, transpose, expand, getitem, concat, stack, split, pad (PyTorch's form) and
 pad_width (NumPy's), and device copies."""
-from .. import _threads, backend
+from .. import backend
 from ..function import Function, ShapeError
 from ..tensor import Tensor
 from ._util import check_axis
@@ -104,18 +104,7 @@ class Concat(Function):
             if a.ndim != len(ref) or any(a.shape[i] != ref[i] for i in range(a.ndim) if i != ax):
                 raise ShapeError(f"concat: shapes {[x.shape for x in arrays]} differ outside axis {axis}")
         self.axis, self.sizes = ax, [a.shape[ax] for a in arrays]
-        if ax == 0:
-            return xp.concatenate(arrays, axis=ax)
-        # Speed: the copy cut by batch runs between the engine's threads (autograd/_threads.py) into
-        # one result made here in the first input's memory layout (a U-Net's skip concat keeps NHWC)
-        shape = ref[:ax] + (sum(self.sizes),) + ref[ax + 1:]
-        out = xp.empty_like(arrays[0], shape=shape, dtype=xp.result_type(*arrays))
-
-        def images(b0, b1):  # the batch rows b0 <= i < b1 (a thread of _threads.over_batch)
-            xp.concatenate([a[b0:b1] for a in arrays], axis=ax, out=out[b0:b1])
-
-        _threads.over_batch(xp, len(out), images, out.nbytes // max(len(out), 1))
-        return out
+        return xp.concatenate(arrays, axis=ax)
 
     def backward(self, g):
         xp = backend.xp_of(g)

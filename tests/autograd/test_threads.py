@@ -146,50 +146,6 @@ def test_max_pool_is_the_same_on_two_threads(any_size, kernel, stride, padding):
         np.testing.assert_array_equal(one, two)
 
 
-@pytest.mark.parametrize("b_shape", [(5, 4, 3, 2), (5, 4, 1, 1), (4, 1, 1), (1, 4, 3, 2), ()])
-def test_add_is_the_same_on_two_threads_and_keeps_the_layout(any_size, b_shape):
-    """A residual add, a bias over a batch of maps, operands that broadcast along the batch, a scalar."""
-    rng = np.random.default_rng(6)
-    a = np.ascontiguousarray(rng.standard_normal((5, 3, 2, 4)).astype(np.float32)).transpose(0, 3, 1, 2)  # NHWC
-    b = rng.standard_normal(b_shape).astype(np.float32)
-    if b.shape == a.shape:   # a residual add: both NHWC, as a conv net's maps are
-        b = np.ascontiguousarray(b.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-    results = []
-    for n in (1, 2):
-        with _threads.threads(n, min_bytes=1):
-            x, y = Tensor(a, requires_grad=True), Tensor(b, requires_grad=True)
-            z = x + y
-            z.backward(np.ones(z.shape, np.float32))
-            results.append((z.numpy(), np.asarray(x.grad), np.asarray(y.grad)))
-            assert z.dtype == np.float32
-            if b.ndim < 4 or b.shape[0] == a.shape[0]:   # NumPy's own choice for (1, C, H, W) differs
-                assert z.numpy().transpose(0, 2, 3, 1).flags.c_contiguous
-    np.testing.assert_array_equal(results[0][0], a + b)
-    for one, two in zip(*results):
-        np.testing.assert_array_equal(one, two)
-
-
-@pytest.mark.parametrize("axis", [0, 1, 3])
-def test_concat_is_the_same_on_two_threads_and_keeps_the_layout(any_size, axis):
-    rng = np.random.default_rng(7)
-    nhwc = lambda c: np.ascontiguousarray(rng.standard_normal((5, 3, 2, c))).transpose(0, 3, 1, 2)  # noqa: E731
-    a, b = nhwc(4), nhwc(6)
-    if axis != 1:
-        b = nhwc(4)
-    results = []
-    for n in (1, 2):
-        with _threads.threads(n, min_bytes=1):
-            x, y = Tensor(a, dtype="float64", requires_grad=True), Tensor(b, dtype="float64", requires_grad=True)
-            z = F.concat([x, y], axis=axis)
-            z.backward(np.arange(z.size, dtype=np.float64).reshape(z.shape))
-            results.append((z.numpy(), np.asarray(x.grad), np.asarray(y.grad)))
-        if axis == 1:
-            assert z.numpy().transpose(0, 2, 3, 1).flags.c_contiguous
-    np.testing.assert_array_equal(results[0][0], np.concatenate([a, b], axis=axis))
-    for one, two in zip(*results):
-        np.testing.assert_array_equal(one, two)
-
-
 def test_rows_slices_the_batch_and_keeps_what_broadcasts():
     a, bias, one = np.zeros((6, 3, 2)), np.zeros((3, 2)), np.zeros((1, 3, 2))
     assert _threads.rows(a, 2, 4, 6, 3).shape == (2, 3, 2)
