@@ -70,10 +70,20 @@ def test_a_unet_sized_conv_step_is_the_same_on_two_threads():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4, err_msg=name)
 
 
+#: name -> (the op, its formula in NumPy, the scale of the test inputs)
+ACTIVATIONS = {
+    "silu": (F.silu, lambda a: a / (1 + np.exp(-a)), 4),
+    "gelu": (F.gelu, lambda a: a / 2 * (1 + np.tanh(np.sqrt(2 / np.pi) * (a + 0.044715 * a ** 3))), 3),
+    "relu": (F.relu, lambda a: np.maximum(a, 0), 1),
+}
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
 @pytest.mark.parametrize("shape, layout", [((6, 4, 5, 3), "NCHW"), ((6, 4, 5, 3), "NHWC"), ((7, 3), "rows"), ((), "scalar")])
-def test_silu_is_the_same_on_two_threads_and_keeps_the_layout(any_size, shape, layout):
+def test_activation_is_the_same_on_two_threads_and_keeps_the_layout(any_size, name, shape, layout):
+    op, formula, scale = ACTIVATIONS[name]
     rng = np.random.default_rng(1)
-    a = rng.standard_normal(shape) * 4
+    a = rng.standard_normal(shape) * scale
     if layout == "NHWC":  # an NCHW view of NHWC memory, as conv2d returns
         a = np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     g = rng.standard_normal(shape)
@@ -81,51 +91,14 @@ def test_silu_is_the_same_on_two_threads_and_keeps_the_layout(any_size, shape, l
     for n in (1, 2):
         with _threads.threads(n, min_bytes=1):
             x = Tensor(a, dtype="float64", requires_grad=True)
-            y = F.silu(x)
+            y = op(x)
             y.backward(g)
             results.append((y.numpy(), np.asarray(x.grad)))
         if layout == "NHWC":
             assert y.numpy().transpose(0, 2, 3, 1).flags.c_contiguous
-    np.testing.assert_allclose(results[0][0], a / (1 + np.exp(-a)), rtol=1e-12, atol=1e-12)
-    for one, two in zip(*results):
-        np.testing.assert_array_equal(one, two)
-
-
-@pytest.mark.parametrize("shape", [(6, 4, 5), (7, 3), ()])
-def test_gelu_is_the_same_on_two_threads(any_size, shape):
-    rng = np.random.default_rng(2)
-    a, g = rng.standard_normal(shape) * 3, rng.standard_normal(shape)
-    results = []
-    for n in (1, 2):
-        with _threads.threads(n, min_bytes=1):
-            x = Tensor(a, dtype="float64", requires_grad=True)
-            y = F.gelu(x)
-            y.backward(g)
-            results.append((y.numpy(), np.asarray(x.grad)))
-    u = np.sqrt(2 / np.pi) * (a + 0.044715 * a ** 3)
-    np.testing.assert_allclose(results[0][0], a / 2 * (1 + np.tanh(u)), rtol=1e-12, atol=1e-12)
-    for one, two in zip(*results):
-        np.testing.assert_array_equal(one, two)
-
-
-@pytest.mark.parametrize("shape, layout", [((6, 4, 5, 3), "NCHW"), ((6, 4, 5, 3), "NHWC"), ((7, 3), "rows"), ((), "scalar")])
-def test_relu_is_the_same_on_two_threads_and_keeps_the_layout(any_size, shape, layout):
-    rng = np.random.default_rng(4)
-    a = rng.standard_normal(shape)
-    if layout == "NHWC":
-        a = np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-    g = rng.standard_normal(shape)
-    results = []
-    for n in (1, 2):
-        with _threads.threads(n, min_bytes=1):
-            x = Tensor(a, dtype="float64", requires_grad=True)
-            y = F.relu(x)
-            y.backward(g)
-            results.append((y.numpy(), np.asarray(x.grad)))
-        if layout == "NHWC":
-            assert y.numpy().transpose(0, 2, 3, 1).flags.c_contiguous
-    np.testing.assert_array_equal(results[0][0], np.maximum(a, 0))
-    np.testing.assert_array_equal(results[0][1], g * (a > 0))
+    np.testing.assert_allclose(results[0][0], formula(a), rtol=1e-12, atol=1e-12)
+    if name == "relu":
+        np.testing.assert_array_equal(results[0][1], g * (a > 0))
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
 
