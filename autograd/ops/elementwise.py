@@ -326,6 +326,9 @@ class Tanh(Function):
 class SiLU(Function):
     """silu(a) = a sigmoid(a), sigmoid(a) = (1 + tanh(a/2)) / 2 (stable for large |a|).
 
+    Memory: only a is kept for backward, which computes sigmoid(a) again (as PyTorch does): a U-Net
+    has two SiLUs a block, each on a whole feature map, and keeping s as well held one more map per
+    SiLU from the forward pass to the backward.
     Speed: the activations of a conv net are its largest arrays, so forward and backward work in
     place on one or two new arrays (in a's memory layout) instead of a fresh temporary per arithmetic
     step, and the batch is cut between the engine's threads (autograd/_threads.py), each writing its
@@ -335,28 +338,26 @@ class SiLU(Function):
     def forward(self, a):
         xp = backend.xp_of(a)
         rows = a.reshape(1) if a.ndim == 0 else a
-        s, y = xp.empty_like(rows), xp.empty_like(rows)
+        y = xp.empty_like(rows)
 
         def samples(b0, b1):  # rows b0 <= i < b1 of the batch (a thread of _threads.over_batch)
-            ai, si = rows[b0:b1], s[b0:b1]
-            xp.multiply(ai, a.dtype.type(0.5), out=si)
-            xp.tanh(si, out=si)
-            si += 1
-            si *= 0.5                                    # s = sigmoid(a)
-            xp.multiply(ai, si, out=y[b0:b1])            # y = a s
+            ai, yi = rows[b0:b1], y[b0:b1]
+            _sigmoid_into(xp, ai, yi)                    # s = sigmoid(a)
+            yi *= ai                                     # y = a s
 
         _threads.over_batch(xp, len(rows), samples, rows.nbytes // max(len(rows), 1))
-        self.save_for_backward(a, s.reshape(a.shape))
+        self.save_for_backward(a)
         return y.reshape(a.shape)
 
     def backward(self, g):  # d(a s)/da = s + a s (1 - s) = s (1 + a (1 - s))
-        a, s = self.saved
+        (a,) = self.saved
         xp = backend.xp_of(g)
-        rows = [v.reshape(1) if v.ndim == 0 else v for v in (a, s, g)]
-        d = xp.empty_like(rows[1])                       # in s's (a's) memory layout
+        rows = [v.reshape(1) if v.ndim == 0 else v for v in (a, g)]
+        s, d = xp.empty_like(rows[0]), xp.empty_like(rows[0])   # in a's memory layout
 
         def samples(b0, b1):  # rows b0 <= i < b1 of the batch (a thread of _threads.over_batch)
-            ai, si, gi, di = (v[b0:b1] for v in (*rows, d))
+            ai, gi, si, di = (v[b0:b1] for v in (*rows, s, d))
+            _sigmoid_into(xp, ai, si)                    # s = sigmoid(a), again
             xp.subtract(si.dtype.type(1), si, out=di)    # 1 - s
             di *= ai
             di += 1
@@ -365,6 +366,14 @@ class SiLU(Function):
 
         _threads.over_batch(xp, len(d), samples, d.nbytes // max(len(d), 1))
         return d.reshape(g.shape)
+
+
+def _sigmoid_into(xp, a, out):
+    """out = sigmoid(a) = (1 + tanh(a/2)) / 2, in place in out."""
+    xp.multiply(a, a.dtype.type(0.5), out=out)
+    xp.tanh(out, out=out)
+    out += 1
+    out *= 0.5
 
 
 class Softplus(Function):
