@@ -82,6 +82,11 @@ def to_numpy(array):
     return array.get() if hasattr(array, "get") else numpy.asarray(array)
 
 
+def is_numpy(xp):
+    """Whether xp is NumPy itself (where an op may use a NumPy-only speed trick)."""
+    return xp is numpy
+
+
 def scatter_add(xp, target, index, values):
     """target[index] += values with repeated indices accumulated (np.add.at / cupyx.scatter_add)."""
     if xp is numpy or not hasattr(xp, "cuda"):

@@ -88,6 +88,19 @@ def test_dropout_values():
 
 
 # ---------------------------------------------------------------------- embedding, one_hot
+@pytest.mark.parametrize("n, N", [(5, 40), (1, 7), (50, 3), (4, 0)])
+def test_embedding_gradient_sort_and_sum_equals_the_scatter_add(n, N):
+    """The rows summed by index (sorted, then one np.add.reduceat per run: the speed trick) against
+    np.add.at (the plain way): repeated indices, rows never indexed, a single row, no indices."""
+    from autograd.ops import nn as nn_ops
+    rng = np.random.default_rng(N)
+    idx, rows = rng.integers(0, n, N), rng.standard_normal((N, 6))
+    fast = nn_ops._rows_by_index(np, idx, rows, n)
+    plain = nn_ops._rows_by_index_plain(np, idx, rows, n)
+    assert fast.shape == plain.shape == (n, 6)
+    np.testing.assert_allclose(fast, plain, rtol=1e-12, atol=1e-12)
+
+
 def test_embedding(rng):
     w = randn(rng, 5, 3)
     idx = np.array([[0, 2, 2], [4, 2, 0]])  # repeated indices accumulate
