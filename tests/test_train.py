@@ -88,8 +88,20 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 def test_resume_refuses_a_different_config(tmp_path):
     fit(tmp_path, 3)
-    with pytest.raises(TrainingError, match="config differs"):
+    with pytest.raises(TrainingError, match=r"config differs.*hidden: \(16, 32\); resume with the run's own "
+                                            r"options: --set hidden=16"):
         fit(tmp_path, 6, resume=True, hidden=32)
+
+
+def test_a_config_difference_names_a_recorded_stage_config_and_gives_the_options_to_resume_with():
+    from tinygen.train import _resume_hint, _shown_differences
+    diff = {"text_init": ("runs/clip-mnist/last.npz", ""), "text_init_config": ({"text_dim": 64}, None),
+            "channel_mult": ([1, 2, 4], [1, 2])}
+    shown = _shown_differences(diff)
+    assert "text_init: ('runs/clip-mnist/last.npz', '')" in shown and "text_dim" not in shown
+    assert "text_init_config: (recorded from another option)" in shown
+    assert _resume_hint(diff) == "; resume with the run's own options: --set text_init=runs/clip-mnist/last.npz"
+    assert _resume_hint({"channel_mult": ([1, 2, 4], [1, 2])}) == ""
 
 
 def test_config_comparison_reads_json_tuples_new_defaults_and_ignores_quick_steps():

@@ -152,6 +152,21 @@ def _config_differences(saved, now, defaults):
     return diff
 
 
+def _shown_differences(diff):
+    """The differences of _config_differences for a message: a field recorded from another (a dict, such
+    as the config of a stage a model starts from) is named, not printed whole."""
+    return ", ".join(f"{k}: {'(recorded from another option)' if isinstance(v[0], dict) or isinstance(v[1], dict) else v}"
+                     for k, v in diff.items())
+
+
+def _resume_hint(diff):
+    """'; resume with the run's own options: --set k=v ...' for the differing fields with a plain value."""
+    plain = [(k, old) for k, (old, _) in diff.items() if isinstance(old, (str, int, float)) and not isinstance(old, bool)]
+    if not plain:
+        return ""
+    return "; resume with the run's own options: " + " ".join(f"--set {k}={v}" for k, v in plain)
+
+
 class Trainer:
     def __init__(self, model, options):
         check_options(options, model.config)
@@ -211,7 +226,8 @@ class Trainer:
                                 f"not {self.model.name} on {self.opt.dataset}")
         diff = _config_differences(meta["config"], self.model.config_dict(), type(self.model.config)())
         if diff:
-            raise TrainingError(f"{path}: the run's config differs from this one (checkpoint, now): {diff}")
+            raise TrainingError(f"{path}: the run's config differs from this one (checkpoint, now): "
+                                f"{_shown_differences(diff)}{_resume_hint(diff)}")
         for key, flag in (("seed", "--seed"), ("quick", "--quick")):  # they fix the data order and the schedule
             if key in meta and meta[key] != getattr(self.opt, key):
                 raise TrainingError(f"--resume with {flag} {getattr(self.opt, key)}: the run in {self.out} was "
