@@ -65,7 +65,7 @@ class ScaledDotProductAttention(Function):
         # stays in that thread's malloc arena (autograd/_malloc.py keeps heaps untrimmed)
         pd = xp.empty_like(p) if drop is not None else None                # P D / (1 - p_drop)
         B = p.shape[0] if p.ndim > 2 else 1       # the batch is cut along the scores' first axis
-        rows = functools.partial(_rows, batch=B, ndim=p.ndim)
+        rows = functools.partial(_threads.rows, batch=B, ndim=p.ndim)   # an array's share of rows b0..b1
 
         def forward_rows(b0, b1):  # the batch rows b0 <= i < b1 (a thread of _threads.over_batch)
             qi, ki, vi, pi, bi, di, pdi = (rows(a, b0, b1) for a in (q, k, v, p, bias, drop, pd))
@@ -140,11 +140,6 @@ class ScaledDotProductAttention(Function):
 
         _run(xp, backward_rows, self.B, p)
         return (gq, gk, gv, gmask) if self.has_mask else (gq, gk, gv)
-
-
-def _rows(a, b0, b1, batch, ndim):
-    """An array's share of the batch rows b0 <= i < b1 of the scores (whole where it broadcasts)."""
-    return _threads.rows(a, b0, b1, batch, ndim)
 
 
 def _run(xp, work, batch, p):
