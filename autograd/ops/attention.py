@@ -64,8 +64,7 @@ class ScaledDotProductAttention(Function):
         # every large array is made here, on the caller's thread: memory a worker thread allocates
         # stays in that thread's malloc arena (autograd/_malloc.py keeps heaps untrimmed)
         pd = xp.empty_like(p) if drop is not None else None                # P D / (1 - p_drop)
-        B = p.shape[0] if p.ndim > 2 else 1       # the batch is cut along the scores' first axis
-        rows = functools.partial(_threads.rows, batch=B, ndim=p.ndim)   # an array's share of rows b0..b1
+        rows = _rows_of(p)
 
         def forward_rows(b0, b1):  # the batch rows b0 <= i < b1 (a thread of _threads.over_batch)
             qi, ki, vi, pi, bi, di, pdi = (rows(a, b0, b1) for a in (q, k, v, p, bias, drop, pd))
@@ -90,16 +89,15 @@ class ScaledDotProductAttention(Function):
                 pi = xp.multiply(pi, di, out=pdi)
             xp.matmul(pi, vi, out=rows(out, b0, b1))
 
-        _run(xp, forward_rows, B, p)
+        _run(xp, forward_rows, p)
         self.save_for_backward(q, k, v, p, drop)
-        self.rows, self.B = rows, B
         return out
 
     def backward(self, g):
         q, k, v, p, drop = self.saved
         xp = backend.xp_of(g)
         need = self.needs_input_grad
-        rows, batch = self.rows, p.shape[:-2]
+        rows, batch = _rows_of(p), p.shape[:-2]
         need_ds = need[0] or need[1] or (self.has_mask and need[3])
         # the gradients at the scores' batch shape (the engine sums them over broadcast axes)
         gq = xp.empty(batch + q.shape[-2:], g.dtype) if need[0] else None
@@ -138,16 +136,26 @@ class ScaledDotProductAttention(Function):
                 xp.matmul(ds.swapaxes(-1, -2), qi, out=gki)
                 gki *= scale
 
-        _run(xp, backward_rows, self.B, p)
+        _run(xp, backward_rows, p)
         return (gq, gk, gv, gmask) if self.has_mask else (gq, gk, gv)
 
 
-def _run(xp, work, batch, p):
+def _batch(p):
+    """The rows the batch is cut into: the first axis of the scores P (..., Tq, Tk); 1 without one."""
+    return p.shape[0] if p.ndim > 2 else 1
+
+
+def _rows_of(p):
+    """rows(a, b0, b1): an array's share of the batch rows b0 <= i < b1 of the scores P."""
+    return functools.partial(_threads.rows, batch=_batch(p), ndim=p.ndim)
+
+
+def _run(xp, work, p):
     """work(b0, b1) over the batch: by the engine's threads where the scores have a batch axis."""
     if p.ndim > 2:
-        _threads.over_batch(xp, batch, work, p.nbytes // max(batch, 1))
+        _threads.over_batch(xp, _batch(p), work, p.nbytes // _batch(p))
     else:
-        work(0, batch)
+        work(0, 1)
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, *,
