@@ -153,7 +153,7 @@ def _rows_of(p):
 def _run(xp, work, p):
     """work(b0, b1) over the batch: by the engine's threads where the scores have a batch axis."""
     if p.ndim > 2:
-        _threads.over_batch(xp, _batch(p), work, p.nbytes // _batch(p))
+        _threads.over_batch(xp, _batch(p), work, p.nbytes // max(_batch(p), 1))
     else:
         work(0, 1)
 
