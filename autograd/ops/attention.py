@@ -26,12 +26,20 @@ class ScaledDotProductAttention(Function):
     and d(additive mask) = ds. A row with no key to attend to (all masked) gives P = 0: output 0 and
     zero gradients, not NaN.
 
-    Speed: every step after the products (the mask, the row max, exp, the sums, the softmax's
-    backward) is NumPy's own single-threaded loop over the (..., Tq, Tk) scores, the largest arrays of
-    a transformer; so the batch (the first axis) is cut between the engine's threads
-    (autograd/_threads.py), each doing the whole computation below on its rows and writing its part of
-    the outputs. With one thread it is the plain computation over the whole batch (forward_rows and
-    backward_rows with b0, b1 = 0, B), and a test holds the two together."""
+    Speed, two tricks, each with its plain way beside it and a test holding the two together:
+    - Threads: every step after the products (the mask, the row max, exp, the sums, the softmax's
+      backward) is NumPy's own single-threaded loop over the (..., Tq, Tk) scores, the largest arrays
+      of a transformer; so the batch (the first axis) is cut between the engine's threads
+      (autograd/_threads.py), each doing the whole computation below on its rows and writing its part
+      of the outputs. With one thread it is the plain computation over the whole batch (forward_rows
+      and backward_rows with b0, b1 = 0, B).
+    - Causal blocks: with is_causal and Tq = Tk, query i attends keys j <= i only, so the scores right
+      of the diagonal are -inf and their P is 0. The queries are cut into CAUSAL_BLOCKS runs [i0, i1),
+      each computed against the keys [0, i1) alone and kept as its own array P_n = P[..., i0:i1, :i1]
+      (contiguous: NumPy's loops over a strided block cost nearly what they do over the whole); then
+          out[i0:i1] = P_n v[:i1],   dv[:i1] += P_n^T g[i0:i1],   dk[:i1] += scale ds_n^T q[i0:i1].
+      4 runs compute and keep 5/8 of the scores. One run, every query against every key, is the plain
+      computation."""
     op_name = "scaled_dot_product_attention"
 
     def forward(self, q, k, v, *mask, is_causal, scale, dropout_p, rng):
@@ -54,106 +62,152 @@ class ScaledDotProductAttention(Function):
         scores = batch + (Tq, Tk)
         if bias is not None:
             scores = broadcast_shapes(self.name(), scores, bias.shape)
-        p = xp.empty(scores, dtype)                                      # P, (..., Tq, Tk)
+        self.scores, self.blocks = scores, _query_blocks(Tq, Tk, is_causal)
+        # P by blocks of queries, P_n = P[..., i0:i1, :j1]: (..., i1 - i0, j1)
+        ps = [xp.empty(scores[:-2] + (i1 - i0, j1), dtype) for i0, i1, j1 in self.blocks]
         out = xp.empty(scores[:-1] + (v.shape[-1],), xp.result_type(dtype, v))
         drop = None
         if dropout_p > 0:
             # D / (1 - p_drop), D_ij = [u_ij >= p_drop]
-            drop = (uniform(xp, rng, p.shape, p.dtype) >= dropout_p).astype(p.dtype)
+            drop = (uniform(xp, rng, scores, dtype) >= dropout_p).astype(dtype)
             drop *= drop.dtype.type(1 / (1 - dropout_p))
         # every large array is made here, on the caller's thread: memory a worker thread allocates
         # stays in that thread's malloc arena (autograd/_malloc.py keeps heaps untrimmed)
-        pd = xp.empty_like(p) if drop is not None else None                # P D / (1 - p_drop)
-        rows = _rows_of(p)
+        pds = [xp.empty_like(pn) for pn in ps] if drop is not None else None        # P D / (1 - p_drop)
+        rows = _rows_of(scores)
 
         def forward_rows(b0, b1):  # the batch rows b0 <= i < b1 (a thread of _threads.over_batch)
-            qi, ki, vi, pi, bi, di, pdi = (rows(a, b0, b1) for a in (q, k, v, p, bias, drop, pd))
-            # s = scale q k^T (+ mask), in P's memory
-            if broadcast_shapes("attention", qi.shape[:-2], ki.shape[:-2]) == pi.shape[:-2]:
-                xp.matmul(qi, ki.swapaxes(-1, -2), out=pi)
-            else:            # the mask has batch axes that q and k do not
-                pi[...] = qi @ ki.swapaxes(-1, -2)
-            pi *= dtype.type(scale)
-            if bi is not None:
-                pi += bi
-            # P = exp(s - m) / sum_j exp(s_j - m), m = row max; a fully masked row (m = -inf) gets P = 0
-            m = pi.max(axis=-1, keepdims=True)
-            m[m == -math.inf] = 0
-            pi -= m
-            xp.exp(pi, out=pi)
-            z = pi.sum(axis=-1, keepdims=True)
-            z[z == 0] = 1
-            pi /= z
-            # out = P v
-            if di is not None:
-                pi = xp.multiply(pi, di, out=pdi)
-            xp.matmul(pi, vi, out=rows(out, b0, b1))
+            qi, ki, vi, bi, di, oi = (rows(a, b0, b1) for a in (q, k, v, bias, drop, out))
+            for n, (i0, i1, j1) in enumerate(self.blocks):   # queries i0 <= i < i1, keys j < j1
+                qn, kn, vn = qi[..., i0:i1, :], ki[..., :j1, :], vi[..., :j1, :]
+                pn, bn = rows(ps[n], b0, b1), _block(bi, i0, i1, j1)
+                # s = scale q k^T (+ mask), in P's memory
+                if broadcast_shapes("attention", qn.shape[:-2], kn.shape[:-2]) == pn.shape[:-2]:
+                    xp.matmul(qn, kn.swapaxes(-1, -2), out=pn)
+                else:            # the mask has batch axes that q and k do not
+                    pn[...] = qn @ kn.swapaxes(-1, -2)
+                pn *= dtype.type(scale)
+                if bn is not None:
+                    pn += bn
+                # P = exp(s - m) / sum_j exp(s_j - m), m = row max; a fully masked row (m = -inf) gets P = 0
+                m = pn.max(axis=-1, keepdims=True)
+                m[m == -math.inf] = 0
+                pn -= m
+                xp.exp(pn, out=pn)
+                z = pn.sum(axis=-1, keepdims=True)
+                z[z == 0] = 1
+                pn /= z
+                # out = P v
+                if di is not None:
+                    pn = xp.multiply(pn, _block(di, i0, i1, j1), out=rows(pds[n], b0, b1))
+                xp.matmul(pn, vn, out=oi[..., i0:i1, :])
 
-        _run(xp, forward_rows, p)
-        self.save_for_backward(q, k, v, p, drop)
+        _run(xp, forward_rows, scores, sum(pn.nbytes for pn in ps))
+        self.save_for_backward(q, k, v, drop, *ps)
         return out
 
     def backward(self, g):
-        q, k, v, p, drop = self.saved
+        q, k, v, drop, *ps = self.saved
         xp = backend.xp_of(g)
         need = self.needs_input_grad
-        rows, batch = _rows_of(p), p.shape[:-2]
+        scores, blocks = self.scores, self.blocks
+        rows, batch = _rows_of(scores), scores[:-2]
         need_ds = need[0] or need[1] or (self.has_mask and need[3])
         # the gradients at the scores' batch shape (the engine sums them over broadcast axes)
         gq = xp.empty(batch + q.shape[-2:], g.dtype) if need[0] else None
         gk = xp.empty(batch + k.shape[-2:], g.dtype) if need[1] else None
         gv = xp.empty(batch + v.shape[-2:], g.dtype) if need[2] else None
-        # ds, (..., Tq, Tk): the mask's gradient when it has one (made here, as in forward)
-        ds_all = xp.empty(p.shape, g.dtype) if need_ds or drop is not None else None
-        gmask = ds_all if self.has_mask and need[3] else None
+        # ds by blocks as P (made here, as in forward); the mask's gradient is ds, 0 where no block is
+        gmask = xp.zeros(scores, g.dtype) if self.has_mask and need[3] else None
+        dss = [xp.empty_like(pn) for pn in ps] if need_ds or drop is not None else None
         scale = g.dtype.type(self.scale)
 
         def backward_rows(b0, b1):  # the batch rows b0 <= i < b1 (a thread of _threads.over_batch)
-            qi, ki, vi, pi, di, gi, ds = (rows(a, b0, b1) for a in (q, k, v, p, drop, g, ds_all))
-            # dv = P^T g  (P D / (1 - p_drop) with dropout, made in ds's memory)
-            if gv is not None:
-                pd = xp.multiply(pi, di, out=ds) if di is not None else pi
-                xp.matmul(pd.swapaxes(-1, -2), gi, out=rows(gv, b0, b1))
-            if not need_ds:
-                return
-            # dP = g v^T  (through the dropout mask)
-            if broadcast_shapes("attention", gi.shape[:-2], vi.shape[:-2]) == ds.shape[:-2]:
-                xp.matmul(gi, vi.swapaxes(-1, -2), out=ds)
-            else:            # the mask has batch axes that g and v do not
-                ds[...] = gi @ vi.swapaxes(-1, -2)
-            if di is not None:
-                ds *= di
-            # ds = P (dP - sum_j dP_j P_j)   (in place: these (..., Tq, Tk) arrays dominate the cost)
-            ds -= xp.einsum("...ij,...ij->...i", ds, pi)[..., None]
-            ds *= pi
-            # dq = scale ds k,  dk = scale ds^T q
-            if gq is not None:
-                gqi = rows(gq, b0, b1)
-                xp.matmul(ds, ki, out=gqi)
-                gqi *= scale
-            if gk is not None:
-                gki = rows(gk, b0, b1)
-                xp.matmul(ds.swapaxes(-1, -2), qi, out=gki)
+            qi, ki, vi, di, gi = (rows(a, b0, b1) for a in (q, k, v, drop, g))
+            gqi, gki, gvi, gmi = (rows(a, b0, b1) for a in (gq, gk, gv, gmask))
+            # queries i0 <= i < i1 against keys j < j1; dk and dv are sums over the blocks: the last
+            # block (every key) writes them, the ones before add to their first j1 rows
+            for n, (i0, i1, j1) in reversed(list(enumerate(blocks))):
+                gn, qn, kn, vn = gi[..., i0:i1, :], qi[..., i0:i1, :], ki[..., :j1, :], vi[..., :j1, :]
+                pn, dn = rows(ps[n], b0, b1), _block(di, i0, i1, j1)
+                ds = rows(dss[n], b0, b1) if dss is not None else None
+                # dv = P^T g  (P D / (1 - p_drop) with dropout, made in ds's memory)
+                if gvi is not None:
+                    pdn = xp.multiply(pn, dn, out=ds) if dn is not None else pn
+                    _add_product(xp, pdn.swapaxes(-1, -2), gn, gvi[..., :j1, :], first=n == len(blocks) - 1)
+                if not need_ds:
+                    continue
+                # dP = g v^T  (through the dropout mask)
+                if broadcast_shapes("attention", gn.shape[:-2], vn.shape[:-2]) == ds.shape[:-2]:
+                    xp.matmul(gn, vn.swapaxes(-1, -2), out=ds)
+                else:            # the mask has batch axes that g and v do not
+                    ds[...] = gn @ vn.swapaxes(-1, -2)
+                if dn is not None:
+                    ds *= dn
+                # ds = P (dP - sum_j dP_j P_j)   (in place: these (..., Tq, Tk) arrays dominate the cost)
+                ds -= xp.einsum("...ij,...ij->...i", ds, pn)[..., None]
+                ds *= pn
+                if gmi is not None:
+                    gmi[..., i0:i1, :j1] = ds
+                # dq = scale ds k,  dk = scale ds^T q
+                if gqi is not None:
+                    xp.matmul(ds, kn, out=gqi[..., i0:i1, :])
+                    gqi[..., i0:i1, :] *= scale
+                if gki is not None:
+                    _add_product(xp, ds.swapaxes(-1, -2), qn, gki[..., :j1, :], first=n == len(blocks) - 1)
+            if gki is not None:
                 gki *= scale
 
-        _run(xp, backward_rows, p)
+        _run(xp, backward_rows, scores, sum(pn.nbytes for pn in ps))
         return (gq, gk, gv, gmask) if self.has_mask else (gq, gk, gv)
 
 
-def _batch(p):
-    """The rows the batch is cut into: the first axis of the scores P (..., Tq, Tk); 1 without one."""
-    return p.shape[0] if p.ndim > 2 else 1
+CAUSAL_BLOCKS = 4   # runs of queries of a causal attention (1: the plain computation over every key)
 
 
-def _rows_of(p):
-    """rows(a, b0, b1): an array's share of the batch rows b0 <= i < b1 of the scores P."""
-    return functools.partial(_threads.rows, batch=_batch(p), ndim=p.ndim)
+def _query_blocks(Tq, Tk, causal):
+    """[(i0, i1, j1), ...]: queries i0 <= i < i1 attend keys j < j1 at most. Causal with Tq = Tk: the
+    queries cut into CAUSAL_BLOCKS runs, j1 = i1; otherwise one run, every query against every key."""
+    n = min(CAUSAL_BLOCKS, Tq) if causal and Tq == Tk else 1
+    edges = [Tq * i // n for i in range(n + 1)]
+    return [(i0, i1, i1 if n > 1 else Tk) for i0, i1 in zip(edges[:-1], edges[1:])]
 
 
-def _run(xp, work, p):
-    """work(b0, b1) over the batch: by the engine's threads where the scores have a batch axis."""
-    if p.ndim > 2:
-        _threads.over_batch(xp, _batch(p), work, p.nbytes // max(_batch(p), 1))
+def _add_product(xp, a, b, out, first):
+    """out = a @ b (first), else out += a @ b."""
+    if first:
+        xp.matmul(a, b, out=out)
+    else:
+        out += a @ b
+
+
+def _block(a, i0, i1, j1):
+    """a[..., i0:i1, :j1]: one block of the scores (an axis of size 1 is broadcast and kept whole)."""
+    if a is None:
+        return None
+    index = [slice(None)] * a.ndim
+    if a.ndim >= 2 and a.shape[-2] != 1:
+        index[-2] = slice(i0, i1)
+    if a.shape[-1] != 1:
+        index[-1] = slice(0, j1)
+    return a[tuple(index)]
+
+
+def _batch(scores):
+    """The rows the batch is cut into: the first axis of the scores (..., Tq, Tk); 1 without one."""
+    return scores[0] if len(scores) > 2 else 1
+
+
+def _rows_of(scores):
+    """rows(a, b0, b1): an array's share of the batch rows b0 <= i < b1 of the scores."""
+    return functools.partial(_threads.rows, batch=_batch(scores), ndim=len(scores))
+
+
+def _run(xp, work, scores, nbytes):
+    """work(b0, b1) over the batch: by the engine's threads where the scores have a batch axis
+    (nbytes: the scores' size in bytes, how much work a row of the batch is)."""
+    if len(scores) > 2:
+        _threads.over_batch(xp, _batch(scores), work, nbytes // max(_batch(scores), 1))
     else:
         work(0, 1)
 

@@ -143,6 +143,51 @@ def test_attention_is_the_same_on_two_threads(case):
         np.testing.assert_allclose(one, two, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("case", ["causal", "mask-grad", "dropout", "broadcast-kv", "mask-batch-axes", "short"])
+def test_causal_blocks_are_the_plain_computation(case):
+    """A causal attention computed in CAUSAL_BLOCKS runs of queries (each against the keys it can see)
+    against one run over every key: values and every gradient, float64, with an additive mask (and its
+    gradient, 0 where the blocks skip), dropout, broadcast keys / values, a mask with batch axes of its own,
+    and fewer queries than blocks."""
+    from autograd.ops import attention
+    rng = np.random.default_rng(5)
+    B, H, T, d = 3, 2, 3 if case == "short" else 11, 4
+    shapes = {"q": (B, H, T, d), "k": (B, H, T, d), "v": (B, H, T, d)}
+    mask = None
+    if case == "broadcast-kv":
+        shapes.update(k=(1, H, T, d), v=(B, 1, T, d))
+    if case == "mask-grad":
+        mask = rng.standard_normal((B, 1, T, T))
+    if case == "mask-batch-axes":
+        shapes = {"q": (H, T, d), "k": (H, T, d), "v": (H, T, d)}
+        mask = rng.random((B, 1, 1, T)) < 0.8
+    arrays = {name: rng.standard_normal(shape) for name, shape in shapes.items()}
+    g = rng.standard_normal((B, H, T, d))
+    results = []
+    for blocks in (1, 4):
+        old, attention.CAUSAL_BLOCKS = attention.CAUSAL_BLOCKS, blocks
+        try:
+            t = {name: Tensor(a, dtype="float64", requires_grad=True) for name, a in arrays.items()}
+            m = Tensor(mask, dtype="float64", requires_grad=True) if mask is not None and mask.dtype != bool else mask
+            kwargs = {"dropout_p": 0.25, "rng": np.random.default_rng(7)} if case == "dropout" else {}
+            out = F.scaled_dot_product_attention(t["q"], t["k"], t["v"], attn_mask=m, is_causal=True, **kwargs)
+            out.backward(g)
+            grads = [np.asarray(t[name].grad) for name in ("q", "k", "v")]
+            if isinstance(m, Tensor):
+                grads.append(np.asarray(m.grad))
+            results.append([out.numpy(), *grads])
+        finally:
+            attention.CAUSAL_BLOCKS = old
+    if case == "causal":
+        keep = np.tril(np.ones((T, T), bool))
+        np.testing.assert_allclose(results[1][0], np_attention(arrays["q"], arrays["k"], arrays["v"], keep),
+                                   rtol=1e-10, atol=1e-12)
+    for one, four in zip(*results):
+        np.testing.assert_allclose(four, one, rtol=1e-12, atol=1e-12)
+    assert attention._query_blocks(T, T, True)[-1][1] == T and len(attention._query_blocks(T, T, True)) == min(4, T)
+    assert attention._query_blocks(T, T + 1, True) == [(0, T, T + 1)]
+
+
 def test_attention_errors():
     q = Tensor(np.zeros((2, 3, 4)))
     with pytest.raises(ShapeError, match=r"scaled_dot_product_attention.*\(2, 3, 4\).*\(2, 5, 3\)"):
