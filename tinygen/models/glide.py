@@ -27,10 +27,12 @@ Recipe (Config): the DDPM U-Net at base 24 (widths 24, 48, 96 at 28, 14, 7), att
 the image and the caption; a text encoder of dim 64, 2 causal blocks; the caption dropped with p = 0.2;
 T = 1000 (linear betas); Adam 1e-3, batch 64, grad clip 1, EMA 0.999, 7 epochs; sampling with 50 DDIM
 steps at guidance 3. With --set text_init=PATH the text encoder starts from a trained CLIP's (the
-same dims: its embeddings and causal blocks) instead of from random weights, and trains on as before.
+same dims: its embeddings and causal blocks) instead of from random weights, and trains on as before;
+with it, a narrower U-Net trained longer in the same CPU (base 16, a cosine learning rate, 12 epochs)
+tells the words apart best, sampled at guidance 5.
 
     python -m tinygen train glide
-    python -m tinygen train glide --set text_init=runs/clip-mnist/last.npz --out runs/glide-clip-mnist
+    python -m tinygen train glide --set base_channels=16 --set lr_schedule=cosine --epochs 12 --set text_init=runs/clip-mnist/last.npz --out runs/glide-clip-b16
     python -m tinygen sample glide --checkpoint runs/glide-mnist/last.npz --prompt "a thick digit seven" --guidance 3 --steps 50
     python -m tinygen edit glide --checkpoint runs/glide-mnist/last.npz --image 0 --mask lower --prompt "a digit one"
     python -m tinygen.evaluate prompts --checkpoint runs/glide-mnist/last.npz --guidance 3 --steps 50
