@@ -81,6 +81,9 @@ class ScaledDotProductAttention(Function):
             for n, (i0, i1, j1) in enumerate(self.blocks):   # queries i0 <= i < i1, keys j < j1
                 qn, kn, vn = qi[..., i0:i1, :], ki[..., :j1, :], vi[..., :j1, :]
                 pn, bn = rows(ps[n], b0, b1), _block(bi, i0, i1, j1)
+                if j1 == 0:      # no key at all: every query's output is 0
+                    oi[..., i0:i1, :] = 0
+                    continue
                 # s = scale q k^T (+ mask), in P's memory
                 if broadcast_shapes("attention", qn.shape[:-2], kn.shape[:-2]) == pn.shape[:-2]:
                     xp.matmul(qn, kn.swapaxes(-1, -2), out=pn)
@@ -168,7 +171,7 @@ CAUSAL_BLOCKS = 4   # runs of queries of a causal attention (1: the plain comput
 def _query_blocks(Tq, Tk, causal):
     """[(i0, i1, j1), ...]: queries i0 <= i < i1 attend keys j < j1 at most. Causal with Tq = Tk: the
     queries cut into CAUSAL_BLOCKS runs, j1 = i1; otherwise one run, every query against every key."""
-    n = min(CAUSAL_BLOCKS, Tq) if causal and Tq == Tk else 1
+    n = min(CAUSAL_BLOCKS, Tq) if causal and Tq == Tk and Tq > 1 else 1
     edges = [Tq * i // n for i in range(n + 1)]
     return [(i0, i1, i1 if n > 1 else Tk) for i0, i1 in zip(edges[:-1], edges[1:])]
 

@@ -148,7 +148,7 @@ def test_causal_blocks_are_the_plain_computation(case):
     """A causal attention computed in CAUSAL_BLOCKS runs of queries (each against the keys it can see)
     against one run over every key: values and every gradient, float64, with an additive mask (and its
     gradient, 0 where the blocks skip), dropout, broadcast keys / values, a mask with batch axes of its own,
-    and fewer queries than blocks."""
+    and fewer queries than blocks; then empty sequences (no query; queries with no key give 0)."""
     from autograd.ops import attention
     rng = np.random.default_rng(5)
     B, H, T, d = 3, 2, 3 if case == "short" else 11, 4
@@ -186,6 +186,15 @@ def test_causal_blocks_are_the_plain_computation(case):
         np.testing.assert_allclose(four, one, rtol=1e-12, atol=1e-12)
     assert attention._query_blocks(T, T, True)[-1][1] == T and len(attention._query_blocks(T, T, True)) == min(4, T)
     assert attention._query_blocks(T, T + 1, True) == [(0, T, T + 1)]
+    assert attention._query_blocks(0, 0, True) == [(0, 0, 0)] and attention._query_blocks(1, 1, True) == [(0, 1, 1)]
+    empty = Tensor(np.zeros((2, 0, 3)), requires_grad=True)
+    out = F.scaled_dot_product_attention(empty, empty, empty, is_causal=True)
+    out.sum().backward()
+    assert out.shape == (2, 0, 3) and empty.grad.shape == (2, 0, 3)
+    q = Tensor(np.ones((2, 4, 3)), requires_grad=True)        # queries with no key: output 0, gradient 0
+    out = F.scaled_dot_product_attention(q, empty, empty)
+    out.sum().backward()
+    assert out.shape == (2, 4, 3) and not out.numpy().any() and not q.grad.any()
 
 
 def test_attention_errors():
