@@ -148,7 +148,7 @@ def test_causal_blocks_are_the_plain_computation(case):
     """A causal attention computed in CAUSAL_BLOCKS runs of queries (each against the keys it can see)
     against one run over every key: values and every gradient, float64, with an additive mask (and its
     gradient, 0 where the blocks skip), dropout, broadcast keys / values, a mask with batch axes of its own,
-    and fewer queries than blocks; then empty sequences (no query; queries with no key give 0)."""
+    and fewer queries than blocks."""
     from autograd.ops import attention
     rng = np.random.default_rng(5)
     B, H, T, d = 3, 2, 3 if case == "short" else 11, 4
@@ -184,8 +184,17 @@ def test_causal_blocks_are_the_plain_computation(case):
                                    rtol=1e-10, atol=1e-12)
     for one, four in zip(*results):
         np.testing.assert_allclose(four, one, rtol=1e-12, atol=1e-12)
-    assert attention._query_blocks(T, T, True)[-1][1] == T and len(attention._query_blocks(T, T, True)) == min(4, T)
-    assert attention._query_blocks(T, T + 1, True) == [(0, T, T + 1)]
+
+
+def test_causal_blocks_of_short_and_empty_sequences():
+    """The runs cover the queries once; a sequence of one query or none, or keys of another length,
+    take one run; queries with no key at all give 0 (and a zero gradient)."""
+    from autograd.ops import attention
+    for T in (2, 3, 11):
+        blocks = attention._query_blocks(T, T, True)
+        assert len(blocks) == min(attention.CAUSAL_BLOCKS, T) and blocks[0][0] == 0 and blocks[-1][1:] == (T, T)
+        assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+        assert attention._query_blocks(T, T + 1, True) == [(0, T, T + 1)] == attention._query_blocks(T, T + 1, False)
     assert attention._query_blocks(0, 0, True) == [(0, 0, 0)] and attention._query_blocks(1, 1, True) == [(0, 1, 1)]
     empty = Tensor(np.zeros((2, 0, 3)), requires_grad=True)
     out = F.scaled_dot_product_attention(empty, empty, empty, is_causal=True)
