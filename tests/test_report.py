@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tinygen import data, evaluate, report
+from tinygen import data, evaluate, io, report
 from tinygen.__main__ import main
 from tinygen.models import build_model, get_model_class, load_model
 from tinygen.train import TrainOptions, Trainer, TrainingError, train
@@ -93,12 +93,27 @@ def test_rows_units_stability_and_a_diverged_run(runs, small_test_split, tmp_pat
 
     # the NaN stop of seed 1, counted in the GAN's row; seed 0 evaluated
     assert gan["runs"] == "`gan-mnist`, `gan-mnist-seed1` (diverged)"
-    assert re.fullmatch(r"1 seed measured; diverged 1/2, collapsed [01]/2", gan["stability"]), gan["stability"]
+    assert re.fullmatch(r"1 seed measured; diverged 1/2, collapsed [01]/1", gan["stability"]), gan["stability"]
     # the course's table: GAN has no likelihood, as the course says; the VAE's is a bound ("fair")
     assert re.search(r"GAN \(gan\): likelihood none against the course's none \(none computed\): agrees", text)
     assert re.search(r"VAE \(vae\): likelihood fair against the course's fair", text)
     assert "stability poor against the course's poor" in text               # a GAN run diverged
     assert "CPU-hours" in text and "pixelcnn 12,887 s" in text
+
+
+def test_a_run_being_trained_counts_as_neither_diverged_nor_not(runs, small_test_split, tmp_path):
+    """A run that has not ended has no outcome: it stays out of both counts of the stability cell."""
+    work = tmp_path / "runs"
+    shutil.copytree(runs, work)
+    lock = io.FolderLock.acquire(work / "gan-mnist-seed1")     # seed 1 as if a process trained it now
+    try:
+        out = tmp_path / "report.md"
+        assert main(["report", "--runs", str(work), "--models", "gan", "--n", "20", "--out", str(out)]) == 0
+    finally:
+        lock.release()
+    gan = cells(out.read_text(), "gan")
+    assert gan["runs"] == "`gan-mnist`, `gan-mnist-seed1` (being trained now)"
+    assert re.fullmatch(r"1 seed measured; diverged 0/1, collapsed [01]/1", gan["stability"]), gan["stability"]
 
 
 def test_dry_run_prints_the_plan_with_cpu_estimates_and_writes_nothing(runs, tmp_path, capsys):
@@ -190,7 +205,7 @@ def test_no_likelihood_is_none_only_where_the_course_says_none():
     """A GAN computes no likelihood, as the course says ("none"); a diffusion model without a figure in
     the report is "not measured", not "none": the course gives it one."""
     from types import SimpleNamespace
-    stability = lambda: {"seeds": 1, "runs": 1, "diverged": 0, "collapsed": 0}
+    stability = lambda: {"seeds": 1, "runs": 1, "evaluated": 1, "diverged": 0, "collapsed": 0}
     row = lambda: SimpleNamespace(measured=SimpleNamespace(metrics={"fid_judge": 40.0, "images_per_s": 9.0}),
                                   stability=stability)
     rated = report.ratings({"GAN": row(), "diffusion": row()})

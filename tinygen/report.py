@@ -29,10 +29,11 @@ What a row measures, with tinygen.evaluate, on the test split, samples at --n (d
     diffusion models sample with DDIM, DIFFUSION_STEPS steps (at most T), at their sample()'s guidance
     training CPU      the run's summary.json cpu_seconds (">=" where its count began after step 0)
     stability         over the row's runs: the spread (max - min) of the headline figure (the likelihood, else
-                      FID-judge, else accuracy), measured the same way on every seed; how many runs diverged (a
-                      NaN stop: summary.json "diverged") and how many collapsed (samples whose class coverage is
-                      below COLLAPSE_COVERAGE = 2.0 nats, fewer than e^2 = 7.4 equally common classes: mode
-                      collapse for a GAN, classes lost for any other sampler)
+                      FID-judge, else accuracy), measured the same way on every seed; how many of the runs that
+                      ended diverged (a NaN stop: summary.json "diverged") and how many of those evaluated
+                      collapsed (samples whose class coverage is below COLLAPSE_COVERAGE = 2.0 nats, fewer than
+                      e^2 = 7.4 equally common classes: mode collapse for a GAN, classes lost for any other
+                      sampler); a run being trained or stopped part-way has no outcome yet and is in neither
 
 The course's claims (CLAIMS) are read against the numbers by RULES, stated in the report itself.
 
@@ -412,10 +413,13 @@ class Row:
         return min(done, key=lambda r: r.seed) if done else None
 
     def stability(self):
-        """{'seeds', 'name', 'low', 'high', 'spread', 'relative', 'diverged', 'collapsed', 'runs'}."""
+        """{'seeds', 'name', 'low', 'high', 'spread', 'relative', 'diverged', 'runs', 'collapsed', 'evaluated'}:
+        diverged of the runs that ended (finished, diverged, or failed in --train; a run being trained or
+        stopped part-way has no outcome yet), collapsed of the runs evaluated."""
         done = [r for r in self.runs if r.metrics is not None]
+        ended = [r for r in self.runs if r.status in ("finished", "diverged")]
         values = [headline(r.metrics)[1] for r in done if headline(r.metrics)[1] is not None]
-        s = {"runs": len(self.runs) + len(self.failures), "seeds": len(values),
+        s = {"runs": len(ended) + len(self.failures), "evaluated": len(done), "seeds": len(values),
              "diverged": sum(r.status == "diverged" for r in self.runs),
              "collapsed": sum(r.metrics.get("class_coverage", math.inf) < COLLAPSE_COVERAGE for r in done),
              "name": headline(done[0].metrics)[0] if done else None}
@@ -481,7 +485,8 @@ def ratings(family_rows):
         if s["seeds"] < 2 and not (s["diverged"] and s["runs"] >= 2):
             r["stability"] = (None, f"{s['seeds']} seed(s) measured")
         elif s["diverged"] or s["collapsed"]:
-            r["stability"] = ("poor", f"{s['diverged']} diverged, {s['collapsed']} collapsed of {s['runs']} runs")
+            r["stability"] = ("poor", f"{s['diverged']} of {s['runs']} runs diverged, "
+                                      f"{s['collapsed']} of {s['evaluated']} collapsed")
         else:
             rel = s["relative"]
             r["stability"] = ("good" if rel <= 0.05 else "fair" if rel <= 0.15 else "poor",
@@ -526,7 +531,7 @@ def row_cells(row):
                 f"(spread {fmt(s['spread'])}, {s['relative']:.1%})")
     else:
         stab = f"{s['seeds']} seed measured" if s["seeds"] == 1 else "no seed measured"
-    stab += f"; diverged {s['diverged']}/{s['runs']}, collapsed {s['collapsed']}/{s['runs']}"
+    stab += f"; diverged {s['diverged']}/{s['runs']}, collapsed {s['collapsed']}/{s['evaluated']}"
     statuses = [f"`{r.folder.name}`" + ("" if r.status == "finished" and r.error is None else
                                         f" ({r.error and 'evaluation failed: ' + r.error or r.status})")
                 for r in row.runs]
