@@ -90,6 +90,12 @@ def test_rows_units_stability_and_a_diverged_run(runs, small_test_split, tmp_pat
     spread = report.fmt(max(values) - min(values))
     assert re.fullmatch(rf"nats/image {low}–{high} over 3 seeds \(spread {spread}, [\d.]+%\); "
                         rf"diverged 0/3, collapsed [0-3]/3", vae["stability"]), vae["stability"]
+    # the seeds, a line each, with the figures whose spread that is
+    for k, value in enumerate(values):
+        folder = "vae-mnist" + (f"-seed{k}" if k else "")
+        assert re.search(rf"^\| vae \| `{folder}` \| {k} \| {re.escape(report.fmt(value, 4))} nats/image \| "
+                         rf"[\d.]+ \| [\d.]+ \| [\d,]+ s \| finished \|$", text, re.M), folder
+    assert re.search(r"^\| gan \| `gan-mnist-seed1` \| 1 \| — \| — \| — \| .* \| diverged \|$", text, re.M)
 
     # the NaN stop of seed 1, counted in the GAN's row; seed 0 evaluated
     assert gan["runs"] == "`gan-mnist`, `gan-mnist-seed1` (diverged)"

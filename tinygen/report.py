@@ -35,6 +35,9 @@ What a row measures, with tinygen.evaluate, on the test split, samples at --n (d
                       e^2 = 7.4 equally common classes: mode collapse for a GAN, classes lost for any other
                       sampler); a run being trained or stopped part-way has no outcome yet and is in neither
 
+A row of more than one run lists its runs below the table, a line each (seed_cells): the headline figure,
+FID-judge, coverage, training CPU and status of every seed, the figures whose spread the row gives.
+
 The course's claims (CLAIMS) are read against the numbers by RULES, stated in the report itself.
 
 --train trains, in RECIPES order (a stage before the model built on it), every planned run that is missing;
@@ -548,6 +551,21 @@ def row_cells(row):
             fmt(m.get("images_per_s")), cpu or "—", stab]
 
 
+def seed_cells(row):
+    """One line per run of a row: the figures whose spread the stability cell gives, seed by seed."""
+    lines = []
+    for r in sorted(row.runs, key=lambda r: r.seed):
+        m = r.metrics or {}
+        name, value = headline(m) if m else (None, None)
+        cpu = r.summary.get("cpu_seconds") if r.summary else None
+        lines.append([row.model, f"`{r.folder.name}`", r.seed, f"{fmt(value, 4)} {name}" if name else "—",
+                      f"{m['fid_judge']:.1f}" if "fid_judge" in m else "—",
+                      f"{m['class_coverage']:.3f}" if "class_coverage" in m else "—",
+                      f"{cpu:,.0f} s" if cpu is not None else "—",
+                      r.status if r.error is None else f"evaluation failed: {r.error}"])
+    return lines
+
+
 def table(header, rows):
     return "\n".join(["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
                      + ["| " + " | ".join(str(c).replace("|", "/") for c in r) + " |" for r in rows])
@@ -571,6 +589,11 @@ def render(rows, runs, n, seed, command, plan_text=None):
     header = ["model", "dataset", "runs", "likelihood", "FID-judge", "coverage", "accuracy", "images/s",
               "training CPU", "stability"]
     lines += [table(header, [row_cells(row) for row in rows]) if rows else "No runs found.", ""]
+    seeded = [line for row in rows if len(row.runs) > 1 for line in seed_cells(row)]
+    if seeded:
+        lines += ["The seeds of the rows with more than one run, each evaluated as above:", "",
+                  table(["model", "run", "seed", "headline figure", "FID-judge", "coverage", "training CPU",
+                         "status"], seeded), ""]
 
     chosen = family_rows(rows)
     rated = ratings(chosen)
