@@ -93,7 +93,7 @@ def test_rows_units_stability_and_a_diverged_run(runs, small_test_split, tmp_pat
     # the seeds, a line each, with the figures whose spread that is
     for k, value in enumerate(values):
         folder = "vae-mnist" + (f"-seed{k}" if k else "")
-        assert re.search(rf"^\| vae \| `{folder}` \| {k} \| {re.escape(report.fmt(value, 4))} nats/image \| "
+        assert re.search(rf"^\| vae \| `{folder}` \| {k} \| {value:#.4g} nats/image \| "
                          rf"[\d.]+ \| [\d.]+ \| [\d,]+ s \| finished \|$", text, re.M), folder
     assert re.search(r"^\| gan \| `gan-mnist-seed1` \| 1 \| — \| — \| — \| .* \| diverged \|$", text, re.M)
 

@@ -558,7 +558,8 @@ def seed_cells(row):
         m = r.metrics or {}
         name, value = headline(m) if m else (None, None)
         cpu = r.summary.get("cpu_seconds") if r.summary else None
-        lines.append([row.model, f"`{r.folder.name}`", r.seed, f"{fmt(value, 4)} {name}" if name else "—",
+        figure = (f"{value:#.4g}" if abs(value) < 1000 else fmt(value)) if name else None   # 110.0, not 110
+        lines.append([row.model, f"`{r.folder.name}`", r.seed, f"{figure} {name}" if name else "—",
                       f"{m['fid_judge']:.1f}" if "fid_judge" in m else "—",
                       f"{m['class_coverage']:.3f}" if "class_coverage" in m else "—",
                       f"{cpu:,.0f} s" if cpu is not None else "—",
