@@ -556,10 +556,10 @@ def seed_cells(row):
     lines = []
     for r in sorted(row.runs, key=lambda r: r.seed):
         m = r.metrics or {}
-        name, value = headline(m) if m else (None, None)
+        name, value = headline(m)
         cpu = r.summary.get("cpu_seconds") if r.summary else None
-        figure = (f"{value:#.4g}" if abs(value) < 1000 else fmt(value)) if name else None   # 110.0, not 110
-        lines.append([row.model, f"`{r.folder.name}`", r.seed, f"{figure} {name}" if name else "—",
+        figure = "—" if name is None else (f"{value:#.4g}" if abs(value) < 1000 else fmt(value)) + f" {name}"
+        lines.append([row.model, f"`{r.folder.name}`", r.seed, figure,                 # 110.0, not 110
                       f"{m['fid_judge']:.1f}" if "fid_judge" in m else "—",
                       f"{m['class_coverage']:.3f}" if "class_coverage" in m else "—",
                       f"{cpu:,.0f} s" if cpu is not None else "—",
