@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from autograd import _threads
 from tinygen import data, evaluate, io, report
 from tinygen.__main__ import main
 from tinygen.models import build_model, get_model_class, load_model
@@ -80,6 +81,8 @@ def test_rows_units_stability_and_a_diverged_run(runs, small_test_split, tmp_pat
     assert re.fullmatch(r"[\d.]+ nats/image \(bound\)", vae["likelihood"]), vae
     assert gan["likelihood"] == "—" and re.fullmatch(r"[\d.]+ \(n = 20\)", gan["FID-judge"]), gan
     assert float(vae["images/s"].replace(",", "")) > 0 and vae["training CPU"].endswith(" s")
+    k = _threads.count()                                    # what images/s depends on, said with it
+    assert f"images/s is the wall time of {report.SPEED_N} images on this machine, on {k} thread" in text
 
     # the spread: the same bound, evaluate_nll, of each seed's model, computed here on its own
     x_test, _ = data.load_dataset("mnist", "test")

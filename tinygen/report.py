@@ -25,7 +25,8 @@ What a row measures, with tinygen.evaluate, on the test split, samples at --n (d
                       models: prompt_benchmark's class prompts, n images
     accuracy          the judge's agreement with the requested label (conditional models), with the prompt's
                       class (text-to-image), with the input's class (image-to-image); test accuracy (classifiers)
-    images/s          evaluate.sampling_speed of SPEED_N images (wall time on this machine, as loaded as it is)
+    images/s          evaluate.sampling_speed of SPEED_N images (wall time on this machine, on the engine's threads,
+                      as loaded as it is)
     diffusion models sample with DDIM, DIFFUSION_STEPS steps (at most T), at their sample()'s guidance
     training CPU      the run's summary.json cpu_seconds (">=" where its count began after step 0)
     stability         over the row's runs: the spread (max - min) of the headline figure (the likelihood, else
@@ -56,6 +57,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from autograd import _threads
 
 from . import data, evaluate, io, models
 from .cli import UsageError, library_errors, whole_number
@@ -574,14 +577,14 @@ def table(header, rows):
 
 def render(rows, runs, n, seed, command, plan_text=None):
     """The report as markdown, its first line MARK."""
+    k = _threads.count()  # the engine's threads (OPENBLAS_NUM_THREADS), which images/s depends on
     lines = [MARK, "# The overview's table, measured", "",
              f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, from the runs "
              f"under `{runs}`. Every figure is from `tinygen.evaluate` on the test split: samples at n = {n:,}, "
              f"seed {seed}; conditional models draw the ten classes in turn, as `python -m tinygen evaluate` does (so "
              f"the class-conditional DDPM's FID-judge is of conditional samples); diffusion models sample with DDIM "
-             f"{DIFFUSION_STEPS} steps; images/s is the wall time "
-             f"of {SPEED_N} images on this machine (as loaded as it was); training CPU is the run's "
-             f"`summary.json`. A row is one recipe; its runs are its seeds (`runs/<model>-<dataset>` is seed 0, "
+             f"{DIFFUSION_STEPS} steps; images/s is the wall time of {SPEED_N} images on this machine, on {k} "
+             f"thread{'s' if k > 1 else ''} (as loaded as it was); training CPU is the run's `summary.json`. A row is one recipe; its runs are its seeds (`runs/<model>-<dataset>` is seed 0, "
              f"`runs/<model>-<dataset>-seed<k>` seed k). Stability: the spread of the row's headline figure "
              f"(likelihood, else FID-judge, else accuracy) over its seeds, the runs that diverged (a NaN stop) "
              f"and those that collapsed (class coverage of the samples under {COLLAPSE_COVERAGE} nats). "
