@@ -49,3 +49,17 @@ def standin_device():
 def standin_array():
     """The array type of the stand-in device (type(p.data) is standin_array once moved there)."""
     return Tagged
+
+
+# ---------------------------------------------------------------------- commands that refuse their input
+@pytest.fixture
+def one_line_error(capsys):
+    """refused(main, argv): run a command that must refuse its input, check that it exits 2 with one line
+    on stderr (no traceback), and return that line."""
+    def refused(main, argv):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1, err
+        return err
+    return refused

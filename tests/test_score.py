@@ -222,7 +222,7 @@ def tiny_ddpm(tmp_path, monkeypatch):
     return tmp_path / "ddpm" / "last.npz"
 
 
-def test_the_sampler_sweep_at_equal_nfe_rows_table_and_plot(tiny_ddpm, capsys):
+def test_the_sampler_sweep_at_equal_nfe_rows_table_and_plot(tiny_ddpm, capsys, one_line_error):
     import json
     from tinygen import evaluate, io
     evaluate.main(["sampler-sweep", "--checkpoint", str(tiny_ddpm), "--n", "4", "--nfe", "4", "12",
@@ -262,10 +262,7 @@ def test_the_sampler_sweep_at_equal_nfe_rows_table_and_plot(tiny_ddpm, capsys):
         (["--nfe", "20", "--samplers", "pc", "langevin"], "--nfe 20: langevin visits at most the T = 12 noise levels"),
         (["--snr", "0"], "--snr: must be a finite number > 0"),
     ]:
-        with pytest.raises(SystemExit) as exit_:
-            evaluate.main(["sampler-sweep", "--checkpoint", str(tiny_ddpm), "--n", "2", *argv])
-        err = capsys.readouterr().err
-        assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1, err
+        err = one_line_error(evaluate.main, ["sampler-sweep", "--checkpoint", str(tiny_ddpm), "--n", "2", *argv])
         import re
         assert re.search(message, err), err
     assert mine.read_bytes() == b"not the sweep's"

@@ -155,34 +155,26 @@ def test_the_picture_grid_has_a_row_per_prompt(stages):
 
 
 # ---------------------------------------------------------------------- from the command line
-def _cli(main, argv, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(argv)
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1, err
-    return err
-
-
-def test_prompts_and_stages_are_one_line_errors(stages, tmp_path, capsys):
+def test_prompts_and_stages_are_one_line_errors(stages, tmp_path, one_line_error):
     from tinygen.__main__ import main
     from tinygen.evaluate import main as evaluate_main
     checkpoint = tmp_path / "dalle.npz"
     save_model(build(stages), checkpoint)
     base = ["sample", "dalle", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "s.npz")]
     assert "'purple' in 'a purple digit' is not in the vocabulary; the 49 words are: a, an" in \
-        _cli(main, base + ["--prompt", "a purple digit"], capsys)
-    assert "the prompt is empty" in _cli(main, base + ["--prompt", " "], capsys)
+        one_line_error(main, base + ["--prompt", "a purple digit"])
+    assert "the prompt is empty" in one_line_error(main, base + ["--prompt", " "])
     assert main(base + ["--prompt", "a thick digit seven", "--n", "3"]) == 0
     from tinygen import io
     arrays, meta = io.load_checkpoint(tmp_path / "s.npz")
     assert arrays["images"].shape == (3, 1, 28, 28) and meta["prompt"] == "a thick digit seven"
     train = ["train", "dalle", "--max-steps", "1", "--out", str(tmp_path / "run")]
-    assert "--set dvae=PATH" in _cli(main, train, capsys)
-    assert "no such checkpoint" in _cli(main, train + ["--set", f"dvae={tmp_path / 'none.npz'}"], capsys)
+    assert "--set dvae=PATH" in one_line_error(main, train)
+    assert "no such checkpoint" in one_line_error(main, train + ["--set", f"dvae={tmp_path / 'none.npz'}"])
     prompts = ["prompts", "--checkpoint", str(checkpoint), "--n-per-prompt", "2"]
-    assert "give --clip PATH" in _cli(evaluate_main, prompts + ["--candidates", "1", "4"], capsys)
-    assert "takes no --guidance" in _cli(evaluate_main, prompts + ["--guidance", "2"], capsys)
-    assert "takes no prompt" in _cli(evaluate_main, ["prompts", "--checkpoint", str(stages / "clip.npz")], capsys)
+    assert "give --clip PATH" in one_line_error(evaluate_main, prompts + ["--candidates", "1", "4"])
+    assert "takes no --guidance" in one_line_error(evaluate_main, prompts + ["--guidance", "2"])
+    assert "takes no prompt" in one_line_error(evaluate_main, ["prompts", "--checkpoint", str(stages / "clip.npz")])
 
 
 def test_a_checkpoint_loads_where_the_stage_file_is_not(stages, tmp_path):
@@ -200,7 +192,7 @@ def test_a_checkpoint_loads_where_the_stage_file_is_not(stages, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_benchmark_takes_top_k_for_token_models_only(stages, tmp_path, capsys):
+def test_the_benchmark_takes_top_k_for_token_models_only(stages, tmp_path, capsys, one_line_error):
     from tinygen.evaluate import main as evaluate_main
     checkpoint = tmp_path / "dalle.npz"
     save_model(build(stages), checkpoint)
@@ -210,4 +202,4 @@ def test_the_benchmark_takes_top_k_for_token_models_only(stages, tmp_path, capsy
     assert row["top_k"] == 3 and row["images"] == 10 * 10 + 90 * 2
     glide = tmp_path / "glide.npz"
     save_model(build_model("glide", get_model_class("glide").tiny_config), glide)
-    assert "takes no --top-k" in _cli(evaluate_main, ["prompts", "--checkpoint", str(glide), "--top-k", "3"], capsys)
+    assert "takes no --top-k" in one_line_error(evaluate_main, ["prompts", "--checkpoint", str(glide), "--top-k", "3"])

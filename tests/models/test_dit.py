@@ -101,15 +101,12 @@ def test_the_autoencoder_comes_from_a_latent_diffusion_checkpoint(tmp_path):
     np.testing.assert_allclose(loaded.autoencoder.encoder.net[0].weight.data, w, rtol=1e-6)   # (the EMA's copy)
 
 
-def test_the_autoencoder_is_named_on_the_command_line(tmp_path, capsys):
+def test_the_autoencoder_is_named_on_the_command_line(tmp_path, one_line_error):
     """No default path: a latent DiT without --set autoencoder=PATH is refused at once, with the command
     that trains the autoencoder, and the run folder is left untouched."""
     with pytest.raises(ValueError, match="train latent_diffusion --max-steps 2000 --out runs/ld-ae"):
         build_model("dit", {**TINY, "autoencoder": ""})
     out = tmp_path / "run"
-    with pytest.raises(SystemExit) as exit_:
-        main(["train", "dit", "--quick", "--no-progress", "--out", str(out)])
-    err = capsys.readouterr().err.strip()
-    assert exit_.value.code == 2 and len(err.splitlines()) == 1
+    err = one_line_error(main, ["train", "dit", "--quick", "--no-progress", "--out", str(out)])
     assert "--set autoencoder=" in err and "train latent_diffusion" in err
     assert not out.exists() or not any(out.iterdir())

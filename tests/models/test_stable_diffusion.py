@@ -191,32 +191,23 @@ def test_stage_one_can_come_from_a_latent_diffusion_run(stages, tmp_path):
 
 
 # ---------------------------------------------------------------------- from the command line
-def _cli(main, argv, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(argv)
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1, err
-    return err
-
-
-def test_missing_stages_and_bad_prompts_are_one_line_errors(stages, tmp_path, capsys):
+def test_missing_stages_and_bad_prompts_are_one_line_errors(stages, tmp_path, one_line_error):
     from tinygen.__main__ import main
     checkpoint = tmp_path / "sd.npz"
     save_model(build(stages), checkpoint)
     base = ["sample", "stable_diffusion", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "s.npz")]
-    assert "'purple' in 'a purple digit' is not in the vocabulary" in _cli(main, base + ["--prompt", "a purple digit"],
-                                                                          capsys)
-    assert "the prompt is empty" in _cli(main, base + ["--prompt", " "], capsys)
-    assert "takes no --label" in _cli(main, base + ["--label", "3"], capsys)
+    assert "'purple' in 'a purple digit' is not in the vocabulary" in one_line_error(main, base + ["--prompt", "a purple digit"])
+    assert "the prompt is empty" in one_line_error(main, base + ["--prompt", " "])
+    assert "takes no --label" in one_line_error(main, base + ["--label", "3"])
     assert main(base + ["--prompt", "a thick digit seven", "--n", "3", "--guidance", "3", "--steps", "2"]) == 0
     from tinygen import io
     arrays, meta = io.load_checkpoint(tmp_path / "s.npz")
     assert arrays["images"].shape == (3, 1, 28, 28) and meta["prompt"] == "a thick digit seven"
     train = ["train", "stable_diffusion", "--max-steps", "1", "--out", str(tmp_path / "run")]
-    assert "--set clip=PATH" in _cli(main, train, capsys)
-    assert "no such checkpoint" in _cli(main, train + ["--set", f"clip={tmp_path / 'none.npz'}"], capsys)
-    assert "--set autoencoder=" in _cli(main, train + ["--set", f"clip={stages / 'clip.npz'}", "--set",
-                                                       f"autoencoder={tmp_path / 'none.npz'}"], capsys)
+    assert "--set clip=PATH" in one_line_error(main, train)
+    assert "no such checkpoint" in one_line_error(main, train + ["--set", f"clip={tmp_path / 'none.npz'}"])
+    assert "--set autoencoder=" in one_line_error(main, train + ["--set", f"clip={stages / 'clip.npz'}", "--set",
+                                                       f"autoencoder={tmp_path / 'none.npz'}"])
     assert not (tmp_path / "run").exists()
 
 

@@ -238,14 +238,6 @@ def test_a_checkpoint_loads_where_the_clip_file_is_not(stages, tmp_path):
 
 
 # ---------------------------------------------------------------------- from the command line
-def _cli(main, argv, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(argv)
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1, err
-    return err
-
-
 @pytest.fixture(scope="module")
 def checkpoint(stages):
     path = stages / "unclip.npz"
@@ -253,16 +245,15 @@ def checkpoint(stages):
     return path
 
 
-def test_the_commands_and_their_one_line_errors(stages, checkpoint, tmp_path, capsys):
+def test_the_commands_and_their_one_line_errors(stages, checkpoint, tmp_path, one_line_error):
     from tinygen.__main__ import main
     train = ["train", "unclip", "--max-steps", "1", "--out", str(tmp_path / "run")]
-    assert "--set clip=PATH; `python -m tinygen train clip`" in _cli(main, train, capsys)
-    assert "no such checkpoint" in _cli(main, train + ["--set", f"clip={tmp_path / 'none.npz'}"], capsys)
+    assert "--set clip=PATH; `python -m tinygen train clip`" in one_line_error(main, train)
+    assert "no such checkpoint" in one_line_error(main, train + ["--set", f"clip={tmp_path / 'none.npz'}"])
     base = ["sample", "unclip", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "s.npz"), "--steps", "2"]
-    assert "'purple' in 'a purple digit' is not in the vocabulary" in _cli(main, base + ["--prompt", "a purple digit"],
-                                                                          capsys)
-    assert "the prompt is empty" in _cli(main, base + ["--prompt", " "], capsys)
-    assert "not a sampling setting of unclip" in _cli(main, base + ["--prompt", SEVEN, "--set", "T=3"], capsys)
+    assert "'purple' in 'a purple digit' is not in the vocabulary" in one_line_error(main, base + ["--prompt", "a purple digit"])
+    assert "the prompt is empty" in one_line_error(main, base + ["--prompt", " "])
+    assert "not a sampling setting of unclip" in one_line_error(main, base + ["--prompt", SEVEN, "--set", "T=3"])
     assert main(base + ["--prompt", SEVEN, "--n", "3", "--set", "decode_from=text"]) == 0
     arrays, meta = io.load_checkpoint(tmp_path / "s.npz")
     assert arrays["images"].shape == (3, 1, 28, 28) and meta["decode_from"] == "text"
@@ -272,14 +263,13 @@ def test_the_commands_and_their_one_line_errors(stages, checkpoint, tmp_path, ca
     assert io.load_checkpoint(tmp_path / "v.npz")[0]["images"].shape == (3, 1, 28, 28)
     assert main(vary + ["--image", "3", "--steps", "2", "--out", str(tmp_path / "v.png")]) == 0
     assert (tmp_path / "v.png").stat().st_size > 0
-    assert "images 0..9999" in _cli(main, vary + ["--image", "10000", "--steps", "2", "--out", str(tmp_path / "w.png")],
-                                    capsys)
-    assert "T = 5" in _cli(main, vary + ["--image", "3", "--steps", "9", "--out", str(tmp_path / "w.png")], capsys)
+    assert "images 0..9999" in one_line_error(main, vary + ["--image", "10000", "--steps", "2", "--out", str(tmp_path / "w.png")])
+    assert "T = 5" in one_line_error(main, vary + ["--image", "3", "--steps", "9", "--out", str(tmp_path / "w.png")])
     assert not (tmp_path / "w.png").exists()
     glide = tmp_path / "glide.npz"
     save_model(build_model("glide", get_model_class("glide").tiny_config), glide)
-    assert "does not make variations" in _cli(main, ["vary", "glide", "--checkpoint", str(glide), "--image", "0",
-                                                     "--out", str(tmp_path / "w.png")], capsys)
+    assert "does not make variations" in one_line_error(main, ["vary", "glide", "--checkpoint", str(glide), "--image", "0",
+                                                     "--out", str(tmp_path / "w.png")])
 
 
 def test_the_prior_and_variation_measurements(checkpoint, capsys):
