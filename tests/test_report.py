@@ -149,6 +149,70 @@ def test_dry_run_prints_the_plan_with_cpu_estimates_and_writes_nothing(runs, tmp
     assert not out.exists() and sorted(p.relative_to(work) for p in work.rglob("*")) == before
 
 
+def test_a_dry_run_into_a_folder_not_made_yet_plans_every_run(tmp_path, capsys):
+    """A newcomer's first look: what --train would train, before any runs folder exists; nothing is made."""
+    missing = tmp_path / "runs"
+    assert main(["report", "--runs", str(missing), "--families", "--dry-run"]) == 0
+    plan = capsys.readouterr().out.splitlines()
+    assert plan[0].startswith(f"plan: {report.SEEDS * len(report.FAMILY_MODELS)} run(s) to train, expected ")
+    assert all(line.split()[0] == "train" and line.endswith("missing") for line in plan[1:]), plan
+    assert not missing.exists()
+
+
+def test_the_ledger_keeps_what_was_measured_when_the_run_folders_are_gone(runs, small_test_split, tmp_path,
+                                                                         monkeypatch, capsys):
+    work = tmp_path / "runs"
+    shutil.copytree(runs, work)
+    out = tmp_path / "report.md"
+    measured = []
+    real = report.measure
+    monkeypatch.setattr(report, "measure", lambda *a, **k: measured.append(1) or real(*a, **k))
+    assert main(["report", "--runs", str(work), "--out", str(out), "--n", "20"]) == 0
+    first = {m: cells(out.read_text(), m) for m in ("vae", "gan")}
+    ledger = json.loads(out.with_suffix(".json").read_text())
+    assert ledger["kind"] == report.LEDGER_KIND and len(measured) == 4       # 3 VAE seeds and the GAN's seed 0
+    entries = {e["folder"]: e for e in ledger["runs"].values()}
+    assert sorted(entries) == ["gan-mnist", "gan-mnist-seed1", "vae-mnist", "vae-mnist-seed1", "vae-mnist-seed2"]
+    assert entries["gan-mnist-seed1"]["status"] == "diverged" and entries["gan-mnist-seed1"]["metrics"] is None
+    assert entries["vae-mnist"]["checkpoint_sha256"] == report.checkpoint_sha256(work / "vae-mnist")
+
+    # on another machine: two folders gone, one checkpoint replaced; only that one is evaluated again
+    shutil.rmtree(work / "vae-mnist-seed1")
+    shutil.rmtree(work / "gan-mnist-seed1")
+    shutil.copy(work / "vae-mnist" / "last.npz", work / "vae-mnist-seed2" / "last.npz")
+    measured.clear()
+    assert main(["report", "--runs", str(work), "--out", str(out), "--n", "20"]) == 0
+    assert len(measured) == 1
+    text = out.read_text()
+    vae, gan = cells(text, "vae"), cells(text, "gan")
+    day = entries["vae-mnist-seed1"]["measured"][:10]
+    assert vae["runs"] == f"`vae-mnist`, `vae-mnist-seed1` (recorded {day}), `vae-mnist-seed2`"
+    assert vae["likelihood"] == first["vae"]["likelihood"]                     # seed 0: the ledger's figure
+    figure = lambda folder: re.search(rf"^\| vae \| `{folder}` \| \d \| ([^|]+) \|", text, re.M).group(1)
+    assert figure("vae-mnist-seed2") == figure("vae-mnist")                     # seed 2: measured anew
+    assert gan["stability"] == first["gan"]["stability"]           # the diverged seed still counts: 1/2
+    assert gan["runs"] == f"`gan-mnist`, `gan-mnist-seed1` (diverged, recorded {day})"
+    assert re.search(rf"^\| vae \| `vae-mnist-seed1` \| 1 \| .* \| finished, recorded {day} ", text, re.M)
+
+    # --train counts a recorded run as done; at another n the ledger's figures are not this report's
+    capsys.readouterr()
+    assert main(["report", "--runs", str(work), "--out", str(out), "--n", "20", "--models", "vae", "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert re.search(r"done +vae +seed 1 .*recorded in .*report\.json on ", plan) and plan.startswith("plan: 0 run")
+    assert main(["report", "--runs", str(work), "--out", str(out), "--n", "30", "--models", "vae", "--dry-run"]) == 0
+    assert re.search(r"train +vae +seed 1 .*missing", capsys.readouterr().out)
+
+
+def test_refuses_a_ledger_it_did_not_write(runs, tmp_path, capsys):
+    out = tmp_path / "report.md"
+    out.with_suffix(".json").write_text('{"my": "data"}')
+    with pytest.raises(SystemExit) as stop:
+        main(["report", "--runs", str(runs), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and "is not the ledger of `python -m tinygen report`" in err
+    assert out.with_suffix(".json").read_text() == '{"my": "data"}' and not out.exists()
+
+
 def test_a_failed_training_is_reported_in_the_table(tmp_path, capsys):
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -174,7 +238,6 @@ def test_refuses_to_overwrite_a_file_it_did_not_write(runs, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--runs", "no/such/folder"], r"--runs no/such/folder: no such folder"),
-    (["--runs", "no/such/folder", "--dry-run", "--train"], r"--runs no/such/folder: no such folder"),
     (["--models", "vae", "resnet"], r"--models resnet: unknown; valid models: ae, "),
     (["--families", "--models", "vae"], r"argument --models: not allowed with argument --families"),
     (["--n", "1"], r"--n: must be >= 2, got 1"),

@@ -47,8 +47,23 @@ it starts. A folder holding an unfinished run (stopped by a signal, or killed) i
 diverged run is not trained again (delete its folder, or train it with --overwrite, to try again); a run
 that fails is reported in the table and in the exit status (1), never retried silently.
 
-The report file's first line is MARK; a file without it is never overwritten.
+The ledger. A checkpoint lives on the machine that trained it; the figures it gave should not. Every run
+this command evaluates (and every diverged run it counts) is recorded in the ledger beside the report, the
+--out file with .json for .md (docs/report.json): its figures, summary.json, the n and seed they were
+measured at, when, on how many threads, and the SHA-256 of its last.npz. A later report
+
+    - reads a run's figures from the ledger where its last.npz is the one recorded (same SHA-256, same n and
+      seed): it is not evaluated again (delete the ledger to measure everything anew);
+    - keeps a recorded run whose folder is no longer under --runs (trained on another machine, or deleted) as a
+      row's seed, marked "recorded" with its date; --train counts it as done. A folder that is there, finished
+      or not, is the run: its record gives way to it.
+
+So the four families' 15 runs can be trained over several machines and sessions and still make one table.
+
+The report file's first line is MARK, the ledger's "kind" is LEDGER_KIND; a file without them is never
+overwritten.
 """
+import hashlib
 import json
 import math
 import os
@@ -69,6 +84,7 @@ except ImportError:  # no flock: a run being trained is not told from an unfinis
     fcntl = None
 
 MARK = "<!-- written by python -m tinygen report -->"
+LEDGER_KIND = "tinygen-report-ledger"
 SEEDS = 3                   # seeds of each family model's recipe that --train makes
 SPEED_N = 100               # images timed for images/s
 DIFFUSION_STEPS = 50        # DDIM steps for diffusion models (at most their T)
@@ -215,9 +231,12 @@ class Run:
     summary: dict = None
     metrics: dict = None
     error: str = None
+    recorded: dict = None  # the ledger's entry, for a run whose folder is not under --runs
 
     @property
     def status(self):
+        if self.recorded is not None:
+            return self.recorded["status"]
         if training_now(self.folder):
             return "being trained now"
         if self.summary is None:
@@ -258,8 +277,10 @@ class Planned:
     cpu_s: float = None    # expected CPU seconds (None: no recorded time)
 
 
-def plan(runs, names):
-    """What --train does for the recipes of `names`: each planned run folder's action."""
+def plan(runs, names, recorded=None):
+    """What --train does for the recipes of `names`: each planned run folder's action. `recorded`: {folder
+    name: why} of the runs the ledger holds (a missing folder among them is done, not trained again)."""
+    recorded = recorded or {}
     todo = []
     for recipe in (r for r in RECIPES if r.model in names):
         for seed in seeds_of(recipe.model):
@@ -286,6 +307,8 @@ def plan(runs, names):
                     p.action, p.why = "resume", f"stopped by {stopped}" if stopped else "unfinished (no summary.json)"
                     if recipe.cpu_s is not None:  # the CPU it has had, where known
                         p.cpu_s = max(0.0, recipe.cpu_s - summary.get("cpu_seconds", 0.0))
+            elif folder.name in recorded:
+                p.action, p.why = "done", recorded[folder.name]
             if p.action not in ("train", "resume"):
                 p.cpu_s = None
             todo.append(p)
@@ -404,6 +427,57 @@ def load_run(folder, runs):
         os.chdir(here)
 
 
+# ---------------------------------------------------------------------- the ledger
+def ledger_path(out):
+    """The ledger beside the report: docs/report.md -> docs/report.json."""
+    return Path(out).with_suffix(".json")
+
+
+def read_ledger(path):
+    """The ledger at `path` ({"kind": LEDGER_KIND, "runs": {key: entry}}), empty where there is none; a file
+    there that this command did not write is refused."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path}: the report's ledger is a folder; move it away")
+    if not path.exists():
+        return {"kind": LEDGER_KIND, "runs": {}}
+    try:
+        ledger = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        ledger = None
+    if not isinstance(ledger, dict) or ledger.get("kind") != LEDGER_KIND or not isinstance(ledger.get("runs"), dict):
+        raise UsageError(f"{path}: the file exists and is not the ledger of `python -m tinygen report` (no \"kind\": "
+                         f"\"{LEDGER_KIND}\"); move it, or choose another --out (nothing was changed)")
+    return ledger
+
+
+def ledger_key(folder_name, n, seed):
+    return f"{folder_name} n={n} seed={seed}"
+
+
+def checkpoint_sha256(folder):
+    return hashlib.sha256((Path(folder) / "last.npz").read_bytes()).hexdigest()
+
+
+def recorded_runs(ledger, runs, names, n, seed):
+    """The ledger's runs of the models `names` measured at this n and seed, as Run objects under `runs`."""
+    found = []
+    for key, e in sorted(ledger["runs"].items()):
+        if e["model"] in names and key == ledger_key(e["folder"], n, seed):
+            found.append(Run(Path(runs) / e["folder"], e["model"], e["dataset"], e["seed"], e["recipe"],
+                             e["summary"], e["metrics"], recorded=e))
+    return found
+
+
+def record(ledger, run, n, seed, digest):
+    """Enter an ended run (evaluated, or diverged) in the ledger."""
+    ledger["runs"][ledger_key(run.folder.name, n, seed)] = {
+        "folder": run.folder.name, "model": run.model, "dataset": run.dataset, "seed": run.seed,
+        "recipe": run.recipe, "status": run.status, "summary": run.summary, "metrics": run.metrics,
+        "checkpoint_sha256": digest, "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "threads": _threads.count()}
+
+
 # ---------------------------------------------------------------------- rows
 @dataclass
 class Row:
@@ -435,12 +509,17 @@ class Row:
         return s
 
 
-def collect(runs, names, n, seed, failures=None, progress=print):
-    """The rows for the models `names`: the runs found under `runs`, grouped by recipe, each finished run
-    evaluated; --train's failures become rows of their own where they left no run folder."""
+def collect(runs, names, n, seed, failures=None, progress=print, ledger=None):
+    """The rows for the models `names`: the runs found under `runs` and the ledger's runs whose folder is not
+    there, grouped by recipe, each finished run evaluated (or read from the ledger where its checkpoint is
+    the one recorded) and entered in the ledger; --train's failures become rows of their own where they
+    left no run folder."""
     failures = dict(failures or {})
+    ledger = {"kind": LEDGER_KIND, "runs": {}} if ledger is None else ledger
     groups = {}
-    for run in find_runs(runs):
+    here = find_runs(runs) if Path(runs).is_dir() else []
+    folders = {run.folder.name for run in here}
+    for run in here + [r for r in recorded_runs(ledger, runs, names, n, seed) if r.folder.name not in folders]:
         if run.model in names:
             groups.setdefault(run.recipe, []).append(run)
     rows = []
@@ -454,22 +533,33 @@ def collect(runs, names, n, seed, failures=None, progress=print):
         rows.append(Row(model, "", [], {folder: why}))
     order = {r.model: i for i, r in enumerate(RECIPES)}
     rows.sort(key=lambda row: (order.get(row.model, len(order)), row.runs[0].folder.name if row.runs else ""))
-    for dataset in sorted({r.dataset for row in rows for r in row.runs if r.status == "finished"}):
+    present = [r for row in rows for r in row.runs if r.recorded is None]
+    for dataset in sorted({r.dataset for r in present if r.status == "finished"}):
         evaluate.load_judge(dataset)       # a missing or altered judge is one error, before any evaluation
-    for row in rows:
-        for run in row.runs:
-            if run.status != "finished":
-                continue
-            cpu0 = time.process_time()
-            progress(f"evaluating {run.folder} ({run.model}, seed {run.seed}) ...", flush=True)
-            try:
-                model, meta = load_run(run.folder, runs)
-                run.metrics = measure(model, meta["dataset"], n, seed)
-            except library_errors() as error:
-                run.error = " ".join(str(error).split())
-                progress(f"  failed: {run.error}", flush=True)
-                continue
-            progress(f"  {time.process_time() - cpu0:.0f} CPU s", flush=True)
+    for run in present:
+        status = run.status
+        if status == "diverged":
+            record(ledger, run, n, seed, None)
+        if status != "finished":
+            continue
+        digest = checkpoint_sha256(run.folder)
+        entry = ledger["runs"].get(ledger_key(run.folder.name, n, seed))
+        if entry and entry["checkpoint_sha256"] == digest and entry["metrics"] is not None:
+            run.metrics = entry["metrics"]
+            progress(f"{run.folder}: the checkpoint measured on {entry['measured']} (the ledger's figures)",
+                     flush=True)
+            continue
+        cpu0 = time.process_time()
+        progress(f"evaluating {run.folder} ({run.model}, seed {run.seed}) ...", flush=True)
+        try:
+            model, meta = load_run(run.folder, runs)
+            run.metrics = measure(model, meta["dataset"], n, seed)
+        except library_errors() as error:
+            run.error = " ".join(str(error).split())
+            progress(f"  failed: {run.error}", flush=True)
+            continue
+        record(ledger, run, n, seed, digest)
+        progress(f"  {time.process_time() - cpu0:.0f} CPU s", flush=True)
     return rows
 
 
@@ -538,7 +628,9 @@ def row_cells(row):
     else:
         stab = f"{s['seeds']} seed measured" if s["seeds"] == 1 else "no seed measured"
     stab += f"; diverged {s['diverged']}/{s['runs']}, collapsed {s['collapsed']}/{s['evaluated']}"
-    statuses = [f"`{r.folder.name}`" + ("" if r.status == "finished" and r.error is None else
+    statuses = [f"`{r.folder.name}`" + (f" ({'' if r.status == 'finished' else r.status + ', '}recorded {r.recorded['measured'][:10]})"
+                                        if r.recorded else
+                                        "" if r.status == "finished" and r.error is None else
                                         f" ({r.error and 'evaluation failed: ' + r.error or r.status})")
                 for r in row.runs]
     statuses += [f"`{Path(f).name}` (training failed: {why})" for f, why in row.failures.items()]
@@ -566,7 +658,8 @@ def seed_cells(row):
                       f"{m['fid_judge']:.1f}" if "fid_judge" in m else "—",
                       f"{m['class_coverage']:.3f}" if "class_coverage" in m else "—",
                       f"{cpu:,.0f} s" if cpu is not None else "—",
-                      r.status if r.error is None else f"evaluation failed: {r.error}"])
+                      f"evaluation failed: {r.error}" if r.error else
+                      f"{r.status}, recorded {r.recorded['measured']}" if r.recorded else r.status])
     return lines
 
 
@@ -575,7 +668,7 @@ def table(header, rows):
                      + ["| " + " | ".join(str(c).replace("|", "/") for c in r) + " |" for r in rows])
 
 
-def render(rows, runs, n, seed, command, plan_text=None):
+def render(rows, runs, n, seed, command, plan_text=None, ledger="docs/report.json"):
     """The report as markdown, its first line MARK."""
     k = _threads.count()  # the engine's threads (OPENBLAS_NUM_THREADS), which images/s depends on
     lines = [MARK, "# The overview's table, measured", "",
@@ -589,7 +682,10 @@ def render(rows, runs, n, seed, command, plan_text=None):
              f"`runs/<model>-<dataset>-seed<k>` seed k). Stability: the spread of the row's headline figure "
              f"(likelihood, else FID-judge, else accuracy) over its seeds, the runs that diverged (a NaN stop) "
              f"and those that collapsed (class coverage of the samples under {COLLAPSE_COVERAGE} nats). "
-             f"FID-judge is not the Inception FID; rows compare only at equal n.", "",
+             f"FID-judge is not the Inception FID; rows compare only at equal n. Every run evaluated is entered "
+             f"in the ledger `{ledger}` with the SHA-256 of its checkpoint; a run marked recorded was measured so "
+             f"on the date given and its folder is not under `{runs}` (trained on another machine): its figures are "
+             f"the ledger's.", "",
              "## Measured", ""]
     header = ["model", "dataset", "runs", "likelihood", "FID-judge", "coverage", "accuracy", "images/s",
               "training CPU", "stability"]
@@ -693,11 +789,15 @@ def report_command(args):
     runs = Path(args.runs)
     if runs.exists() and not runs.is_dir():
         raise UsageError(f"--runs {args.runs}: is not a folder")
-    if not runs.exists() and not (args.train and not args.dry_run):
+    if not runs.exists() and not (args.train or args.dry_run):  # a plan is shown, or trains into it
         raise UsageError(f"--runs {args.runs}: no such folder; train models into it first "
                          f"(python -m tinygen train MODEL, or this command with --train)")
     out = None if args.dry_run else check_out(args.out)
-    todo = plan(runs, names)
+    ledger_file = ledger_path(args.out)
+    ledger = read_ledger(ledger_file)
+    recorded = {r.folder.name: f"recorded in {ledger_file} on {r.recorded['measured']} (its folder is not here)"
+                for r in recorded_runs(ledger, runs, names, args.n, args.seed)}
+    todo = plan(runs, names, recorded)
     plan_text = describe_plan(todo)
     if args.train or args.dry_run:
         print(plan_text, flush=True)
@@ -707,13 +807,17 @@ def report_command(args):
     if args.train:
         runs.mkdir(parents=True, exist_ok=True)
         failures = execute(todo, runs)
-        todo = plan(runs, names)
-    rows = collect(runs, names, args.n, args.seed, failures)
+        todo = plan(runs, names, recorded)
+    rows = collect(runs, names, args.n, args.seed, failures, ledger=ledger)
     command = " ".join(["python -m tinygen report", f"--runs {args.runs}", f"--n {args.n}", f"--seed {args.seed}"]
                        + (["--families"] if args.families else ["--models " + " ".join(args.models)] if args.models else []))
     pending = [p for p in todo if p.action in ("train", "resume")]
-    text = render(rows, args.runs, args.n, args.seed, command, describe_plan(pending) if pending else None)
+    text = render(rows, args.runs, args.n, args.seed, command, describe_plan(pending) if pending else None,
+                  ledger_file)
     check_out(out)  # again: a file put there while the runs were evaluated is not replaced either
+    now = read_ledger(ledger_file)     # what another report entered meanwhile is kept
+    now["runs"].update(ledger["runs"])
+    io.atomic_write_text(ledger_file, json.dumps(now, indent=1, sort_keys=True) + "\n")
     io.atomic_write_text(out, text + "\n")
     print(text)
     print(f"wrote {out}")
