@@ -3,7 +3,8 @@ reconstructions, styles or translations) plus a few lecture figures. Runs that a
 
     python docs/figures.py                  # reads runs/<model>-<dataset>/last.npz
     python docs/figures.py --runs other/runs
-The VAE's latent manifold needs a 2-D latent run:
+The VAE's latent manifold, and its 2-D codes drawn beside the CVAE's (vae_latent.png, cvae_latent.png), need a
+2-D latent run:
     python -m tinygen train vae --set latent_dim=2 --epochs 20 --out runs/vae2d-mnist
 DiT's scaling plot evaluates the runs of DIT_SCALING (n = 1,000, DDIM 20 steps, guidance 2) and prints
 their table:
@@ -79,6 +80,9 @@ def extras(name, model, x, y, out, runs=ROOT / "runs"):
         save_image_grid(model.sample(64), out / "vae_samples.png", scale=2)
         save_image_grid(np.concatenate([model.interpolate(x[i], x[i + 1], steps=10) for i in range(0, 8, 2)]),
                         out / "vae_interpolation.png", nrow=10, scale=2)
+    if name in ("vae2d", "cvae"):    # the 2-D codes of the test images: the VAE's sort the digits, the CVAE's not
+        from tinygen.models.ae import latent_scatter
+        latent_scatter(model, x[:5000], y[:5000], out / f"{RUNS[name][0]}_latent.png")
     if name == "vae2d":
         model.latent_manifold(out / "vae_manifold.png")
     if RUNS[name][0] in ("dvae", "dvae_rolfe"):   # every discrete-VAE run: reconstructions, prior samples
@@ -187,7 +191,7 @@ def dit_scaling(runs, out):
 GALLERY_MARK = "<!-- written by python docs/figures.py --gallery"
 GALLERY_HOME = ROOT / "docs" / "gallery"   # the page's links into the repository are relative to here
 PICTURE_SUFFIXES = (".png", ".gif")
-PICTURE_KEYS = {"vae_manifold": "vae2d"}   # pictures whose name does not start with the RUNS key that draws them
+PICTURE_KEYS = {"vae_manifold": "vae2d", "vae_latent": "vae2d"}   # pictures whose name does not start with the RUNS key that draws them
 COURSE_SECTION = "## The course, model by model"
 NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?%?")
 INLINE = re.compile(r"`([^`]+)`|\*\*(.+?)\*\*|\[([^\]]+)\]\(([^)\s]+)\)|<img [^>]*>")

@@ -10,7 +10,8 @@ import autograd.functional as F
 from autograd import Tensor
 from tinygen import nn
 from tinygen.models import get_model_class, load_model, save_model
-from tinygen.models.igpt import pool, softmax_regression
+from tinygen.models.base import softmax_regression
+from tinygen.models.igpt import pool
 
 ImageGPT = get_model_class("igpt")
 TINY = dict(dim=16, depth=2, num_heads=2, mlp_ratio=2.0, palette_size=4, side=7, batch_size=8,

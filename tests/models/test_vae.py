@@ -132,3 +132,21 @@ def test_resume_replays_the_same_noise_and_binarisation(tmp_path):
     straight = fit(tmp_path / "straight", 6)
     fit(tmp_path / "split", 3)
     assert fit(tmp_path / "split", 6, resume=True) == straight
+
+
+@pytest.mark.parametrize("name", ["vae", "cvae"])
+def test_the_latent_probe_reads_the_label_from_the_posterior_means(name):
+    """evaluate_representation: softmax regression of the label on mu(x) (the CVAE's mu(x, y)) of a fixed
+    subset of the train split, scored on the test images (evaluate_model reports it, as Image GPT's probe)."""
+    from tinygen.models.base import softmax_regression
+    model = build_model(name, {"hidden": 16, "latent_dim": 2, "batch_size": 8})
+    model.dataset = "mnist"
+    x_train, y_train = data.load_dataset("mnist", "train")
+    x_test, y_test = (a[:300] for a in data.load_dataset("mnist", "test"))
+    got = model.evaluate_representation(x_test, y_test, n_train=500)["latent_probe_acc"]
+    pick = np.sort(np.random.default_rng(0).permutation(len(x_train))[:500])
+    by_hand = softmax_regression(model.embed(x_train[pick], y_train[pick]), y_train[pick],
+                                 model.embed(x_test, y_test), y_test)
+    assert got == by_hand and 0 <= got <= 1
+    if name == "cvae":   # the labels reach the encoder: other labels, other codes
+        assert not np.allclose(model.embed(x_test, y_test), model.embed(x_test, (y_test + 1) % 10))

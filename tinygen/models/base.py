@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+import autograd.functional as F
 from autograd import Tensor, enable_grad, no_grad
 from .. import data, nn, optim
 from .registry import registered_name
@@ -252,3 +253,25 @@ def importance_weighted_nll(log_weights):
     """-log (1/K sum_k w_k) per example, from log w of shape (N, K): the IWAE bound, tighter as K grows."""
     m = log_weights.max(axis=1, keepdims=True)
     return -(m[:, 0] + np.log(np.exp(log_weights - m).mean(axis=1)))
+
+
+# ---------------------------------------------------------------------- the linear probe
+def softmax_regression(train_f, train_y, test_f, test_y, steps=300, lr=0.05, l2=1e-4):
+    """The linear probe: standardise the features with the train statistics, fit a softmax regression
+    (zero-initialised, full-batch Adam, a convex problem) on the train features, return the test
+    accuracy (a float)."""
+    mu, sd = train_f.mean(axis=0), train_f.std(axis=0) + 1e-6
+    a = Tensor(((train_f - mu) / sd).astype(np.float32))             # (N, D)
+    b = Tensor(((test_f - mu) / sd).astype(np.float32))              # (M, D)
+    probe = nn.Linear(a.shape[1], data.N_CLASSES)
+    probe.weight.data[...] = 0
+    probe.bias.data[...] = 0
+    opt = optim.Adam(probe.parameters(), lr=lr)
+    with enable_grad():
+        for _ in range(steps):
+            # loss = CE(softmax(W a + b), y) + l2 ||W||^2
+            loss = F.cross_entropy(probe(a), train_y) + l2 * (probe.weight * probe.weight).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return float((probe(b).numpy().argmax(axis=1) == np.asarray(test_y)).mean())

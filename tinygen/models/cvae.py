@@ -14,7 +14,9 @@ vae.py: the ELBO pieces, the networks, binarised MNIST, the likelihood evaluatio
 
 Recipe: MLP 794-512-256-(2 x 2) and 12-256-512-784, Adam 1e-3, batch 128, 20 epochs (9,380 steps).
 A 2-D z leaves no room for the class, so the decoder must take the digit from y; the 2-D z holds the
-style. It is scored by how often the judge recognises the requested digit. Figures: docs/models/cvae.md.
+style. It is scored by how often the judge recognises the requested digit, and by how little of the digit
+its z keeps: the linear probe of VAE.evaluate_representation reads the label from mu(x, y) (beside the
+2-D VAE's codes, which sort the digits). Figures: docs/models/cvae.md.
     python -m tinygen train cvae --no-progress
     python -m tinygen sample cvae --checkpoint runs/cvae-mnist/last.npz --label 3
 """

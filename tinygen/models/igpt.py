@@ -48,10 +48,9 @@ from dataclasses import dataclass
 import numpy as np
 
 import autograd.functional as F
-from autograd import Tensor, enable_grad
 from .. import data, nn, optim
 from ..io import save_image_grid
-from .base import Config, Model, inference
+from .base import Config, Model, inference, softmax_regression
 
 OBJECTIVES = ("ar", "bert")
 
@@ -90,27 +89,6 @@ def pool(images, side):
         raise ValueError(f"ImageGPT: images (B, 1, H, W) with side {side} dividing H and W expected, got {x.shape}")
     f = H // side
     return x.reshape(B, side, f, side, f).mean(axis=(2, 4))           # (B, side, side)
-
-
-def softmax_regression(train_f, train_y, test_f, test_y, steps=300, lr=0.05, l2=1e-4):
-    """The linear probe: standardise the features with the train statistics, fit a softmax regression
-    (zero-initialised, full-batch Adam, a convex problem) on the train features, return the test
-    accuracy (a float)."""
-    mu, sd = train_f.mean(axis=0), train_f.std(axis=0) + 1e-6
-    a = Tensor(((train_f - mu) / sd).astype(np.float32))             # (N, D)
-    b = Tensor(((test_f - mu) / sd).astype(np.float32))              # (M, D)
-    probe = nn.Linear(a.shape[1], data.N_CLASSES)
-    probe.weight.data[...] = 0
-    probe.bias.data[...] = 0
-    opt = optim.Adam(probe.parameters(), lr=lr)
-    with enable_grad():
-        for _ in range(steps):
-            # loss = CE(softmax(W a + b), y) + l2 ||W||^2
-            loss = F.cross_entropy(probe(a), train_y) + l2 * (probe.weight * probe.weight).sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return float((probe(b).numpy().argmax(axis=1) == np.asarray(test_y)).mean())
 
 
 # ---------------------------------------------------------------------- the model

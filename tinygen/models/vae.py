@@ -38,7 +38,7 @@ from .. import data
 from ..data import to_float
 from ..io import save_image_grid
 from .ae import Decoder, Encoder
-from .base import Config, Model, importance_weighted_nll, inference
+from .base import Config, Model, importance_weighted_nll, inference, softmax_regression
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -173,6 +173,18 @@ class VAE(Model):
         log_w = self.iwae_log_weights(x, k)
         return {"neg_elbo_nats": float(-log_w.mean()), "iwae_nll_nats": float(importance_weighted_nll(log_w).mean()),
                 "k": k}
+
+    def evaluate_representation(self, test_images, test_labels, n_train=10000):
+        """How much of the class the code keeps: a linear probe (softmax regression) reads the label from
+        the posterior mean mu(x) (the CVAE's mu(x, y)), fitted on n_train train images (a fixed random
+        subset), scored on the test images. The VAE's z must carry the digit for the decoder to redraw
+        it; the CVAE's decoder is told the digit, so its z keeps the style and the probe falls towards
+        chance (10%)."""
+        train_x, train_y = data.load_dataset(self.dataset, "train")
+        pick = np.sort(np.random.default_rng(0).permutation(len(train_x))[:n_train])
+        mu_train = self.embed(train_x[pick], train_y[pick])                          # (n_train, D)
+        mu_test = self.embed(test_images, test_labels)                               # (N, D)
+        return {"latent_probe_acc": softmax_regression(mu_train, train_y[pick], mu_test, test_labels)}
 
     # ------------------------------------------------------------------ pictures
     @inference
