@@ -1,5 +1,6 @@
 """What every model shares with the training loop: its Config, the optimiser it trains with, how a raw
-data batch becomes model input, the training step, and the units likelihoods are reported in.
+data batch becomes model input, the training step, the units likelihoods are reported in, and the linear
+probe (softmax_regression) that reads the label from frozen features (Image GPT's blocks, a VAE's codes).
 
 The contract (tests/models/test_contract.py checks it for every model registered in MODULES):
 
