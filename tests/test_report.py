@@ -203,14 +203,19 @@ def test_the_ledger_keeps_what_was_measured_when_the_run_folders_are_gone(runs, 
     assert re.search(r"train +vae +seed 1 .*missing", capsys.readouterr().out)
 
 
-def test_refuses_a_ledger_it_did_not_write(runs, tmp_path, capsys):
+@pytest.mark.parametrize("ledger, message", [
+    ('{"my": "data"}', "is not the ledger of `python -m tinygen report`"),
+    ('{"kind": "tinygen-report-ledger", "runs": {"vae-mnist n=2000 seed=0": {"folder": "vae-mnist"}}}',
+     "the entry 'vae-mnist n=2000 seed=0' lacks model, dataset, seed, recipe, status"),
+])
+def test_refuses_a_ledger_it_did_not_write(runs, tmp_path, capsys, ledger, message):
     out = tmp_path / "report.md"
-    out.with_suffix(".json").write_text('{"my": "data"}')
+    out.with_suffix(".json").write_text(ledger)
     with pytest.raises(SystemExit) as stop:
         main(["report", "--runs", str(runs), "--out", str(out)])
     err = capsys.readouterr().err
-    assert stop.value.code == 2 and err.count("\n") == 1 and "is not the ledger of `python -m tinygen report`" in err
-    assert out.with_suffix(".json").read_text() == '{"my": "data"}' and not out.exists()
+    assert stop.value.code == 2 and err.count("\n") == 1 and message in err, err
+    assert out.with_suffix(".json").read_text() == ledger and not out.exists()
 
 
 def test_a_failed_training_is_reported_in_the_table(tmp_path, capsys):

@@ -448,7 +448,16 @@ def read_ledger(path):
     if not isinstance(ledger, dict) or ledger.get("kind") != LEDGER_KIND or not isinstance(ledger.get("runs"), dict):
         raise UsageError(f"{path}: the file exists and is not the ledger of `python -m tinygen report` (no \"kind\": "
                          f"\"{LEDGER_KIND}\"); move it, or choose another --out (nothing was changed)")
+    for key, entry in ledger["runs"].items():
+        missing = [k for k in LEDGER_FIELDS if not isinstance(entry, dict) or k not in entry]
+        if missing:
+            raise UsageError(f"{path}: the entry {key!r} lacks {', '.join(missing)}; delete the entry (that run is "
+                             f"then evaluated again, or trained by --train) or the file")
     return ledger
+
+
+LEDGER_FIELDS = ("folder", "model", "dataset", "seed", "recipe", "status", "summary", "metrics", "checkpoint_sha256",
+                 "measured", "threads")   # an entry's, as record() writes them
 
 
 def ledger_key(folder_name, n, seed):
