@@ -139,11 +139,15 @@ def test_dry_run_prints_the_plan_with_cpu_estimates_and_writes_nothing(runs, tmp
     plan = capsys.readouterr().out
     lines = {tuple(line.split()[:4]): line for line in plan.splitlines()[1:]}
     assert "done" in lines[("done", "vae", "seed", "0")] and "finished" in lines[("done", "vae", "seed", "0")]
-    assert re.search(r"vae-mnist-seed2 +770 CPU s +unfinished", lines[("resume", "vae", "seed", "2")])
-    assert re.search(r"vae-mnist-seed1 +470 CPU s +stopped by SIGINT", lines[("resume", "vae", "seed", "1")])
+    vae, gan = report.RECIPE_OF["vae"].cpu_s, report.RECIPE_OF["gan"].cpu_s
+    assert re.search(rf"vae-mnist-seed2 +{vae:,.0f} CPU s +unfinished", lines[("resume", "vae", "seed", "2")])
+    assert re.search(rf"vae-mnist-seed1 +{vae - 300:,.0f} CPU s +stopped by SIGINT", lines[("resume", "vae", "seed", "1")])
     assert "diverged: not trained again" in lines[("skip", "gan", "seed", "1")]
-    assert re.search(r"dcgan-mnist-seed2 +3,474 CPU s +missing", lines[("train", "dcgan", "seed", "2")])
-    expected = 462 + 3 * 3474 + 470 + 770 + 3 * 2296 + 3 * 2611   # gan seed 2, dcgan, vae 1 and 2, ddpm, realnvp
+    dcgan = report.RECIPE_OF["dcgan"].cpu_s
+    assert re.search(rf"dcgan-mnist-seed2 +{dcgan:,.0f} CPU s +missing", lines[("train", "dcgan", "seed", "2")])
+    cpu = {m: report.RECIPE_OF[m].cpu_s for m in report.FAMILY_MODELS}
+    expected = gan + 3 * dcgan + (vae - 300) + vae + 3 * cpu["ddpm"] + 3 * cpu["realnvp"]   # gan seed 2,
+    # dcgan, vae 1 and 2, ddpm, realnvp
     assert plan.splitlines()[0] == (f"plan: 12 run(s) to train, expected {expected:,} CPU s = "
                                     f"{expected / 3600:.1f} CPU-hours (docs/results.md's recorded times)")
     assert not out.exists() and sorted(p.relative_to(work) for p in work.rglob("*")) == before
@@ -152,7 +156,7 @@ def test_dry_run_prints_the_plan_with_cpu_estimates_and_writes_nothing(runs, tmp
 def test_a_dry_run_into_a_folder_not_made_yet_plans_every_run(tmp_path, capsys):
     """A newcomer's first look: what --train would train, before any runs folder exists; nothing is made."""
     missing = tmp_path / "runs"
-    assert main(["report", "--runs", str(missing), "--families", "--dry-run"]) == 0
+    assert main(["report", "--runs", str(missing), "--families", "--dry-run", "--out", str(tmp_path / "r.md")]) == 0
     plan = capsys.readouterr().out.splitlines()
     assert plan[0].startswith(f"plan: {report.SEEDS * len(report.FAMILY_MODELS)} run(s) to train, expected ")
     assert all(line.split()[0] == "train" and line.endswith("missing") for line in plan[1:]), plan
