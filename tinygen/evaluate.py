@@ -32,6 +32,7 @@ try:  # Ctrl-C while the modules load (NumPy, the models) is one line, status 13
     from .cli import OneLineParser, UsageError, finite_number, parse_settings, run_command, whole_number
     from .diffusion import SAMPLERS
     from .models import build_model, load_model, set_sample_settings
+    from .models.classifier import discriminants, least_squares_discriminant
 except KeyboardInterrupt:
     if __name__ != "__main__":
         raise
@@ -421,8 +422,9 @@ def bayes_classifier(model, dataset, ks=(1, 10, 100), n=None, judge=True):
 
     log p(x|y) from the model's `class_log_likelihoods(x, k)` (a k-sample bound; more samples, a
     tighter bound), p(y) the label frequencies of the training split. One row per k: accuracy and
-    CPU seconds; with judge=True a last row holds the discriminative CNN (the judge) on the same
-    test images, the figure to beat. For a model of binarised data (the CVAE) the images are binarised
+    CPU seconds; with judge=True two last rows hold the lecture's other kinds of classifier on the same
+    test images: linear discriminant functions (classifier.least_squares_discriminant, no probabilities)
+    and the discriminative CNN p(y|x) (the judge), the figure to beat. For a model of binarised data (the CVAE) the images are binarised
     once with seed 0, as for the likelihoods (evaluate_nll); a model with binary_likelihood = False (DDPM)
     gets the grey levels; the judge reads them as they are."""
     x_test, y_test = data.load_dataset(dataset, "test")
@@ -439,7 +441,13 @@ def bayes_classifier(model, dataset, ks=(1, 10, 100), n=None, judge=True):
         rows.append({"classifier": f"{model.name}, Bayes' rule", "k": k, "n": len(x),
                      "accuracy": round(float((log_joint.argmax(axis=1) == y_test).mean()), 4),
                      "cpu_s": round(time.process_time() - cpu0, 1)})
-    if judge:
+    if judge:  # the lecture's other two kinds of classifier, on the same test images
+        cpu0 = time.process_time()
+        x_train, y_train = data.load_dataset(dataset, "train")
+        g = discriminants(least_squares_discriminant(x_train, y_train), x_test)               # (N, 10)
+        rows.append({"classifier": "linear discriminant functions (least squares on the pixels)", "k": "-",
+                     "n": len(x), "accuracy": round(float((g.argmax(axis=1) == y_test).mean()), 4),
+                     "cpu_s": round(time.process_time() - cpu0, 1)})
         cpu0 = time.process_time()
         accuracy = float((load_judge(dataset).predict(x_test) == y_test).mean())
         rows.append({"classifier": "judge (discriminative CNN)", "k": "-", "n": len(x),

@@ -5,7 +5,12 @@ its penultimate 128-d features give FID-judge, its predictions give conditional 
 
     p(y | x) = softmax(f_theta(x)),   loss = -log p(y_true | x)   (cross-entropy)
 
+Beside them, the lecture's third kind of classifier, discriminant functions with no probabilities:
+g_k(x) = w_k . x + w_k0 fitted by least squares, y(x) = argmax_k g_k(x) (least_squares_discriminant).
+
 Train:  python -m tinygen train cnn --dataset mnist
+Compare the three kinds (with a CVAE's Bayes' rule):
+        python -m tinygen.evaluate bayes-classifier --checkpoint runs/cvae-mnist/last.npz
 """
 from dataclasses import dataclass
 
@@ -133,3 +138,31 @@ def random_shift(x, max_shift, rng):
     cols = dx[:, None] + np.arange(W)                               # (B, W)
     b = np.arange(B)[:, None, None]
     return padded[b, :, rows[:, :, None], cols[:, None, :]].transpose(0, 3, 1, 2)  # (B, C, H, W)
+
+
+# ---------------------------------------------------------------------- discriminant functions
+def _pixels_and_one(images):
+    """x~ = [x, 1]: the flattened [0, 1] pixels of images (N, 1, 28, 28) with a 1 for the bias, (N, 785)."""
+    x = to_float(images).reshape(len(images), -1).astype(np.float32)
+    return np.concatenate([x, np.ones((len(x), 1), np.float32)], axis=1)
+
+
+def least_squares_discriminant(images, labels, l2=1e-3):
+    """Linear discriminant functions fitted by least squares (Bishop, PRML 4.1.3): one function per class,
+    g_k(x) = w_k . x + w_k0, and an image goes to the largest, y(x) = argmax_k g_k(x). Nothing here is a
+    probability: the third kind of classifier beside the discriminative p(y|x) (the CNN) and the
+    generative p(x|y) p(y) (evaluate.bayes_classifier). With x~ = [x, 1] (N, 785) and one-hot targets
+    T (N, 10), W minimises ||X~ W - T||^2 + l2 ||W||^2:
+
+        W = (X~^T X~ + l2 I)^-1 X~^T T                                  (785, 10)
+
+    The sums X~^T X~ in float32, the solve in float64. Returns W, for discriminants(W, images)."""
+    X = _pixels_and_one(images)                                             # (N, 785)
+    T = np.eye(N_CLASSES, dtype=np.float32)[np.asarray(labels)]             # (N, 10) one-hot
+    A = (X.T @ X).astype(np.float64) + l2 * np.eye(X.shape[1])              # (785, 785)
+    return np.linalg.solve(A, (X.T @ T).astype(np.float64))                 # (785, 10)
+
+
+def discriminants(W, images):
+    """g(x) = x~ W: the ten discriminant values (N, 10) of each image; its class is their argmax."""
+    return _pixels_and_one(images) @ W
