@@ -433,6 +433,10 @@ def ledger_path(out):
     return Path(out).with_suffix(".json")
 
 
+def empty_ledger():
+    return {"kind": LEDGER_KIND, "runs": {}}
+
+
 def read_ledger(path):
     """The ledger at `path` ({"kind": LEDGER_KIND, "runs": {key: entry}}), empty where there is none; a file
     there that this command did not write is refused."""
@@ -440,7 +444,7 @@ def read_ledger(path):
     if path.is_dir():
         raise UsageError(f"{path}: the report's ledger is a folder; move it away")
     if not path.exists():
-        return {"kind": LEDGER_KIND, "runs": {}}
+        return empty_ledger()
     try:
         ledger = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -524,7 +528,7 @@ def collect(runs, names, n, seed, failures=None, progress=print, ledger=None):
     the one recorded) and entered in the ledger; --train's failures become rows of their own where they
     left no run folder."""
     failures = dict(failures or {})
-    ledger = {"kind": LEDGER_KIND, "runs": {}} if ledger is None else ledger
+    ledger = empty_ledger() if ledger is None else ledger
     groups = {}
     here = find_runs(runs) if Path(runs).is_dir() else []
     folders = {run.folder.name for run in here}
