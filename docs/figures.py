@@ -40,6 +40,7 @@ RUNS = {
     "realnvp": ("realnvp", "realnvp-e8"), "ddpm": ("ddpm", "ddpm-mnist-e12"),
     "latent_diffusion": ("latent_diffusion", "latent_diffusion-mnist"),
     "vae2d": ("vae", "vae2d-mnist"), "vit": ("vit", "vit-fashion"),
+    "vit_attention": ("vit", "vit-mnist"),   # the mean attention distance of every head
     "dvae": ("dvae", "dvae-mnist"), "dvae_rolfe": ("dvae_rolfe", "dvae_rolfe-mnist"),
     "dvae_rolfe_rbm": ("dvae_rolfe", "dvae_rolfe-rbm"), "dvae_rolfe_conv": ("dvae_rolfe", "dvae_rolfe-conv-rbm"),
     "dvae_rolfe_c64": ("dvae_rolfe", "dvae_rolfe-conv-rbm-c64"),   # the conv recipe at channels=64
@@ -57,7 +58,7 @@ RUNS = {
 # DiT sizes trained for the same number of steps (the recipe's 5,622): dim / depth -> run folder
 DIT_SCALING = {"64/4": "dit-scale-d64-L4", "128/6": "dit-mnist", "192/6": "dit-scale-d192-L6"}
 # runs that only feed a lecture figure
-EXTRAS_ONLY = {"vae2d", "vit", "dvae", "dvae_rolfe", "dvae_rolfe_rbm", "dvae_rolfe_conv", "dvae_rolfe_c64", "igpt", "vqvae", "dit",
+EXTRAS_ONLY = {"vae2d", "vit", "vit_attention", "dvae", "dvae_rolfe", "dvae_rolfe_rbm", "dvae_rolfe_conv", "dvae_rolfe_c64", "igpt", "vqvae", "dit",
                "dalle", "glide", "glide_fashion", "unclip"}
 
 
@@ -94,6 +95,8 @@ def extras(name, model, x, y, out, runs=ROOT / "runs"):
         model.save_trajectory(out / "ddpm_trajectory.gif", n=8, frames=20)
     if name == "vit":
         model.save_pictures(x[:16], out / "vit_positions.png", out / "vit_rollout.png")
+    if name == "vit_attention":
+        model.save_attention_distance(x[:1000], out / "vit_attention_distance.png")
     if name == "igpt":
         model.save_pictures(x[:8], out / "igpt_samples.png", out / "igpt_completions.png")
     if name == "dit":

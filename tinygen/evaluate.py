@@ -182,7 +182,7 @@ def evaluate_model(model, dataset, n=10000, seed=0, **sampling):
         results["fid_judge"] = fid_judge(outputs, dataset)
     if hasattr(model, "evaluate_nll"):
         results.update(model.evaluate_nll(x_test))
-    if hasattr(model, "evaluate_representation"):  # a linear probe of frozen features (Image GPT)
+    if hasattr(model, "evaluate_representation"):  # what the trained model learned: probes, attention distance
         results.update(model.evaluate_representation(x_test, y_test))
     if hasattr(model, "sample") and not hasattr(model, "translate"):
         if model.conditional:

@@ -117,3 +117,46 @@ def test_position_mirror_fraction_reads_a_mirrored_layout():
     model.pos_embed.weight.data[1:] = np.pad(np.exp(-((g2[:, None] - g2[None]) ** 2).sum(-1) / 2.0),
                                              ((0, 0), (0, 1))).astype(np.float32)
     assert model.position_mirror_fraction() < 0.2
+
+
+def test_patch_distances_are_pixel_distances_between_patch_centres():
+    d = build().patch_distances()                      # 7 x 7 grid of 4 x 4 patches
+    assert d.shape == (49, 49) and np.allclose(d, d.T) and (np.diag(d) == 0).all()
+    assert d[0, 1] == 4 and d[0, 7] == 4 and np.isclose(d[0, 8], 4 * np.sqrt(2)) and np.isclose(d[0, 48], 24 * np.sqrt(2))
+
+
+def test_attention_distance_is_zero_for_self_attention_and_the_mean_for_uniform(monkeypatch):
+    """The distance reads the patch block of the weights, renormalised: [CLS] columns do not count."""
+    model = build()
+    T, dist = 50, model.patch_distances()
+    own = np.zeros((3, 2, T, T))
+    own[:, :, 1:, 1:] = 0.6 * np.eye(T - 1)            # 0.6 on its own patch, 0.4 on [CLS]
+    own[:, :, :, 0] += 0.4
+    uniform = np.full((3, 2, T, T), 1.0 / T)
+    monkeypatch.setattr(model, "attention_maps", lambda images: [own, uniform])
+    d = model.attention_distance(images(3))
+    assert d.shape == (2, 2)
+    np.testing.assert_allclose(d[0], 0, atol=1e-12)
+    np.testing.assert_allclose(d[1], dist.mean(), rtol=1e-12)
+
+
+def test_attention_distance_of_a_model_reads_its_attention_weights():
+    model = build(depth=2)
+    x = images(2)
+    maps = model.attention_maps(x)
+    assert len(maps) == 2 and maps[0].shape == (2, 2, 50, 50)
+    w = maps[1][:, :, 1:, 1:]                          # block 2: patch queries over patch keys
+    expected = ((w / w.sum(-1, keepdims=True)) * model.patch_distances()).sum(-1).mean(axis=(0, 2))
+    np.testing.assert_allclose(model.attention_distance(x)[1], expected, rtol=1e-6)
+    assert (model.attention_distance(x) > 0).all() and (model.attention_distance(x) < 24 * np.sqrt(2)).all()
+
+
+def test_the_evaluation_reports_the_distance_of_every_head(tmp_path):
+    model = build(depth=2)
+    x, y = images(4), np.arange(4)
+    result = model.evaluate_representation(x, y, n=2)
+    assert set(result) == {"attention_distance_px", "attention_distance_uniform_px"}
+    assert np.array(result["attention_distance_px"]).shape == (2, 2)
+    assert result["attention_distance_uniform_px"] == round(float(model.patch_distances().mean()), 2)
+    model.save_attention_distance(x, tmp_path / "distance.png")
+    assert (tmp_path / "distance.png").stat().st_size > 0

@@ -18,6 +18,10 @@ neighbours in the grid). `attention_rollout` (Abnar & Zuidema 2020) follows the 
     A_l = (mean over heads of softmax(q k^T / sqrt(d)) + I) / 2,   R = A_L A_{L-1} ... A_1,
     the map of an image = R[CLS, patches]  reshaped to the 7 x 7 grid.
 
+`attention_distance` measures how far each head looks (the paper's Figure 7): the distance between a
+patch and the patches it attends to, weighted by the attention. Some heads of the first blocks look
+near and others far, and the deeper blocks look farther.
+
 Recipe (Config): dim 64, 6 blocks of 4 heads, MLP ratio 2, AdamW (lr 1e-3, weight decay 0.05) with a
 cosine decay, batch 128, random shifts of up to 1 pixel, grad clip 1, 10 epochs; on Fashion-MNIST 20
 epochs with left-right flips (flip=true). Figures, and the runs that led there: docs/models/vit.md.
@@ -131,20 +135,64 @@ class ViT(_Classifier):
         return float(np.mean(mirror[off_centre]))
 
     @inference
+    def attention_maps(self, images):
+        """The attention weights of every block for uint8 or [0, 1] images (B, 1, 28, 28): a list of depth
+        arrays (B, heads, N + 1, N + 1), token 0 being [CLS]."""
+        h = self.tokens(Tensor(data.to_float(images)))
+        _, hidden = self.encoder(h, return_layers=tuple(range(self.config.depth)))
+        inputs = [h] + hidden[:-1]                                    # the input of every block
+        return [block.attn.attention_weights(block.ln1(z)).numpy() for block, z in zip(self.encoder.blocks, inputs)]
+
     def attention_rollout(self, images):
         """Attention rollout from [CLS] (see the module docstring): (B, grid, grid) maps, each summing to
         at most 1, for uint8 or [0, 1] images (B, 1, 28, 28)."""
-        x = Tensor(data.to_float(images))
-        h = self.tokens(x)
-        _, hidden = self.encoder(h, return_layers=tuple(range(self.config.depth)))
-        inputs = [h] + hidden[:-1]                                    # the input of every block
-        T = h.shape[1]
-        rollout = np.broadcast_to(np.eye(T), (h.shape[0], T, T))
-        for block, z in zip(self.encoder.blocks, inputs):
-            a = block.attn.attention_weights(block.ln1(z)).numpy().mean(axis=1)   # (B, T, T), heads averaged
-            a = 0.5 * (a + np.eye(T))                                 # + the residual connection
+        maps = self.attention_maps(images)
+        B, T = maps[0].shape[0], maps[0].shape[-1]
+        rollout = np.broadcast_to(np.eye(T), (B, T, T))
+        for P in maps:
+            a = 0.5 * (P.mean(axis=1) + np.eye(T))                    # heads averaged, + the residual connection
             rollout = a @ rollout                                     # R = A_l R
         return rollout[:, 0, 1:].reshape(-1, self.grid, self.grid)    # from [CLS] to each patch
+
+    def patch_distances(self):
+        """||c_i - c_j||: the distance in pixels between the centres of patches i and j, (N, N)."""
+        rows, cols = np.divmod(np.arange(self.grid * self.grid), self.grid)
+        return self.config.patch_size * np.hypot(rows[:, None] - rows[None], cols[:, None] - cols[None])
+
+    def attention_distance(self, images):
+        """The mean attention distance of every head (the paper's Figure 7, right), in pixels, (depth, heads):
+        how far from its own patch a patch query takes information, weighted by its attention,
+
+            d(l, h) = mean over images b and patches i of  sum_j P_lh[b, i, j] ||c_i - c_j||  /  sum_j P_lh[b, i, j],
+
+        j running over the patches. [CLS] has no place in the image: its row and column are left out, so each
+        query's weights over the patches are renormalised. d = 0: every patch looks at itself; uniform attention
+        gives the mean of patch_distances() (14.4 px on the 7 x 7 grid of 4 x 4 patches)."""
+        dist = self.patch_distances()                                 # (N, N)
+        out = []
+        for P in self.attention_maps(images):                         # (B, H, N + 1, N + 1) per block
+            w = P[:, :, 1:, 1:]                                       # patch queries, patch keys
+            w = w / w.sum(axis=-1, keepdims=True)
+            out.append((w * dist).sum(axis=-1).mean(axis=(0, 2)))    # (H,)
+        return np.stack(out)                                          # (depth, heads)
+
+    def evaluate_representation(self, images, labels, n=1000):
+        """The mean attention distance of every head (pixels, one list per block) over the first `n` test
+        images, beside what uniform attention would give (`python -m tinygen evaluate vit` prints it)."""
+        d = self.attention_distance(images[:n])
+        return {"attention_distance_px": [[round(float(v), 2) for v in layer] for layer in d],
+                "attention_distance_uniform_px": round(float(self.patch_distances().mean()), 2)}
+
+    def save_attention_distance(self, images, path):
+        """The mean attention distance of every head against the block it is in; in each block the heads are
+        sorted from the nearest-looking to the farthest; "uniform attention" is the level of a head that looks
+        everywhere alike."""
+        from ..io import save_line_plots
+        d = np.sort(self.attention_distance(images), axis=1)          # (depth, heads), nearest head first
+        layers = list(range(1, len(d) + 1))
+        curves = {f"head {k + 1} of {d.shape[1]}": (layers, list(d[:, k])) for k in range(d.shape[1])}
+        curves["uniform attention"] = (layers, [float(self.patch_distances().mean())] * len(layers))
+        save_line_plots([("mean attention distance (pixels)", curves)], path, xlabel="block")
 
     def save_pictures(self, images, path_positions, path_rollout):
         """The two pictures: position-embedding similarity (one 7x7 map per patch, in the patch grid) and
