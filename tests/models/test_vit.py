@@ -160,3 +160,21 @@ def test_the_evaluation_reports_the_distance_of_every_head(tmp_path):
     assert result["attention_distance_uniform_px"] == round(float(model.patch_distances().mean()), 2)
     model.save_attention_distance(x, tmp_path / "distance.png")
     assert (tmp_path / "distance.png").stat().st_size > 0
+
+
+def test_parameter_count_counts_the_parameters_of_the_built_model():
+    from tinygen.models.vit import parameter_count
+    for kw, size, channels, classes in [({}, 28, 1, 10), (dict(depth=3, num_heads=4, dim=24, mlp_ratio=3.0), 28, 1, 10),
+                                        (dict(patch_size=7, dim=8), 28, 3, 5), (dict(patch_size=4), 32, 3, 100)]:
+        config = ViT.Config(**{**TINY, **kw})
+        model = ViT(config, image_size=size, channels=channels, num_classes=classes)
+        assert parameter_count(config, size, channels, classes) == sum(p.data.size for p in model.parameters())
+    assert parameter_count(ViT.Config()) == sum(p.data.size for p in ViT().parameters())   # the recipe
+
+
+def test_the_papers_sizes_have_the_papers_parameter_counts():
+    """Table 1: Base 86M, Large 307M, Huge 632M (16 x 16 patches of 224 x 224 RGB images, 1,000 classes)."""
+    from tinygen.models.vit import SIZES, parameter_count
+    for name, millions in {"Base": 86, "Large": 307, "Huge": 632}.items():
+        count = parameter_count(ViT.Config(patch_size=16, **SIZES[name]), image_size=224, channels=3, num_classes=1000)
+        assert abs(count / 1e6 - millions) / millions < 0.01, (name, count)
