@@ -245,3 +245,22 @@ def test_errors_name_the_expected_shape():
         vq(_z(2, 5, 4))
     with pytest.raises(ValueError, match="decay"):
         nn.VectorQuantizer(8, 4, ema=True, decay=1.0)
+
+
+def test_kmeans_plus_plus_starts_one_centroid_in_every_far_apart_group():
+    """Random rows would often put two starts in one of 8 equal groups (a chance of 1 - 8!/8^8 = 99.8%);
+    k-means++ draws in proportion to the squared distance, so each group gets one."""
+    blobs = np.repeat(np.eye(8) * 100, 50, axis=0) + np.random.default_rng(0).normal(0, 1, (400, 8))
+    for seed in range(5):
+        start = nn.kmeans_plus_plus(blobs, 8, np.random.default_rng(seed))
+        assert start.shape == (8, 8)
+        assert sorted(start.argmax(axis=1)) == list(range(8))
+        centroids, counts = nn.kmeans(blobs, 8, rng=np.random.default_rng(seed), start=start)
+        assert (counts == 50).all()
+
+
+def test_kmeans_plus_plus_never_repeats_a_row_while_another_is_left():
+    x = np.repeat(np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0]]), 100, axis=0)    # 3 distinct rows, many copies
+    start = nn.kmeans_plus_plus(x, 3, np.random.default_rng(1))
+    assert len({tuple(r) for r in start}) == 3
+    assert len(nn.kmeans_plus_plus(x[:1], 2, np.random.default_rng(0))) == 2   # fewer distinct rows than k

@@ -136,3 +136,37 @@ def test_training_loop_and_pictures(tmp_path):
     assert summary["test_neg_elbo"] == pytest.approx(summary["test_recon"] + summary["test_kl"])
     x, _ = data.load_dataset("mnist", "test")
     model.save_pictures(x[:32], tmp_path / "rec.png", tmp_path / "prior.png")
+
+
+# ---------------------------------------------------------------------- classes without labels
+
+def test_cluster_purity_is_one_for_separated_classes_and_the_majority_share_for_no_information():
+    from tinygen.models.base import cluster_purity
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), [40, 30, 30, 30, 30, 30, 30, 30, 30, 30])   # 310 rows, class 0 the largest
+    separated = np.eye(10)[labels] * 5 + rng.normal(0, 0.1, (310, 10))           # one far-apart blob per class
+    assert cluster_purity(separated, labels) == 1.0
+    constant = np.ones((310, 4))                                                 # every row in one cluster
+    assert cluster_purity(constant, labels) == pytest.approx(40 / 310)
+    mixed = rng.normal(size=(310, 10))                                           # features unrelated to the labels
+    assert cluster_purity(mixed, labels) < 0.35
+
+
+@pytest.mark.parametrize("name,config", [("dvae", GUMBEL), ("dvae_rolfe", ROLFE), ("dvae_rolfe", ROLFE_CONV)])
+def test_code_means_are_the_posteriors_means(name, config):
+    """E_q[z]: q(z_hw = k | x) summing to 1 over k for tokens; q(z = 1 | x) for bits; the evaluation scores
+    them and the pixels with the same clustering."""
+    model = build_model(name, config)
+    x = binary_images(6)
+    m = model.code_means(x)
+    logits = model.posterior_logits(Tensor(x)).numpy()
+    if name == "dvae":
+        assert m.shape == (6, 8 * 49)
+        np.testing.assert_allclose(m.reshape(6, 8, 49).sum(axis=1), 1, rtol=1e-5)
+        np.testing.assert_allclose(m, F.softmax(Tensor(logits), dim=1).numpy().reshape(6, -1), rtol=1e-6)
+    else:
+        np.testing.assert_allclose(m, 1 / (1 + np.exp(-logits.reshape(6, -1))), rtol=1e-5)
+    images, labels = data.load_dataset("mnist", "test")
+    r = model.evaluate_representation(images[:200], labels[:200], n=100)
+    assert set(r) == {"code_cluster_purity", "pixel_cluster_purity"}
+    assert 0.1 <= r["code_cluster_purity"] <= 1 and 0.1 <= r["pixel_cluster_purity"] <= 1

@@ -257,6 +257,24 @@ def importance_weighted_nll(log_weights):
 
 
 # ---------------------------------------------------------------------- the linear probe
+def cluster_purity(features, labels, k=data.N_CLASSES, iters=30, seed=0):
+    """How well features separate the classes WITHOUT labels: k-means (nn.kmeans, Lloyd's from k-means++
+    starts, on the raw features) groups the rows into k clusters; only then are the labels read, each cluster named by its
+    most common label, and the purity is the share of rows whose cluster is named by their own label:
+
+        purity = (1 / N) sum_clusters max_y |{j in cluster : y_j = y}|
+
+    1 when every cluster holds one class; the share of the most common class when the features say nothing
+    (one cluster). A float; `seed` fixes the k-means++ draws."""
+    f = np.asarray(features, np.float64).reshape(len(features), -1)
+    rng = np.random.default_rng(seed)
+    centroids, _ = nn.kmeans(f, k, iters=iters, rng=rng, start=nn.kmeans_plus_plus(f, k, rng))
+    cluster = nn.squared_distances(f, centroids).argmin(axis=1)                  # (N,)
+    counts = np.zeros((k, int(np.max(labels)) + 1), np.int64)
+    np.add.at(counts, (cluster, np.asarray(labels)), 1)                          # (k, classes)
+    return float(counts.max(axis=1).sum() / len(f))
+
+
 def softmax_regression(train_f, train_y, test_f, test_y, steps=300, lr=0.05, l2=1e-4):
     """The linear probe: standardise the features with the train statistics, fit a softmax regression
     (zero-initialised, full-batch Adam, a convex problem) on the train features, return the test

@@ -37,7 +37,7 @@ from autograd import Tensor
 from .. import data, nn
 from ..data import to_float
 from ..io import save_image_grid
-from .base import Config, Model, inference
+from .base import Config, Model, cluster_purity, inference
 from .vae import bernoulli_log_likelihood
 
 
@@ -124,6 +124,21 @@ class DiscreteVAE(Model):
     def evaluate(self, images, labels):
         r = self.evaluate_nll(images)
         return {"test_neg_elbo": r["neg_elbo_hard_nats"], "test_recon": r["recon_hard_nats"], "test_kl": r["kl_nats"]}
+
+    @inference
+    def code_means(self, images):
+        """E_q[z]: the posterior's mean code of images (B, 1, 28, 28), flattened to (B, D) NumPy: for one-hot
+        tokens q(z_hw = k | x) itself, for bits q(z = 1 | x)."""
+        return self.code_probabilities(self.posterior_logits(Tensor(to_float(images)))).numpy().reshape(len(images), -1)
+
+    def evaluate_representation(self, images, labels, n=10000, batch_size=1000):
+        """Does the discrete code separate the digits without labels? k-means with 10 clusters on the mean
+        codes E_q[z] of the first n test images, and on their pixels for comparison; each scored by
+        cluster_purity (the labels are read only to score)."""
+        x = data.binarize(images[:n], np.random.default_rng(0))
+        codes = np.concatenate([self.code_means(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+        return {"code_cluster_purity": cluster_purity(codes, labels[:n]),
+                "pixel_cluster_purity": cluster_purity(x, labels[:n])}
 
     @inference
     def reconstruct(self, images):
@@ -222,6 +237,9 @@ class DVAE(DiscreteVAE):
 
     def draw_hard(self, logits):
         return sample_tokens(logits, self.rng)                              # (B, 7, 7)
+
+    def code_probabilities(self, logits):
+        return F.softmax(logits, dim=1)                                     # (B, K, 7, 7): q(z_hw = k | x)
 
     def one_hot(self, tokens):
         """tokens (B, h, w) ints -> one-hot (B, K, h, w) float32, refusing tokens outside [0, K)."""

@@ -284,6 +284,9 @@ class RolfeDVAE(DiscreteVAE):
             return self.rbm.kl(logits)                                      # (B,)
         return bernoulli_kl(logits, self.prior.expand(*logits.shape))       # (B,)
 
+    def code_probabilities(self, logits):
+        return F.sigmoid(logits)                                            # (B, D): q(z = 1 | x)
+
     def draw_hard(self, logits):
         """z ~ Bernoulli(sigmoid(l)) (NumPy (B, D) -> float32 {0, 1})."""
         u = self.rng.random(logits.shape)

@@ -10,7 +10,8 @@ module.py      Parameter, Module (registration, state_dict, train/eval, to), Seq
 layers.py      Linear, Conv2d, ConvTranspose2d, norms, Embedding, Dropout, activations, pooling, ResBlock
 attention.py   MultiheadAttention, TransformerBlock, timestep_embedding, TimestepEmbedding
 transformer.py Transformer (blocks + final norm), patchify / unpatchify, PatchEmbed, position embeddings
-quantize.py    VectorQuantizer (the VQ-VAE codebook), Quantized, kmeans, squared_distances, perplexity
+quantize.py    VectorQuantizer (the VQ-VAE codebook), Quantized, kmeans, kmeans_plus_plus, squared_distances,
+               perplexity
 init.py        the global random generator (manual_seed) and in-place initialisers
 """
 from . import init
@@ -20,7 +21,7 @@ from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, ConvTranspose2
                      GELU, GroupNorm, Identity, LayerNorm, LeakyReLU, Linear, MaxPool2d, ReLU, Sigmoid, SiLU,
                      ResBlock, Softplus, Tanh, Upsample)
 from .module import Module, ModuleList, Parameter, Sequential, StateDictError
-from .quantize import Quantized, VectorQuantizer, kmeans, perplexity, squared_distances
+from .quantize import Quantized, VectorQuantizer, kmeans, kmeans_plus_plus, perplexity, squared_distances
 from .transformer import (LearnedPositionEmbedding, PatchEmbed, Transformer, patchify, sincos_2d_position_embedding,
                           sinusoidal_position_embedding, unpatchify)
 
@@ -31,4 +32,4 @@ __all__ = ["init", "manual_seed", "get_rng", "get_rng_state", "set_rng_state", "
            "MultiheadAttention", "TransformerBlock", "timestep_embedding", "TimestepEmbedding",
            "Transformer", "patchify", "unpatchify", "PatchEmbed", "LearnedPositionEmbedding",
            "sinusoidal_position_embedding", "sincos_2d_position_embedding",
-           "VectorQuantizer", "Quantized", "kmeans", "squared_distances", "perplexity"]
+           "VectorQuantizer", "Quantized", "kmeans", "kmeans_plus_plus", "squared_distances", "perplexity"]

@@ -35,7 +35,7 @@ from autograd import ShapeError, Tensor, backend
 from . import init
 from .module import Module, Parameter
 
-__all__ = ["VectorQuantizer", "Quantized", "squared_distances", "kmeans", "perplexity"]
+__all__ = ["VectorQuantizer", "Quantized", "squared_distances", "kmeans", "kmeans_plus_plus", "perplexity"]
 
 
 class Quantized(NamedTuple):
@@ -66,6 +66,27 @@ def squared_distances(z, e):
     d += (e * e).sum(axis=1)[None, :]                               # + ||e||^2   (1, K)
     d += (z * z).sum(axis=1, keepdims=True)                         # + ||z||^2   (N, 1)
     return d
+
+
+def kmeans_plus_plus(x, k, rng=None):
+    """k-means++ starting rows (Arthur & Vassilvitskii 2007), (k, D): the first a random row of x (N, D),
+    each next drawn with probability proportional to its squared distance to the nearest row chosen so far,
+
+        P(x_j) = D(x_j)^2 / sum_i D(x_i)^2,
+
+    so that far-apart groups each get a start (random rows often start two centroids in one group, and
+    Lloyd's steps cannot move one of them out). Rows equal to a chosen one are never chosen again, while
+    another row is left. For kmeans(..., start=)."""
+    rng = rng if rng is not None else init.get_rng()
+    xp = backend.xp_of(x)
+    chosen = [int(rng.integers(len(x)))]
+    d2 = np.zeros(len(x)) + np.inf                                  # (N,): D(x_j)^2 so far
+    for _ in range(1, k):
+        new = backend.to_numpy(squared_distances(x, x[chosen[-1]:chosen[-1] + 1])[:, 0]).astype(np.float64)
+        d2 = np.minimum(d2, np.maximum(new, 0))                     # (rounding can make it slightly negative)
+        total = d2.sum()
+        chosen.append(int(rng.choice(len(x), p=d2 / total)) if total > 0 else int(rng.integers(len(x))))
+    return x[xp.asarray(chosen)].copy()
 
 
 def kmeans(x, k, iters=10, rng=None, start=None):
