@@ -162,7 +162,7 @@ RECIPES = (
     Recipe("dvae_rolfe", 1098, "| 1,098 s (three jobs on the 2 cores); evaluation 15 s |"),
     Recipe("pixelcnn", 12887, "| 12,887 s (one BLAS thread, two and three jobs"),
     Recipe("vqvae", 769, "| 769 s (both stages, 4,212 steps; 1,880 s wall) |"),
-    Recipe("vit", 1192, "| 1,192 s (one BLAS thread, on a machine shared with other jobs) |"),
+    Recipe("vit", 1078, "| 1,078 s (one BLAS thread, the machine otherwise quiet;"),
     Recipe("igpt", 3228, "| 3,228 s training (one BLAS thread"),
     # DiT's stage is the autoencoder of a latent_diffusion run, frozen after its ae_steps (2,000 steps)
     Recipe("latent_diffusion", 1000, "The latent diffusion recipe (6 epochs) takes about 1,000 CPU s in all."),

@@ -208,13 +208,16 @@ class ViT(_Classifier):
 
     def save_attention_distance(self, images, path):
         """The mean attention distance of every head against the block it is in; in each block the heads are
-        sorted from the nearest-looking to the farthest; "uniform attention" is the level of a head that looks
-        everywhere alike."""
+        sorted from the nearest-looking to the farthest, between the two ends of the scale: a head that looks
+        everywhere alike ("uniform attention") and one that looks at its own patch only (0)."""
         from ..io import save_line_plots
         d = np.sort(self.attention_distance(images), axis=1)          # (depth, heads), nearest head first
         layers = list(range(1, len(d) + 1))
-        curves = {f"head {k + 1} of {d.shape[1]}": (layers, list(d[:, k])) for k in range(d.shape[1])}
+        H = d.shape[1]
+        names = ["nearest head"] + [f"rank {k + 1}" for k in range(1, H - 1)] + ["farthest head"] * (H > 1)
+        curves = {name: (layers, list(d[:, k])) for k, name in enumerate(names)}
         curves["uniform attention"] = (layers, [float(self.patch_distances().mean())] * len(layers))
+        curves["own patch only"] = (layers, [0.0] * len(layers))     # the scale's other end
         save_line_plots([("mean attention distance (pixels)", curves)], path, xlabel="block")
 
     def save_pictures(self, images, path_positions, path_rollout):
