@@ -256,11 +256,12 @@ def importance_weighted_nll(log_weights):
     return -(m[:, 0] + np.log(np.exp(log_weights - m).mean(axis=1)))
 
 
-# ---------------------------------------------------------------------- the linear probe
+# ---------------------------------------------------------------------- clusters and the linear probe
 def cluster_purity(features, labels, k=data.N_CLASSES, iters=30, seed=0):
     """How well features separate the classes WITHOUT labels: k-means (nn.kmeans, Lloyd's from k-means++
-    starts, on the raw features) groups the rows into k clusters; only then are the labels read, each cluster named by its
-    most common label, and the purity is the share of rows whose cluster is named by their own label:
+    starts, on the raw features) groups the rows into k clusters; only then are the labels read, each
+    cluster named by its most common label, and the purity is the share of rows whose cluster is named by
+    their own label:
 
         purity = (1 / N) sum_clusters max_y |{j in cluster : y_j = y}|
 

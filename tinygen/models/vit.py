@@ -19,8 +19,9 @@ neighbours in the grid). `attention_rollout` (Abnar & Zuidema 2020) follows the 
     the map of an image = R[CLS, patches]  reshaped to the 7 x 7 grid.
 
 `attention_distance` measures how far each head looks (the paper's Figure 7): the distance between a
-patch and the patches it attends to, weighted by the attention. Some heads of the first blocks look
-near and others far, and the deeper blocks look farther.
+patch and the patches it attends to, weighted by the attention. In the paper some heads of the first
+blocks look near and others far, and the deeper blocks look farther; docs/models/vit.md says what a ViT
+of digits does.
 
 Recipe (Config): dim 64, 6 blocks of 4 heads, MLP ratio 2, AdamW (lr 1e-3, weight decay 0.05) with a
 cosine decay, batch 128, random shifts of up to 1 pixel, grad clip 1, 10 epochs; on Fashion-MNIST 20
@@ -62,7 +63,8 @@ class ViTConfig(Config):
 
 
 # The paper's three sizes (its Table 1; there on 224 x 224 RGB images in 16 x 16 patches): the same
-# architecture, wider and deeper; parameter_count agrees with the table within 1%. On digits tinygen trains a far smaller one (ViTConfig's dim 64, 6 blocks).
+# architecture, wider and deeper; parameter_count agrees with the table within 1%. On digits tinygen
+# trains a far smaller one (ViTConfig's dim 64, 6 blocks).
 SIZES = {
     "Base":  dict(depth=12, dim=768, mlp_ratio=4.0, num_heads=12),    # 86M parameters
     "Large": dict(depth=24, dim=1024, mlp_ratio=4.0, num_heads=16),   # 307M
