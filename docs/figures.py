@@ -153,18 +153,22 @@ def save_scaling_plot(rows, path, width=360, height=240):
     img.save(path)
 
 
-def save_receptive_fields(path, i=14, j=14, models=None):
-    """Save the receptive fields of output (i, j) side by side: the plain PixelCNN (left: the blind spot,
-    up and to the right) and the gated one (right: none). White: the input pixels the output depends on
-    (nonzero gradient); gray: the output pixel itself. `models` defaults to freshly initialised ones."""
+def save_receptive_fields(path, positions=((14, 14), (27, 14)), models=None):
+    """Save the receptive fields of each output pixel of `positions` (one row of pictures each), side by
+    side: the plain PixelCNN (left: the blind spot, up and to the right; rows within its reach only), the
+    gated one (middle: every earlier pixel within its reach) and PixelRNN's Row LSTM (right: a triangle
+    above, up to the top row). White: the input pixels the output depends on (nonzero gradient); gray: the
+    output pixel itself. `models` defaults to freshly initialised ones. Returns the maps
+    (len(positions) * len(models), 1, H, W), row by row."""
     if models is None:
         models = [PixelCNN(PixelCNN.Config(arch=a)) for a in ARCHS]
     maps = []
-    for m in models:
-        picture = (receptive_field(m, i, j) > 0).astype(np.float32)
-        picture[i, j] = 0.5
-        maps.append(picture[None])
-    save_image_grid(np.stack(maps), path, nrow=len(maps), scale=6)
+    for i, j in positions:
+        for m in models:
+            picture = (receptive_field(m, i, j) > 0).astype(np.float32)
+            picture[i, j] = 0.5
+            maps.append(picture[None])
+    save_image_grid(np.stack(maps), path, nrow=len(models), scale=6, pad_value=0.5)   # gray between them
     return np.stack(maps)
 
 

@@ -29,6 +29,9 @@ def test_gflops_count_and_plot(tmp_path):
 
 def test_the_receptive_field_picture(tmp_path):
     maps = figures.save_receptive_fields(tmp_path / "rf.png")
-    assert (tmp_path / "rf.png").stat().st_size > 0 and maps.shape == (2, 1, 28, 28)
-    assert maps[0, 0, 14, 14] == maps[1, 0, 14, 14] == 0.5
+    assert (tmp_path / "rf.png").stat().st_size > 0 and maps.shape == (6, 1, 28, 28)
+    assert maps[0, 0, 14, 14] == maps[1, 0, 14, 14] == maps[2, 0, 14, 14] == maps[3, 0, 27, 14] == 0.5
     assert maps[0, 0, 13, 18] == 0 and maps[1, 0, 13, 18] == 1      # the plain stack's blind spot
+    assert maps[2, 0, 0].all() and maps[2, 0, 13, 18] == 0           # the Row LSTM: the top row, a triangle
+    # from the bottom row: the convolutions reach 18 (plain) and 19 (gated) rows up, the Row LSTM row 0
+    assert not maps[3, 0, :9].any() and maps[3, 0, 9].all() and not maps[4, 0, :8].any() and maps[5, 0, 0].all()

@@ -490,13 +490,14 @@ def _encode(pictures: list[np.ndarray], fmt: str, text: dict | None = None, **op
 
 
 def save_image_grid(images, path, nrow: int | None = None, scale: int = 1, padding: int = 2,
-                    text: dict | None = None):
-    """Save a batch of images in [0, 1] as one PNG grid (see ``make_grid``), atomically.
+                    text: dict | None = None, pad_value: float = 1.0):
+    """Save a batch of images in [0, 1] as one PNG grid (see ``make_grid``; ``pad_value`` the colour
+    between the images), atomically.
 
     ``scale`` enlarges every pixel into a ``scale`` x ``scale`` block for visibility; ``text``
     (key -> string) is stored in the PNG's tEXt chunks.
     """
-    picture = _upscale(make_grid(images, nrow, padding), scale)
+    picture = _upscale(make_grid(images, nrow, padding, pad_value), scale)
     atomic_write_bytes(path, _encode([picture], "PNG", text))
 
 

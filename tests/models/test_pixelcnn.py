@@ -1,6 +1,7 @@
-"""PixelCNN: the masks, causality of the whole network over every output pixel (plain and gated), the
-blind spot of the plain stack and its absence in the gated one, an exact likelihood that sums to one,
-sampling from the model's own conditionals, completion, evaluation."""
+"""PixelCNN: the masks, causality of the whole network over every output pixel (plain, gated and
+PixelRNN's Row LSTM), the blind spot of the plain stack and its absence in the gated one, the Row LSTM's
+triangle, an exact likelihood that sums to one, sampling from the model's own conditionals, completion,
+evaluation."""
 import itertools
 
 import numpy as np
@@ -8,11 +9,12 @@ import pytest
 
 from autograd import Tensor
 from tinygen import data, nn
-from tinygen.models.pixelcnn import MaskedConv2d, PixelCNN, causal_mask, quantize, receptive_field
+from tinygen.models.pixelcnn import (MaskedConv2d, PixelCNN, causal_mask, lstm_update, quantize,
+                                     receptive_field)
 from tinygen.models.vqvae import CodePixelCNN
 
 TINY = {"first_kernel": 5, "channels": 8, "gated_channels": 4, "blocks": 2, "head_channels": 8}
-CASES = [("plain", 2), ("gated", 2), ("plain", 4), ("gated", 4)]
+CASES = [("plain", 2), ("gated", 2), ("rowlstm", 2), ("plain", 4), ("gated", 4), ("rowlstm", 4)]
 
 
 def tiny(arch="plain", levels=2, shape=(1, 8, 8), seed=0, **overrides):
@@ -48,7 +50,7 @@ def before(H, W):
 
 
 def test_bad_options_are_refused_by_name():
-    with pytest.raises(ValueError, match="arch 'rnn'.*plain, gated"):
+    with pytest.raises(ValueError, match="arch 'rnn'.*plain, gated, rowlstm"):
         tiny(arch="rnn")
     with pytest.raises(ValueError, match="levels"):
         tiny(levels=1)
@@ -120,6 +122,38 @@ def test_plain_stack_has_a_blind_spot_up_and_to_the_right():
     assert G[4, 2, 3, 2 + k + 1]
 
 
+def test_row_lstm_sees_a_triangle_above_reaching_every_row():
+    """PixelRNN's Row LSTM: the state of row i reads row i - 1 at columns j - 1 .. j + 1, so output (i, j)
+    sees a triangle widening one column a row above it, up to the top row (no reach limit); in its own row,
+    the pixels left of it that the mask-A conv and the mask-B input-to-state convs reach."""
+    for shape, over in [((1, 8, 8), {}), ((1, 12, 12), {"blocks": 3}), ((1, 12, 12), {"first_kernel": 3})]:
+        H = shape[1]
+        model = positive(tiny("rowlstm", shape=shape, **over))
+        assert model.net.reach is None
+        D = dependence(model, np.random.default_rng(0).uniform(0.1, 1.0, (1, 1, H, H)))
+        k, L = over.get("first_kernel", TINY["first_kernel"]) // 2, over.get("blocks", TINY["blocks"])
+        i, j, r, c = np.meshgrid(*[np.arange(H)] * 4, indexing="ij")
+        triangle = (r < i) & (c >= j - (i - r) - (k + L)) & (c <= j + (i - r) + k - 1)
+        left = (r == i) & (c < j) & (c >= j - (k + L))
+        np.testing.assert_array_equal(D, triangle | left)
+        assert D[H - 1, 0, 0].all()          # the top row, H - 1 rows up: beyond any stack of convs of this depth
+
+
+def test_lstm_update_is_pytorchs_lstm_cell():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    B, D, h = 3, 5, 4
+    x, h0, c0 = rng.normal(size=(B, D)), rng.normal(size=(B, h)), rng.normal(size=(B, h))
+    cell = torch.nn.LSTMCell(D, h).double()
+    w_ih, w_hh = cell.weight_ih.detach().numpy(), cell.weight_hh.detach().numpy()
+    bias = (cell.bias_ih + cell.bias_hh).detach().numpy()
+    gates = Tensor(x @ w_ih.T + h0 @ w_hh.T + bias, dtype=np.float64)       # (B, 4h): [i, f, g, o]
+    h1, c1 = lstm_update(gates, Tensor(c0, dtype=np.float64))
+    th, tc = cell(torch.tensor(x), (torch.tensor(h0), torch.tensor(c0)))
+    np.testing.assert_allclose(h1.numpy(), th.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(c1.numpy(), tc.detach().numpy(), rtol=1e-12)
+
+
 def test_receptive_field_maps_of_the_full_size_models():
     """The maps docs/figures.py draws: white where output (14, 14) depends on the input, gray itself."""
     plain, gated = ((receptive_field(PixelCNN(PixelCNN.Config(arch=a)), 14, 14) > 0).astype(np.float32)
@@ -130,13 +164,17 @@ def test_receptive_field_maps_of_the_full_size_models():
     assert not plain[~earlier & (plain != 0.5)].any() and not gated[~earlier & (gated != 0.5)].any()
     assert plain[13, 18] == 0 and gated[13, 18] == 1      # 4 right of the column, one row up: the blind spot
     assert plain[13, 17] == 1 and gated[13, 13:26].all() and gated[14, 3:14].all()
+    row = (receptive_field(PixelCNN(PixelCNN.Config(arch="rowlstm")), 14, 14) > 0)
+    assert not row[~earlier].any() and row[0].all() and row[14, :14].all()   # every row above; the whole left
+    assert row[13, 17] and not row[13, 18] and row[12, 18] and not row[12, 19]   # the triangle: 1 column a row
     rf = receptive_field(tiny(), 3, 3)
     assert rf.shape == (8, 8) and rf[2, 3] > 0 and rf[3:, 3:].max() == 0
 
 
 # ---------------------------------------------------------------------- the exact likelihood
 @pytest.mark.parametrize("arch,levels,shape", [("plain", 2, (1, 2, 3)), ("gated", 2, (1, 2, 3)),
-                                               ("plain", 4, (1, 2, 2)), ("gated", 4, (1, 2, 2))])
+                                               ("rowlstm", 2, (1, 2, 3)), ("plain", 4, (1, 2, 2)),
+                                               ("gated", 4, (1, 2, 2)), ("rowlstm", 4, (1, 2, 2))])
 def test_the_likelihood_sums_to_one_over_all_images(arch, levels, shape):
     model = tiny(arch, levels, shape=shape)
     D = shape[1] * shape[2]
@@ -249,7 +287,7 @@ def test_completion_keeps_the_known_rows():
 
 
 # ---------------------------------------------------------------------- a prior over code indices
-@pytest.mark.parametrize("arch", ["plain", "gated"])
+@pytest.mark.parametrize("arch", ["plain", "gated", "rowlstm"])
 def test_code_prior_is_a_distribution_over_grids_and_samples_follow_it(arch):
     """K = 3 codes on a 2 x 2 grid: the 81 grids' probabilities sum to one, and sampled grids come with
     those frequencies."""

@@ -1,5 +1,6 @@
-"""PixelCNN (van den Oord, Kalchbrenner & Kavukcuoglu, 2016, "Pixel Recurrent Neural Networks"), and its
-gated form (van den Oord et al., 2016, "Conditional Image Generation with PixelCNN Decoders").
+"""PixelCNN and PixelRNN's Row LSTM (van den Oord, Kalchbrenner & Kavukcuoglu, 2016, "Pixel Recurrent Neural
+Networks"), and the gated PixelCNN (van den Oord et al., 2016, "Conditional Image Generation with PixelCNN
+Decoders").
 
 An autoregressive model: the chain rule writes the likelihood of an image as a product of one
 conditional per pixel, in raster order (row by row, left to right), and one network outputs all the
@@ -28,6 +29,16 @@ of the current one in its row (1 x k kernels, mask A then B) and adds the shifte
     h' = h + W_1x1 (tanh(W_f,h * h + V_f s(W_v * v)) . sigmoid(W_g,h * h + V_g s(W_v * v)))
     s = shift down by one row (what row i receives saw rows < i only); no residual on the first layer
 
+PixelRNN (the same paper's recurrent networks; arch="rowlstm"): the Row LSTM runs an LSTM DOWN the image,
+one whole row per step, after the same 7 x 7 mask-A conv. Its input-to-state conv reads row i (1 x 3,
+mask B), its state-to-state conv the previous row's state (1 x 3, not masked: it is all in the past):
+
+    [o, f, i, g]_i = sigma(K_ss * h_{i-1} + K_is * x_i),   c_i = f . c_{i-1} + i . g,   h_i = o . tanh(c_i)
+
+so the state at (i, j) carries a triangle of the rows above, widening one column a row, up to the top
+row: no reach limit, as a stack of convolutions has, but the corners outside the triangle are not seen
+(the paper's Diagonal BiLSTM, not built here, covers them). Sampling reruns the rows above each pixel.
+
 Data: dynamically binarised MNIST (a fresh {0, 1} draw of every image at every step); the test split is
 binarised ONCE with np.random.default_rng(0), as the VAE's, so the two are scored on the same images.
 
@@ -43,6 +54,7 @@ to 64, ReLU before each), two 1 x 1 heads, Bernoulli logits; Adam 1e-3 with a co
     python -m tinygen evaluate pixelcnn --checkpoint runs/pixelcnn-mnist/last.npz --n 1000
         (the NLL on the whole test split; --n samples for FID-judge: 784 passes each, so fewer than 10,000)
     python -m tinygen train pixelcnn --set arch=gated          (or --set levels=4: 4 gray levels)
+    python -m tinygen train pixelcnn --set arch=rowlstm --set blocks=4 --epochs 2 --out runs/pixelrnn-rowlstm
 
 vqvae.py's CodePixelCNN runs the same networks over a grid of K-way code indices instead of pixels: each
 index is embedded, and the heads give K logits per position.
@@ -52,12 +64,12 @@ from dataclasses import dataclass
 import numpy as np
 
 import autograd.functional as F
-from autograd import Tensor
+from autograd import Tensor, zeros_like
 from .. import data, nn
 from ..io import save_image_grid
 from .base import Config, Model, bits_per_dim, inference
 
-ARCHS = ("plain", "gated")
+ARCHS = ("plain", "gated", "rowlstm")
 
 
 @dataclass
@@ -66,12 +78,13 @@ class PixelCNNConfig(Config):
     batch_size: int = 64
     lr: float = 1e-3
     lr_schedule: str = "cosine"
-    arch: str = "plain"        # "plain": masked convs (a blind spot); "gated": vertical + horizontal stacks
+    arch: str = "plain"        # "plain": masked convs (a blind spot); "gated": vertical + horizontal stacks;
+                               # "rowlstm": PixelRNN's Row LSTM layers (a recurrence down the rows)
     levels: int = 2            # 2: binarised pixels, Bernoulli logits; L > 2: L gray levels, softmax over them
     first_kernel: int = 7      # the mask-A layer's kernel (odd)
-    channels: int = 64         # plain: the residual stream (2h); each block narrows to channels // 2 (h)
+    channels: int = 64         # plain, rowlstm: the residual stream (2h); each block or LSTM has channels // 2 (h)
     gated_channels: int = 32   # gated: p, the width of each stack (2p pre-activations for the gate)
-    blocks: int = 15           # residual blocks (plain) or gated layers after the first (gated)
+    blocks: int = 15           # residual blocks (plain), gated layers after the first (gated) or Row LSTMs
     head_channels: int = 64    # the hidden width of the two 1 x 1 output heads
     quick_steps: int = 50      # --quick: the test NLL and the picture (784 sampling passes) come on top
 
@@ -207,9 +220,66 @@ class GatedNet(nn.Module):
         return self.head(h)
 
 
+# ---------------------------------------------------------------------- PixelRNN: the Row LSTM
+def lstm_update(gates, c):
+    """The LSTM cell from its pre-activations: gates (B, 4h, ...) = [i, f, g, o] along axis 1 (PyTorch's
+    order), c (B, h, ...) the previous cell state -> (h', c'), both (B, h, ...):
+
+        i, f, o = sigmoid(.),  g = tanh(.),   c' = f . c + i . g,   h' = o . tanh(c')"""
+    h = gates.shape[1] // 4
+    i, f, g, o = (gates[:, k * h:(k + 1) * h] for k in range(4))
+    c = F.sigmoid(f) * c + F.sigmoid(i) * F.tanh(g)
+    return F.sigmoid(o) * F.tanh(c), c
+
+
+class RowLSTM(nn.Module):
+    """One Row LSTM layer (PixelRNN, section 3.1): an LSTM that runs DOWN the image, one whole row per
+    step, its state a row of h-vectors. (B, 2h, H, W) -> (B, 2h, H, W), with a residual connection:
+
+        [o_i, f_i, i_i, g_i] = sigma(K_ss * h_{i-1} + K_is * x_i)       * : 1 x k convolutions along the row
+        c_i = f_i . c_{i-1} + i_i . g_i,    h_i = o_i . tanh(c_i)        h_{-1} = c_{-1} = 0
+        out = x + W_1x1 h
+
+    K_is reads row i of the input, masked (mask B: columns <= j); it is not recurrent, so one conv computes
+    it for every row at once. K_ss reads the previous row's state at columns j - k//2 .. j + k//2 (all of
+    it lies in the past). State (i, j) thus sees a triangle of the rows above, widening by k // 2 columns a
+    row (the paper's "triangular receptive field"); `receptive_field` draws it."""
+
+    def __init__(self, channels, kernel=3):
+        super().__init__()
+        h = channels // 2
+        self.input_to_state = MaskedConv2d(channels, 4 * h, (1, kernel), "B")                # K_is
+        self.state_to_state = nn.Conv2d(h, 4 * h, (1, kernel), padding=(0, kernel // 2), bias=False)  # K_ss
+        self.out = nn.Conv2d(h, channels, 1)
+
+    def forward(self, x):
+        is_rows = F.split(self.input_to_state(x), x.shape[2], axis=2)   # H x (B, 4h, 1, W): K_is * x_i
+        h = c = zeros_like(is_rows[0][:, :self.state_to_state.weight.shape[1]])   # (B, h, 1, W)
+        rows = []
+        for is_i in is_rows:    # the recurrence: row i needs the state of row i - 1
+            h, c = lstm_update(is_i + self.state_to_state(h), c)
+            rows.append(h)
+        return x + self.out(F.concat(rows, axis=2))                     # (B, 2h, H, W)
+
+
+class RowLSTMNet(nn.Module):
+    """x (B, in, H, W) -> logits (B, out, H, W): PixelRNN's Row LSTM network: a 7 x 7 mask-A conv, `blocks`
+    Row LSTM layers, the 1 x 1 heads. The state carries every row above, so no row is out of reach."""
+
+    def __init__(self, c, out_channels, in_channels=1):
+        super().__init__()
+        self.inp = MaskedConv2d(in_channels, c.channels, c.first_kernel, "A")
+        self.layers = nn.Sequential(*[RowLSTM(c.channels) for _ in range(c.blocks)])
+        self.head = Head(c.channels, c.head_channels, out_channels)
+        self.reach = None   # every row above an output can reach it
+
+    def forward(self, x):
+        return self.head(self.layers(self.inp(x)))
+
+
 def network(c, out_channels, in_channels=1):
     """The network of c.arch: (B, in_channels, H, W) -> logits (B, out_channels, H, W)."""
-    return {"plain": PlainNet, "gated": GatedNet}[c.arch](c, out_channels, in_channels)
+    return {"plain": PlainNet, "gated": GatedNet, "rowlstm": RowLSTMNet}[c.arch](c, out_channels, in_channels)
 
 
 # ---------------------------------------------------------------------- autoregressive sampling
@@ -225,14 +295,14 @@ def draw_categorical(logits, u):
 def fill_raster(x, start, reach, logits_of, draw):
     """Sample positions start, start + 1, ... (raster order) of x (n, ..., H, W) in place, one per pass:
     logits_of(rows (n, ..., r, W)) -> logits (n, C, r, W) as NumPy, draw(logits (n, C)) -> the values of
-    one position (n,). Output row i depends on input rows i - reach .. i only, so each pass sees those
-    rows alone: the rows above them are missing (zero padding instead), which changes rows < i of the
+    one position (n,). Output row i depends on input rows i - reach .. i only (reach None: all rows above),
+    so each pass sees those rows alone: the rows above them are missing (zero padding instead), which changes rows < i of the
     pass, not row i."""
     H, W = x.shape[-2:]
     # one forward pass per position: the autoregressive loop (position i needs positions < i sampled first)
     for pos in range(start, H * W):
         i, j = divmod(pos, W)
-        top = max(0, i - reach)
+        top = 0 if reach is None else max(0, i - reach)   # None: every row above reaches row i
         logits = logits_of(x[..., top:i + 1, :])                      # (n, C, rows, W)
         x[..., i, j] = draw(logits[:, :, i - top, j]).reshape(x[..., i, j].shape)
     return x
@@ -240,7 +310,8 @@ def fill_raster(x, start, reach, logits_of, draw):
 
 # ---------------------------------------------------------------------- the model
 class PixelCNN(Model):
-    """PixelCNN (van den Oord et al. 2016): masked convolutions, exact NLL on binarised MNIST; gated option."""
+    """PixelCNN (van den Oord et al. 2016): masked convolutions, exact NLL on binarised MNIST; gated and Row LSTM
+    (PixelRNN) options."""
     Config = PixelCNNConfig
     image_range = "binary"
     tiny_config = {"first_kernel": 5, "channels": 8, "gated_channels": 4, "blocks": 2, "head_channels": 8,
