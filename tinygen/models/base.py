@@ -270,10 +270,17 @@ def cluster_purity(features, labels, k=data.N_CLASSES, iters=30, seed=0):
     f = np.asarray(features, np.float64).reshape(len(features), -1)
     rng = np.random.default_rng(seed)
     centroids, _ = nn.kmeans(f, k, iters=iters, rng=rng, start=nn.kmeans_plus_plus(f, k, rng))
-    cluster = nn.squared_distances(f, centroids).argmin(axis=1)                  # (N,)
-    counts = np.zeros((k, int(np.max(labels)) + 1), np.int64)
-    np.add.at(counts, (cluster, np.asarray(labels)), 1)                          # (k, classes)
-    return float(counts.max(axis=1).sum() / len(f))
+    return assignment_purity(nn.squared_distances(f, centroids).argmin(axis=1), labels)
+
+
+def assignment_purity(cluster, labels):
+    """The purity of a grouping made without labels: cluster (N,) ints (a k-means cluster, a mixture
+    component), each cluster named by its most common label, the share of rows whose cluster is named by
+    their own label: (1 / N) sum_clusters max_y |{j in cluster : y_j = y}|. A float."""
+    cluster, labels = np.asarray(cluster), np.asarray(labels)
+    counts = np.zeros((int(cluster.max()) + 1, int(labels.max()) + 1), np.int64)
+    np.add.at(counts, (cluster, labels), 1)                                      # (clusters, classes)
+    return float(counts.max(axis=1).sum() / len(cluster))
 
 
 def softmax_regression(train_f, train_y, test_f, test_y, steps=300, lr=0.05, l2=1e-4):

@@ -24,6 +24,7 @@ MODULES = {
     "vit": "tinygen.models.vit:ViT",
     "dvae": "tinygen.models.dvae:DVAE",
     "dvae_rolfe": "tinygen.models.dvae_rolfe:RolfeDVAE",
+    "mixture_vae": "tinygen.models.mixture_vae:MixtureVAE",
     "igpt": "tinygen.models.igpt:ImageGPT",
     "clip": "tinygen.models.clip:CLIP",
     "dit": "tinygen.models.dit:DiT",
