@@ -118,6 +118,33 @@ def test_config_comparison_reads_json_tuples_new_defaults_and_ignores_quick_step
                                {**now, "lr_schedule": "cosine", "epochs": 9}, DDPMConfig()) == {"epochs": (6, 9)}
 
 
+def test_train_size_trains_on_a_fixed_nested_subset(tmp_path):
+    from tinygen import data
+    x, y = np.arange(100)[:, None], np.arange(100) % 10
+    small, large = data.train_subset(x, y, 10), data.train_subset(x, y, 40)
+    assert len(small[0]) == 10 and set(small[0].ravel()) < set(large[0].ravel())     # nested
+    assert (np.diff(large[0].ravel()) > 0).all() and (large[1] == large[0].ravel() % 10).all()   # in order, paired
+    # 40 images in batches of 8: 5 batches an epoch, so 2 epochs are 10 steps; the run records the size
+    summary = fit_with(tmp_path, max_steps=None, model=build_model("mlp", {**PLAIN, "batch_size": 8, "epochs": 2}),
+                       train_size=40)
+    assert summary["steps"] == 10
+    assert json.loads((tmp_path / "config.json").read_text())["options"]["train_size"] == 40
+    with pytest.raises(TrainingError, match=r"--resume with --train-size \(all\): the run .* was trained with "
+                                            r"--train-size 40"):
+        fit_with(tmp_path, max_steps=12, resume=True, model=build_model("mlp", {**PLAIN, "batch_size": 8, "epochs": 3}))
+
+
+def test_evaluate_every_tests_and_draws_every_n_epochs_and_after_the_last(tmp_path):
+    """40 images in batches of 8 for 5 epochs, evaluated every 2: after epochs 2 and 4, and 5 (the last)."""
+    fit_with(tmp_path, max_steps=None, model=build_model("mlp", {**PLAIN, "batch_size": 8, "epochs": 5}),
+             train_size=40, evaluate=True, evaluate_every=2)
+    tested = [r["step"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+              if "test_acc" in r]
+    assert tested == [10, 20, 25]
+    assert sorted(p.name for p in tmp_path.glob("samples_step*.png")) == [
+        "samples_step000010.png", "samples_step000020.png", "samples_step000025.png"]
+
+
 def test_resume_without_checkpoint_says_so(tmp_path):
     with pytest.raises(TrainingError, match="no checkpoint"):
         fit(tmp_path / "empty", 3, resume=True)
@@ -346,6 +373,10 @@ API_REFUSALS = [
     ("max-steps-0", lambda out: fit_with(out, max_steps=0), ValueError, r"--max-steps 0: must be a whole number >= 1"),
     ("seed-negative", lambda out: fit_with(out, seed=-3), ValueError, r"--seed -3"),
     ("dataset", lambda out: fit_with(out, dataset="cifar"), ValueError, r"valid datasets: mnist, fashion"),
+    ("train-size-0", lambda out: fit_with(out, train_size=0), ValueError, r"--train-size 0: must be a whole number"),
+    ("evaluate-every-0", lambda out: fit_with(out, evaluate_every=0), ValueError, r"--evaluate-every 0: must be"),
+    ("train-size-beyond", lambda out: fit_with(out, train_size=60001), ValueError,
+     r"--train-size 60001: the train split has 60000 images"),
     ("epochs-0", lambda out: fit_with(out, model=build_model("mlp", {**PLAIN, "epochs": 0})), ValueError, r"--epochs 0"),
     ("lr-negative", lambda out: fit_with(out, model=build_model("mlp", {**PLAIN, "lr": -1.0})), ValueError, r"--lr -1.0"),
     ("grad-clip-negative", lambda out: fit_with(out, model=build_model("mlp", {**PLAIN, "grad_clip": -0.5})), ValueError,

@@ -66,8 +66,14 @@ def parser():
     t.add_argument("--seed", type=whole_number(0), default=0)
     t.add_argument("--quick", action="store_true", help="a few hundred steps: the whole path in about a minute")
     t.add_argument("--max-steps", type=whole_number(1), help="stop after this many steps")
+    t.add_argument("--train-size", type=whole_number(1), metavar="N",
+                   help="train on N images of the train split only (the first N of one fixed shuffle: the same "
+                        "for every seed, and a smaller N a part of a larger one)")
     t.add_argument("--out", help="run folder (default runs/<model>-<dataset>); a fresh run never replaces a "
                                  "run already there unless --overwrite is given")
+    t.add_argument("--evaluate-every", type=whole_number(1), default=1, metavar="EPOCHS",
+                   help="the test metrics and the picture every EPOCHS epochs and after the last (default 1; "
+                        "for many short epochs, as with a small --train-size)")
     mode = t.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue from <out>/last.npz exactly")
     mode.add_argument("--overwrite", action="store_true",
@@ -319,8 +325,8 @@ def _main(argv):
         settings = parse_settings(args.set)
         options = TrainOptions(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                seed=args.seed, device=args.device, quick=args.quick, max_steps=args.max_steps,
-                               out=args.out, resume=args.resume, overwrite=args.overwrite,
-                               progress=not args.no_progress)
+                               train_size=args.train_size, evaluate_every=args.evaluate_every, out=args.out,
+                               resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
         summary = train(args.model, options, **settings)
         print(json.dumps(summary))
         return 0

@@ -386,6 +386,16 @@ def load_fashion_mnist(split: str = "train", root=None):
 N_CLASSES = 10
 
 
+def train_subset(images, labels, n: int, seed: int = 0):
+    """The first n images (and labels) of one fixed shuffle of a split, in their original order: the same
+    subset whatever the training seed, and a smaller n a part of a larger one, so that runs over n differ
+    in the amount of data alone. A ValueError names --train-size when n is not in 1..len(images)."""
+    if not 1 <= n <= len(images):
+        raise ValueError(f"--train-size {n}: the train split has {len(images)} images; give 1..{len(images)}")
+    pick = np.sort(np.random.default_rng(seed).permutation(len(images))[:n])
+    return images[pick], labels[pick]
+
+
 def check_labels(labels, n=None, num_classes: int = N_CLASSES, name: str = "label") -> np.ndarray:
     """Class labels as an int64 array, refused with a message naming ``name`` unless every one is an
     integer in 0..num_classes-1. With ``n``, one label is repeated n times and an array must have n."""

@@ -20,10 +20,11 @@ it holds the folder's lock file (io.FolderLock) from before its first write to i
 
 What the loop refuses, before it writes anything (a TrainingError or ValueError naming the option):
 - a fresh run into a folder that already holds a run (use resume=True, another out, or overwrite=True);
-- options and recipe fields out of range (epochs, batch_size, max_steps >= 1; lr > 0 and finite;
-  grad_clip >= 0; the model's check_config, such as ddpm's sample_steps <= T), and missing data;
-- resume=True with another seed, --quick setting, dataset, model or recipe than the checkpoint's, or on
-  a run that has already finished;
+- options and recipe fields out of range (epochs, batch_size, max_steps, train_size, evaluate_every >= 1;
+  train_size at most the train split; lr > 0 and finite; grad_clip >= 0; the model's check_config, such
+  as ddpm's sample_steps <= T), and missing data;
+- resume=True with another seed, --quick setting, --train-size, dataset, model or recipe than the
+  checkpoint's, or on a run that has already finished;
 - a run folder that another process is training in (its lock names the holder).
 A checkpoint is written only when every array in it is finite: a step that makes the weights or the
 optimiser state non-finite stops the run and leaves the last good checkpoint in place.
@@ -89,6 +90,7 @@ class TrainOptions:
     device: str = "cpu"
     quick: bool = False         # train config.quick_steps steps only, to see the whole path quickly
     max_steps: int = None       # stop after this many steps in total
+    train_size: int = None      # train on this many train-split images only (data.train_subset)
     out: str = None             # run folder (default runs/<model>-<dataset>)
     resume: bool = False
     overwrite: bool = False     # a fresh run may replace the run already in `out` (its files only)
@@ -96,6 +98,7 @@ class TrainOptions:
     checkpoint_every: int = 500  # steps between checkpoints (and one at the end of each epoch)
     progress: bool = True
     evaluate: bool = True       # test metrics after each epoch
+    evaluate_every: int = 1     # epochs between the test metrics and pictures (and after the last epoch)
 
 
 RUN_FILES = ("config.json", "metrics.jsonl", "last.npz", "summary.json", "samples_latest.png")
@@ -109,6 +112,11 @@ def check_options(options, config):
     whole = lambda v: isinstance(v, int) and not isinstance(v, bool)
     if options.max_steps is not None and not (whole(options.max_steps) and options.max_steps >= 1):
         raise ValueError(f"--max-steps {options.max_steps}: must be a whole number >= 1 (leave it out for the recipe)")
+    if options.train_size is not None and not (whole(options.train_size) and options.train_size >= 1):
+        raise ValueError(f"--train-size {options.train_size}: must be a whole number >= 1 (leave it out for the "
+                         f"whole train split)")
+    if not (whole(options.evaluate_every) and options.evaluate_every >= 1):
+        raise ValueError(f"--evaluate-every {options.evaluate_every}: must be a whole number of epochs >= 1")
     if not (whole(options.seed) and options.seed >= 0):
         raise ValueError(f"--seed {options.seed}: must be a whole number >= 0")
     for field, flag in (("epochs", "--epochs"), ("batch_size", "--batch-size"), ("quick_steps", "--set quick_steps")):
@@ -199,7 +207,8 @@ class Trainer:
         meta = {"kind": "tinygen-run", "model": self.model.name, "dataset": self.opt.dataset,
                 "config": self.model.config_dict(), "step": self.step, "epoch": self.epoch,
                 "batch_index": self.batch_index, "scalars": scalars,
-                "seed": self.opt.seed, "quick": self.opt.quick, "metrics": self.last_metrics,
+                "seed": self.opt.seed, "quick": self.opt.quick, "train_size": self.opt.train_size,
+                "metrics": self.last_metrics,
                 # the steps since the last metrics line, so that a resumed run's next line averages the same
                 # steps as an uninterrupted run's; and an end-of-epoch evaluation a signal skipped
                 "log_sums": list(self.log_sums.items()), "log_count": self.log_count,  # pairs: keep the order
@@ -228,11 +237,14 @@ class Trainer:
         if diff:
             raise TrainingError(f"{path}: the run's config differs from this one (checkpoint, now): "
                                 f"{_shown_differences(diff)}{_resume_hint(diff)}")
-        for key, flag in (("seed", "--seed"), ("quick", "--quick")):  # they fix the data order and the schedule
-            if key in meta and meta[key] != getattr(self.opt, key):
-                raise TrainingError(f"--resume with {flag} {getattr(self.opt, key)}: the run in {self.out} was "
-                                    f"trained with {flag} {meta[key]}; resume with the same {flag} to continue "
-                                    f"exactly")
+        # they fix the data, its order and the schedule (a checkpoint from before --train-size used all the data)
+        saved = {"train_size": None, **{k: meta[k] for k in ("seed", "quick", "train_size") if k in meta}}
+        shown = lambda key, v: "(all)" if key == "train_size" and v is None else v
+        for key, flag in (("seed", "--seed"), ("quick", "--quick"), ("train_size", "--train-size")):
+            if key in saved and saved[key] != getattr(self.opt, key):
+                raise TrainingError(f"--resume with {flag} {shown(key, getattr(self.opt, key))}: the run in "
+                                    f"{self.out} was trained with {flag} {shown(key, saved[key])}; resume with the "
+                                    f"same {flag} to continue exactly")
         scalars = meta["scalars"]
         self.model.load_state_dict(io.unflatten_state("model", arrays, scalars))
         for name, opt in self.optimizers.items():
@@ -293,6 +305,8 @@ class Trainer:
                                 f"{', ...' if len(existing) > 3 else ''}): continue it with --resume, choose another "
                                 f"--out, or start it over with --overwrite (which deletes that run's files)")
         train_x, train_y = data.load_dataset(opt.dataset, "train")
+        if opt.train_size is not None:
+            train_x, train_y = data.train_subset(train_x, train_y, opt.train_size)
         test_x, test_y = data.load_dataset(opt.dataset, "test")
         loader = data.DataLoader((train_x, train_y), model.config.batch_size, shuffle=True, seed=opt.seed)
         epochs = model.config.epochs
@@ -378,11 +392,14 @@ class Trainer:
                 progress.close()
             if self._stop is not None:
                 break
-            self._end_of_epoch_and_save(test_x, test_y)
+            if self._evaluation_due(self.step >= max_steps or self.epoch >= epochs):
+                self._end_of_epoch_and_save(test_x, test_y)
+            else:
+                self._save_guarded()
         finished = self.step >= max_steps or self.epoch >= epochs
         if self._stop is not None:  # the evaluation and picture are left to the resumed run, where an
-            # uninterrupted run would have done them: at the end of an epoch or of the run
-            due = self.batch_index == 0 or finished
+            # uninterrupted run would have done them: at the end of an epoch (every evaluate_every) or of the run
+            due = (self.batch_index == 0 and self._evaluation_due(finished)) or finished
             self.evaluation_pending = self.evaluation_pending or (due and self.evaluated_at != self.step)
         if self._stop is not None and not (finished and not self.evaluation_pending):
             self._save_guarded()
@@ -391,6 +408,11 @@ class Trainer:
                                           f"{self.checkpoint_path} at step {self.step}; continue with --resume")
         self._phase = "finishing"  # a signal now is let the summary be written: the run is complete
         return self._write_summary(wall0)
+
+    def _evaluation_due(self, finished):
+        """Whether the epoch just ended gets its test metrics and picture: every evaluate_every epochs, and
+        at the end of the run."""
+        return finished or self.epoch % self.opt.evaluate_every == 0
 
     def _end_of_epoch_and_save(self, test_x, test_y):
         """Test metrics and a picture, then the checkpoint (weights whose metrics are not finite are not
