@@ -1,5 +1,6 @@
 """The evaluation suite: Frechet distance, likelihood helpers, and the shipped judges."""
 import hashlib
+import json
 import math
 import shutil
 
@@ -199,6 +200,32 @@ def test_the_bayes_classifier_adds_the_class_prior_to_the_likelihoods():
     # equal likelihoods: argmax_y p(y), the commonest training label (a one), for every image
     uninformative = evaluate.bayes_classifier(_KnownLikelihoods(False), "mnist", ks=(1,), n=200, judge=False)
     assert uninformative[0]["accuracy"] == round(float((y_test[:200] == 1).mean()), 4)
+
+
+def test_fine_tune_command_reports_the_pretrained_and_the_scratch_rows(tmp_path, capsys, one_line_error):
+    """A tiny Image GPT checkpoint, 3 steps on 50 train images: two rows, the checkpoint file untouched; a
+    model that is not an Image GPT and a --train-size beyond the split are refused in one line."""
+    from tinygen.models import build_model, save_model
+    from tinygen.models.igpt import ImageGPT
+    model = build_model("igpt", ImageGPT.tiny_config)
+    model.dataset = "mnist"
+    save_model(model, tmp_path / "igpt.npz")
+    before = (tmp_path / "igpt.npz").read_bytes()
+    evaluate.main(["fine-tune", "--checkpoint", str(tmp_path / "igpt.npz"), "--steps", "3", "--train-size", "50",
+                   "--scratch"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [r["classifier"] for r in rows] == ["igpt pre-trained, fine-tuned on L_CLF + L_GEN",
+                                               "igpt from scratch, fine-tuned on L_CLF + L_GEN"]
+    assert all(r["steps"] == 3 and r["train_images"] == 50 and 0 <= r["accuracy"] <= 1 for r in rows)
+    assert (tmp_path / "igpt.npz").read_bytes() == before
+    err = one_line_error(evaluate.main, ["fine-tune", "--checkpoint", str(tmp_path / "igpt.npz"),
+                                         "--train-size", "70000"])
+    assert "--train-size 70000: the train split has 60000 images" in err
+    vae = build_model("vae", {"hidden": 16, "latent_dim": 2})
+    vae.dataset = "mnist"
+    save_model(vae, tmp_path / "vae.npz")
+    err = one_line_error(evaluate.main, ["fine-tune", "--checkpoint", str(tmp_path / "vae.npz")])
+    assert "holds a vae, not an Image GPT" in err
 
 
 def test_the_bayes_classifier_refuses_a_model_without_class_likelihoods(tmp_path, one_line_error):

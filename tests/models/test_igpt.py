@@ -193,6 +193,42 @@ def test_the_linear_probe_reads_frozen_features_of_every_block():
     assert set(model.evaluate(x, y)) == {"monitor_probe_acc", "monitor_raw_pixel_probe_acc", "monitor_bits_per_pixel"}
 
 
+def blobs(n):
+    """Two kinds of image, labels 0 and 1: a bright top half or a bright bottom half, on sparse noise."""
+    rng = np.random.default_rng(0)
+    y = np.arange(n) % 2
+    x = (rng.random((n, 1, 28, 28)) < 0.1).astype(np.uint8) * 255
+    x[y == 0, :, :14] = 255
+    x[y == 1, :, 14:] = 255
+    return x, y
+
+
+@pytest.mark.parametrize("objective", ["ar", "bert"])
+def test_fine_tuning_trains_every_weight_and_a_head_on_the_last_blocks_mean(objective):
+    model = build(objective=objective)
+    x, y = blobs(32)
+    tokens = model.tokenize(x[:3])
+    head = nn.Linear(16, 10)
+    logits, gen = model.classifier_logits(tokens, head)
+    if objective == "ar":                                                  # f(x) = mean_i LN(h_L)_i
+        y_last = model.gpt(model.pos_embed(model.embed(model.inputs_of(tokens))))
+        np.testing.assert_allclose(logits.numpy(), head(y_last.mean(axis=1)).numpy(), rtol=1e-5, atol=1e-6)
+        assert gen.item() == pytest.approx(model.loss((tokens, None))[0].item(), rel=1e-5)
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    head = model.fine_tune(x, y, steps=40, batch_size=8, lr=3e-3)
+    assert (model.fine_tuned_predict(x, head) == y).all()
+    moved = [k for k, v in model.state_dict().items() if not np.array_equal(v, before[k])]
+    assert any(k.startswith("gpt.blocks.0") for k in moved) and "tok_embed.weight" in moved
+    assert not model.training
+
+
+def test_fine_tuning_on_the_classes_alone_also_learns_them():
+    model = build()
+    x, y = blobs(32)
+    head = model.fine_tune(x, y, steps=40, batch_size=8, lr=3e-3, joint=False)
+    assert (model.fine_tuned_predict(x, head) == y).all()
+
+
 def test_bad_configs_are_refused_by_name():
     with pytest.raises(ValueError, match="objective"):
         build(objective="mae")

@@ -30,6 +30,12 @@ split features, report test accuracy; beside it, the same probe on the raw palet
     f(x) = (1/N) sum_i h_l(x)_i,  l = depth // 2   (0-based block index)
     p(y | x) = softmax(W (f(x) - mu) / sigma + b),  W fitted on train-split features (L2 1e-4)
 
+Fine-tuning (the paper's section 3.4) trains every weight instead, plus a new linear head on the LAST
+block's normalised outputs averaged over the positions, on the labels; the generative loss is kept
+beside the classifier's (the paper found the sum best):
+
+    p(y | x) = softmax(W_clf (1/N) sum_i LN(h_L(x))_i + b),   L = -log p(y | x) + L_AR
+
 Sampling draws one token at a time (N passes), with the keys and values of earlier positions kept
 (a KV cache): each pass runs the transformer on the newest token only. Images come back decoded
 (palette gray levels) and upsampled to 28 x 28 by repeating each pixel 2 x 2.
@@ -42,6 +48,7 @@ batch (as VQ-VAE's codebook) from evenly spaced initial levels and kept as a buf
     python -m tinygen train igpt --no-progress
     python -m tinygen evaluate igpt --checkpoint runs/igpt-mnist/last.npz --n 1000
     python -m tinygen train igpt --set objective=bert --out runs/igpt-bert
+    python -m tinygen.evaluate fine-tune --checkpoint runs/igpt-mnist/last.npz --steps 1000 --scratch
 """
 from dataclasses import dataclass
 
@@ -50,7 +57,7 @@ import numpy as np
 import autograd.functional as F
 from .. import data, nn, optim
 from ..io import save_image_grid
-from .base import Config, Model, inference, softmax_regression
+from .base import Config, Model, inference, optimizer_step, softmax_regression
 
 OBJECTIVES = ("ar", "bert")
 
@@ -256,6 +263,54 @@ class ImageGPT(Model):
         if "bits_per_pixel" in r:
             out["monitor_bits_per_pixel"] = r["bits_per_pixel"]
         return out
+
+    # ------------------------------------------------------------------ fine-tuning
+    def classifier_logits(self, tokens, head):
+        """Class logits and the generative loss of tokens (B, N): the last block's normalised outputs averaged
+        over the positions, through a linear head; L_GEN as in `loss` (ar: every next token; bert: as
+        trained, on a fresh mask). Returns (logits (B, 10), L_GEN), Tensors."""
+        K = self.config.palette_size
+        if self.config.objective == "ar":
+            inputs, targets = self.inputs_of(tokens), tokens
+        else:
+            masked = self.rng.random(tokens.shape) < self.config.mask_prob
+            masked[:, 0] |= ~masked.any(axis=1)
+            inputs, targets = np.where(masked, self.mask_token, tokens), np.where(masked, tokens, -100)
+        y = self.gpt(self.pos_embed(self.embed(inputs)))                  # (B, N, D): LN(h_L)
+        gen = F.cross_entropy(self.head(y).reshape(-1, K), targets.reshape(-1))
+        # f(x) = (1/N) sum_i LN(h_L(x))_i,  logits = W_clf f(x) + b
+        return head(y.mean(axis=1)), gen
+
+    def fine_tune(self, images, labels, steps, batch_size=32, lr=3e-4, joint=True, seed=0):
+        """The paper's fine-tuning (section 3.4): every weight of the model and a new linear head on the last
+        block's outputs averaged over the positions, trained on labelled images (uint8 (B, 1, 28, 28), labels
+        (B,)) for `steps` Adam steps on random batches (gradient norm clipped to the recipe's grad_clip):
+
+            p(y | x) = softmax(W_clf f(x) + b),   L_CLF = -log p(y | x)
+            L = L_CLF + L_GEN  (joint=True: what the paper found best)   or   L = L_CLF
+
+        The model's weights change in place; returns the head (nn.Linear(dim, 10)) for `fine_tuned_predict`."""
+        c = self.config
+        nn.manual_seed(seed)
+        head = nn.Linear(c.dim, data.N_CLASSES)
+        tokens, labels = self.tokenize(images), np.asarray(labels)       # (M, N), (M,)
+        opt = optim.Adam(self.parameters() + head.parameters(), lr=lr)
+        rng = np.random.default_rng(seed)
+        self.train()
+        for _ in range(steps):
+            pick = rng.integers(0, len(tokens), batch_size)
+            logits, gen = self.classifier_logits(tokens[pick], head)
+            loss = F.cross_entropy(logits, labels[pick]) + (gen if joint else 0.0)
+            optimizer_step(loss, opt, c.grad_clip)
+        self.eval()
+        return head
+
+    @inference
+    def fine_tuned_predict(self, images, head, batch_size=250):
+        """argmax_y p(y | x) of a fine-tuned model and its head: labels (B,) of images (B, 1, 28, 28)."""
+        tokens = self.tokenize(images)
+        return np.concatenate([self.classifier_logits(tokens[i:i + batch_size], head)[0].numpy().argmax(axis=1)
+                               for i in range(0, len(tokens), batch_size)])
 
     # ------------------------------------------------------------------ sampling
     def _draw(self, logits):
