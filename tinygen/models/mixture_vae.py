@@ -60,8 +60,7 @@ class MixtureVAEConfig(Config):
 
 
 class MixtureVAE(Model):
-    """A VAE whose latent is a categorical choice k (one-hot z) and a Gaussian w of the chosen component;
-    K components, the sum over k exact; purity of the components on the test split."""
+    """Mixture VAE: a categorical k (one-hot z) picks one of K Gaussians for w; exact sum over k; no labels."""
     Config = MixtureVAEConfig
     tiny_config = {"hidden": 16, "latent_dim": 2, "components": 3, "batch_size": 8}
     image_range = "binary"

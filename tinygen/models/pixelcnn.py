@@ -296,8 +296,8 @@ def fill_raster(x, start, reach, logits_of, draw):
     """Sample positions start, start + 1, ... (raster order) of x (n, ..., H, W) in place, one per pass:
     logits_of(rows (n, ..., r, W)) -> logits (n, C, r, W) as NumPy, draw(logits (n, C)) -> the values of
     one position (n,). Output row i depends on input rows i - reach .. i only (reach None: all rows above),
-    so each pass sees those rows alone: the rows above them are missing (zero padding instead), which changes rows < i of the
-    pass, not row i."""
+    so each pass sees those rows alone: the rows above them are missing (zero padding instead), which
+    changes rows < i of the pass, not row i."""
     H, W = x.shape[-2:]
     # one forward pass per position: the autoregressive loop (position i needs positions < i sampled first)
     for pos in range(start, H * W):
@@ -310,8 +310,7 @@ def fill_raster(x, start, reach, logits_of, draw):
 
 # ---------------------------------------------------------------------- the model
 class PixelCNN(Model):
-    """PixelCNN (van den Oord et al. 2016): masked convolutions, exact NLL on binarised MNIST; gated and Row LSTM
-    (PixelRNN) options."""
+    """PixelCNN (van den Oord et al. 2016): masked convolutions, exact NLL; gated and Row LSTM (PixelRNN) options."""
     Config = PixelCNNConfig
     image_range = "binary"
     tiny_config = {"first_kernel": 5, "channels": 8, "gated_channels": 4, "blocks": 2, "head_channels": 8,
