@@ -120,21 +120,30 @@ class MixtureVAE(Model):
         return self.encode(Tensor(data.to_float(images)))[0].numpy().argmax(axis=1)
 
     @inference
-    def evaluate(self, images, labels, batch_size=1000):
-        """-ELBO on the test split (binarised with seed 0, one w per image and component) with its terms;
-        the purity of the components (each image in argmax_k q(k|x); labels read only to score) and how
-        many components hold any image."""
+    def evaluate_nll(self, images, batch_size=1000):
+        """-ELBO in nats per image on images binarised once with seed 0 (one w per image and component), with
+        its three terms: an upper bound on -log p(x)."""
         x = data.binarize(images, np.random.default_rng(0))
-        sums, assigned = np.zeros(3), []
+        sums = np.zeros(3)
         for i in range(0, len(x), batch_size):
-            recon, kl_w, kl_k, q = self.elbo_terms(Tensor(x[i:i + batch_size]))
+            recon, kl_w, kl_k, _ = self.elbo_terms(Tensor(x[i:i + batch_size]))
             sums += [float(recon.data.sum()), float(kl_w.data.sum()), float(kl_k.data.sum())]
-            assigned.append(q.numpy().argmax(axis=1))
         recon, kl_w, kl_k = (float(v) for v in sums / len(x))
-        assigned = np.concatenate(assigned)
-        return {"test_neg_elbo": recon + kl_w + kl_k, "test_recon": recon, "test_kl_w": kl_w, "test_kl_k": kl_k,
-                "component_purity": assignment_purity(assigned, labels[:len(x)]),
+        return {"neg_elbo_nats": recon + kl_w + kl_k, "recon_nats": recon, "kl_w_nats": kl_w, "kl_k_nats": kl_k}
+
+    def evaluate_representation(self, images, labels):
+        """Do the components separate the classes without labels? Each image (binarised with seed 0) goes to
+        argmax_k q(k|x); only then are the labels read: the purity of the components (assignment_purity)
+        and how many components hold any image."""
+        assigned = self.assign(data.binarize(images, np.random.default_rng(0)))
+        return {"component_purity": assignment_purity(assigned, labels[:len(images)]),
                 "components_used": int(len(np.unique(assigned)))}
+
+    def evaluate(self, images, labels):
+        """After each epoch: the -ELBO and its terms on the test split, the purity of the components."""
+        r = self.evaluate_nll(images)
+        return {"test_neg_elbo": r["neg_elbo_nats"], "test_recon": r["recon_nats"], "test_kl_w": r["kl_w_nats"],
+                "test_kl_k": r["kl_k_nats"], **self.evaluate_representation(images, labels)}
 
     # ------------------------------------------------------------------ sampling
     @inference
