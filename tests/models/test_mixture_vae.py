@@ -9,7 +9,7 @@ import pytest
 from autograd import Tensor
 from tinygen import nn, optim
 from tinygen.models.base import assignment_purity
-from tinygen.models.mixture_vae import MixtureVAE
+from tinygen.models.mixture_vae import MixtureVAE, marginal_kl_uniform
 
 
 def tiny(seed=0, **overrides):
@@ -52,6 +52,36 @@ def test_the_bound_is_the_formula():
     loss, logs = model.loss((Tensor(x), None))
     assert loss.item() == pytest.approx(float((want_recon + want_kl_w + want_kl_k).mean()), rel=1e-4)
     assert 1 <= logs["components_used"] <= K
+
+
+def test_the_marginal_kl_is_the_elbos_kl_less_the_mutual_information():
+    """E_x KL(q(k|x) || U) = I(x; k) + KL(q(k) || U): the marginal term is the image average less I >= 0,
+    equal when every image has the same q(k|x), zero for an even batch of confident images."""
+    rng = np.random.default_rng(0)
+    q = rng.dirichlet(np.ones(4), size=50)                                        # (B, K) rows sum to one
+    qk = q.mean(axis=0)
+    per_image = (q * np.log(q * 4)).sum(axis=1).mean()
+    mutual = (q * np.log(q / qk)).sum(axis=1).mean()                              # I(x; k)
+    marginal = marginal_kl_uniform(Tensor(q, dtype=np.float64)).item()
+    assert marginal == pytest.approx(per_image - mutual, abs=1e-9) and mutual > 0.1
+    same = np.tile(q[:1], (50, 1))
+    assert marginal_kl_uniform(Tensor(same, dtype=np.float64)).item() == pytest.approx(
+        (same[0] * np.log(same[0] * 4)).sum(), abs=1e-9)
+    assert marginal_kl_uniform(Tensor(np.eye(4)[np.arange(40) % 4], dtype=np.float64)).item() == pytest.approx(0, abs=1e-9)
+
+
+def test_the_marginal_loss_drops_the_mutual_information_and_evaluation_stays_the_elbo():
+    model = tiny(kl_k="marginal")
+    x = Tensor(images(6))
+    model.rng = np.random.default_rng(3)
+    recon, kl_w, kl_k, q = model.elbo_terms(x)
+    model.rng = np.random.default_rng(3)
+    loss, _ = model.loss((x, None))
+    assert loss.item() == pytest.approx((recon + kl_w).mean().item() + marginal_kl_uniform(q).item(), rel=1e-5)
+    assert set(model.evaluate_nll((images(4) * 255).astype(np.uint8))) == {"neg_elbo_nats", "recon_nats",
+                                                                           "kl_w_nats", "kl_k_nats"}
+    with pytest.raises(ValueError, match="kl_k 'mutual'.*image, marginal"):
+        tiny(kl_k="mutual")
 
 
 def test_every_component_gets_a_gradient():
