@@ -45,6 +45,7 @@ RUNS = {
     "dvae_rolfe_rbm": ("dvae_rolfe", "dvae_rolfe-rbm"), "dvae_rolfe_conv": ("dvae_rolfe", "dvae_rolfe-conv-rbm"),
     "dvae_rolfe_c64": ("dvae_rolfe", "dvae_rolfe-conv-rbm-c64"),   # the conv recipe at channels=64
     "mixture_vae": ("mixture_vae", "mixture_vae-mnist"),   # a row of samples per component
+    "mixture_vae_marginal": ("mixture_vae", "mixture_vae-marginal"),   # the same, trained with kl_k=marginal
     "igpt": ("igpt", "igpt-mnist"), "vqvae": ("vqvae", "vqvae-mnist"),
     "clip": ("clip", "clip-mnist"), "clip_fashion": ("clip", "clip-fashion"),   # image-caption similarities
     "dit": ("dit", "dit-mnist"), "dit_scaling": ("dit", "dit-mnist"),

@@ -160,6 +160,7 @@ RECIPES = (
     Recipe("cvae", 133, "| 133 s + 152 s |"),
     Recipe("noisy_classifier", 413, "(2 epochs, 413 CPU s;"),
     Recipe("dvae_rolfe", 1098, "| 1,098 s (three jobs on the 2 cores); evaluation 15 s |"),
+    Recipe("mixture_vae", 587, "| 587 s (one BLAS thread; the test suite beside it"),
     Recipe("pixelcnn", 12887, "| 12,887 s (one BLAS thread, two and three jobs"),
     Recipe("vqvae", 769, "| 769 s (both stages, 4,212 steps; 1,880 s wall) |"),
     Recipe("vit", 1078, "| 1,078 s (one BLAS thread, the machine otherwise quiet;"),
