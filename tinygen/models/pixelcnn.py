@@ -33,7 +33,7 @@ PixelRNN (the same paper's recurrent networks; arch="rowlstm"): the Row LSTM run
 one whole row per step, after the same 7 x 7 mask-A conv. Its input-to-state conv reads row i (1 x 3,
 mask B), its state-to-state conv the previous row's state (1 x 3, not masked: it is all in the past):
 
-    [o, f, i, g]_i = sigma(K_ss * h_{i-1} + K_is * x_i),   c_i = f . c_{i-1} + i . g,   h_i = o . tanh(c_i)
+    [i, f, g, o]_i = sigma(K_ss * h_{i-1} + K_is * x_i),   c_i = f . c_{i-1} + i . g,   h_i = o . tanh(c_i)
 
 so the state at (i, j) carries a triangle of the rows above, widening one column a row, up to the top
 row: no reach limit, as a stack of convolutions has, but the corners outside the triangle are not seen
@@ -236,7 +236,7 @@ class RowLSTM(nn.Module):
     """One Row LSTM layer (PixelRNN, section 3.1): an LSTM that runs DOWN the image, one whole row per
     step, its state a row of h-vectors. (B, 2h, H, W) -> (B, 2h, H, W), with a residual connection:
 
-        [o_i, f_i, i_i, g_i] = sigma(K_ss * h_{i-1} + K_is * x_i)       * : 1 x k convolutions along the row
+        [i_i, f_i, g_i, o_i] = sigma(K_ss * h_{i-1} + K_is * x_i)       * : 1 x k convolutions along the row
         c_i = f_i . c_{i-1} + i_i . g_i,    h_i = o_i . tanh(c_i)        h_{-1} = c_{-1} = 0
         out = x + W_1x1 h
 
@@ -247,14 +247,14 @@ class RowLSTM(nn.Module):
 
     def __init__(self, channels, kernel=3):
         super().__init__()
-        h = channels // 2
+        h = self.hidden = channels // 2
         self.input_to_state = MaskedConv2d(channels, 4 * h, (1, kernel), "B")                # K_is
         self.state_to_state = nn.Conv2d(h, 4 * h, (1, kernel), padding=(0, kernel // 2), bias=False)  # K_ss
         self.out = nn.Conv2d(h, channels, 1)
 
     def forward(self, x):
         is_rows = F.split(self.input_to_state(x), x.shape[2], axis=2)   # H x (B, 4h, 1, W): K_is * x_i
-        h = c = zeros_like(is_rows[0][:, :self.state_to_state.weight.shape[1]])   # (B, h, 1, W)
+        h = c = zeros_like(is_rows[0][:, :self.hidden])                  # (B, h, 1, W): h_{-1} = c_{-1} = 0
         rows = []
         for is_i in is_rows:    # the recurrence: row i needs the state of row i - 1
             h, c = lstm_update(is_i + self.state_to_state(h), c)
