@@ -34,6 +34,7 @@ one whole row per step, after the same 7 x 7 mask-A conv. Its input-to-state con
 mask B), its state-to-state conv the previous row's state (1 x 3, not masked: it is all in the past):
 
     [i, f, g, o]_i = sigma(K_ss * h_{i-1} + K_is * x_i),   c_i = f . c_{i-1} + i . g,   h_i = o . tanh(c_i)
+    (sigma: the sigmoid for the gates i, f, o; tanh for the candidate g)
 
 so the state at (i, j) carries a triangle of the rows above, widening one column a row, up to the top
 row: no reach limit, as a stack of convolutions has, but the corners outside the triangle are not seen
@@ -238,7 +239,7 @@ class RowLSTM(nn.Module):
 
         [i_i, f_i, g_i, o_i] = sigma(K_ss * h_{i-1} + K_is * x_i)       * : 1 x k convolutions along the row
         c_i = f_i . c_{i-1} + i_i . g_i,    h_i = o_i . tanh(c_i)        h_{-1} = c_{-1} = 0
-        out = x + W_1x1 h
+        out = x + W_1x1 h                                   (sigma: the sigmoid for i, f, o; tanh for g)
 
     K_is reads row i of the input, masked (mask B: columns <= j); it is not recurrent, so one conv computes
     it for every row at once. K_ss reads the previous row's state at columns j - k//2 .. j + k//2 (all of
