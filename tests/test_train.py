@@ -31,6 +31,21 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
     np.testing.assert_allclose(split, straight, rtol=0, atol=0)
 
 
+def test_resume_is_exact_on_a_subset_evaluated_every_few_epochs(tmp_path):
+    """24 images in batches of 8 (3 steps an epoch), evaluated every 2 epochs: a run stopped at step 7 and
+    resumed to 15 gives the losses of one run to 15."""
+    def run(out, max_steps, resume=False):
+        model = build_model("mlp", {**TINY, "batch_size": 8, "epochs": 5})
+        Trainer(model, TrainOptions(out=str(out), max_steps=max_steps, resume=resume, log_every=1, checkpoint_every=4,
+                                    progress=False, evaluate=True, evaluate_every=2, train_size=24)).fit()
+    run(tmp_path / "straight", 15)
+    run(tmp_path / "split", 7)
+    run(tmp_path / "split", 15, resume=True)
+    straight, split = losses(tmp_path / "straight"), losses(tmp_path / "split")
+    assert len(straight) == 15
+    np.testing.assert_allclose(split, straight, rtol=0, atol=0)
+
+
 def test_cosine_schedule_decays_over_the_recipe_and_resumes_exactly(tmp_path):
     fit(tmp_path / "straight", 8, lr_schedule="cosine", epochs=1)
     fit(tmp_path / "split", 4, lr_schedule="cosine", epochs=1)

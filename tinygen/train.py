@@ -392,10 +392,10 @@ class Trainer:
                 progress.close()
             if self._stop is not None:
                 break
+            # an epoch that is not evaluated is not saved either: with many short epochs (a small --train-size)
+            # the checkpoints come every checkpoint_every steps, as within an epoch
             if self._evaluation_due(self.step >= max_steps or self.epoch >= epochs):
                 self._end_of_epoch_and_save(test_x, test_y)
-            else:
-                self._save_guarded()
         finished = self.step >= max_steps or self.epoch >= epochs
         if self._stop is not None:  # the evaluation and picture are left to the resumed run, where an
             # uninterrupted run would have done them: at the end of an epoch (every evaluate_every) or of the run
