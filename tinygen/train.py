@@ -2,6 +2,7 @@
 
     for each epoch, for each batch:   logs = model.training_step(batch, optimizers)
     every epoch:                      test metrics, a picture (samples or predictions), a checkpoint
+                                      (every evaluate_every epochs, and after the last)
 
 A run folder (default runs/<model>-<dataset>) holds config.json, metrics.jsonl (one JSON object per
 line), the pictures, last.npz (the checkpoint) and summary.json. A checkpoint holds everything needed
@@ -95,7 +96,7 @@ class TrainOptions:
     resume: bool = False
     overwrite: bool = False     # a fresh run may replace the run already in `out` (its files only)
     log_every: int = 20         # steps between metrics.jsonl lines
-    checkpoint_every: int = 500  # steps between checkpoints (and one at the end of each epoch)
+    checkpoint_every: int = 500  # steps between checkpoints (and one at the end of each evaluated epoch)
     progress: bool = True
     evaluate: bool = True       # test metrics after each epoch
     evaluate_every: int = 1     # epochs between the test metrics and pictures (and after the last epoch)
