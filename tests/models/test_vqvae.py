@@ -10,6 +10,7 @@ from autograd import Tensor
 from tinygen import data
 from tinygen.__main__ import main
 from tinygen.models import load_model
+from tinygen.models.pixelcnn import draw_categorical
 from tinygen.train import build_model
 
 TINY = {"width": 8, "num_codes": 16, "code_dim": 4, "prior_channels": 8, "prior_blocks": 1, "prior_kernel": 3,
@@ -83,9 +84,13 @@ def test_stage_one_then_stage_two_on_frozen_codes(mnist):
         np.testing.assert_array_equal(state[n], v, err_msg=n)
 
 
-def test_the_prior_is_causal_over_the_code_grid():
+GPT = {"prior_arch": "gpt", "prior_dim": 8, "prior_depth": 2, "prior_heads": 2}
+
+
+@pytest.mark.parametrize("prior", [{"prior_blocks": 2}, GPT], ids=["gated", "gpt"])
+def test_the_prior_is_causal_over_the_code_grid(prior):
     """Changing code q changes no logit at positions <= q (raster order), and some later logit."""
-    model = tiny(prior_blocks=2)
+    model = tiny(**prior)
     rng = np.random.default_rng(0)
     base = rng.integers(0, 16, size=(7, 7))
     grids = np.repeat(base[None], 49, axis=0)                     # grid q: code q changed
@@ -99,9 +104,10 @@ def test_the_prior_is_causal_over_the_code_grid():
     assert moved[:48].any(axis=1).all()                          # every code but the last reaches a later one
 
 
-def test_samples_are_decoded_prior_samples_and_follow_forced_logits():
-    model = tiny()
-    head = model.prior.net.head.out
+@pytest.mark.parametrize("prior", [{}, GPT], ids=["gated", "gpt"])
+def test_samples_are_decoded_prior_samples_and_follow_forced_logits(prior):
+    model = tiny(**prior)
+    head = model.prior.head if prior else model.prior.net.head.out
     head.weight.data[...] = 0.0
     head.bias.data[...] = -1e4
     head.bias.data[5] = 0.0                                      # the prior puts all its mass on code 5
@@ -110,6 +116,35 @@ def test_samples_are_decoded_prior_samples_and_follow_forced_logits():
     x = model.sample(3)
     np.testing.assert_allclose(x, model.decode(np.full((3, 7, 7), 5)))
     assert model.sample_codes(0).shape == (0, 7, 7)
+
+
+def test_the_gpt_prior_samples_through_its_cache_what_its_full_pass_gives():
+    """Each code drawn with the KV cache is the code the full (B, K, H, W) forward pass of the finished
+    grid gives at that position with the same uniform: the cached and the full pass agree."""
+    model = tiny(**GPT)
+    model.eval()
+    with_cache = model.prior.sample(4, (7, 7), np.random.default_rng(3))          # (4, 7, 7)
+    logits = model.prior(with_cache).numpy().reshape(4, 16, 49)                   # position i sees codes < i
+    rng, redrawn = np.random.default_rng(3), np.zeros((4, 49), np.int64)
+    for t in range(49):
+        redrawn[:, t] = draw_categorical(logits[:, :, t], rng.random((4, 1)))
+    np.testing.assert_array_equal(redrawn.reshape(4, 7, 7), with_cache)
+    assert len(np.unique(with_cache)) > 4                                         # an untrained prior draws many codes
+
+
+def test_the_gpt_prior_learns_and_is_refused_on_a_wrong_grid(mnist):
+    model = tiny(**GPT, lr=1e-2, vq_steps=1)
+    model.steps_done[0] = 1                                      # stage 2: the prior on (untrained) codes
+    opts = model.configure_optimizers()
+    batch = model.prepare_batch(mnist[0][:32], mnist[1][:32])
+    losses = [model.training_step(batch, opts)["loss"] for _ in range(20)]
+    assert losses[-1] < 0.85 * losses[0], losses
+    with pytest.raises(ValueError, match="CodeGPT.*49"):
+        model.prior(np.zeros((1, 6, 6), np.int64))
+    with pytest.raises(ValueError, match="CodeGPT.*0..15"):
+        model.prior(np.full((1, 7, 7), 16))
+    with pytest.raises(ValueError, match="prior_arch 'lstm'.*gpt"):
+        tiny(prior_arch="lstm")
 
 
 def test_evaluate_reports_reconstruction_codebook_and_prior(mnist):

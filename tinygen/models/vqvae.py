@@ -16,6 +16,10 @@ autoregressive model over the code grid (CodePixelCNN below: pixelcnn.py's gated
               trained on the codes of the frozen encoder: L = -log p(k(x)) nats per grid
     sample:   k ~ p(k) (49 passes), x = D(e_k)
 
+prior_arch=gpt puts Image GPT's network in the PixelCNN's place (CodeGPT below): a causal transformer
+over the 49 codes in raster order. This is how Image GPT reaches images larger than its pixel models
+can take (Chen et al. 2020): 49 code tokens where a 28x28 image has 784 pixels (196 at Image GPT's 14x14).
+
 Reconstruction is scored as the test MSE per pixel (images in [0, 1]); Var(x) is MNIST's pixel
 variance, so the first term starts near 1, as in the reference implementations. The codebook's
 perplexity exp(H(code frequencies)) and the number of codes in use say how much of it the data uses.
@@ -30,6 +34,7 @@ Recipe (Config): 9 epochs of batch 128, 1,500 autoencoder steps then 2,712 prior
 K = 128 codes of dimension 32, beta = 0.25. Figures: docs/models/vqvae.md.
 Train:    python -m tinygen train vqvae --no-progress
           (--quick: 300 steps of stage 1, reconstructions; add --set vq_steps=200 to reach stage 2 too)
+          python -m tinygen train vqvae --set prior_arch=gpt --out runs/vqvae-gpt    (the GPT prior)
 Sample:   python -m tinygen sample vqvae --checkpoint runs/vqvae-mnist/last.npz
 Evaluate: python -m tinygen evaluate vqvae --checkpoint runs/vqvae-mnist/last.npz
           (reconstruction MSE, perplexity, codes used, prior NLL in bits per grid; FID-judge, coverage)
@@ -63,12 +68,15 @@ class VQVAEConfig(Config):
     ema: bool = True              # codebook by running means (False: by the codebook loss)
     decay: float = 0.99
     dead_after: int = 100         # steps unused before a code is restarted at a random encoder output
-    prior_arch: str = "gated"
+    prior_arch: str = "gated"     # a PixelCNN (pixelcnn.ARCHS) or "gpt" (CodeGPT)
     prior_channels: int = 32      # p, the width of each stack
     prior_blocks: int = 6         # gated 3 x 3 layers after the first
     prior_kernel: int = 5         # the first (mask A) layer's kernel
     prior_embed: int = 32         # embedding of each code index
     prior_head: int = 128
+    prior_dim: int = 64           # gpt: the transformer's width, blocks and heads
+    prior_depth: int = 5
+    prior_heads: int = 4
     quick_steps: int = 300
 
 
@@ -104,14 +112,35 @@ class Decoder(nn.Module):
         return self.net(z)
 
 
-# ---------------------------------------------------------------------- a prior over code indices
-class CodePixelCNN(nn.Module):
-    """The same networks over a grid of K-way indices (the codes of a VQ-VAE, van den Oord et al. 2017):
-    each index is embedded (an Embedding(K, E), per position, so causality is the masks' alone), and
-    the heads output K logits per position:
+# ---------------------------------------------------------------------- priors over code indices
+PRIOR_ARCHS = ARCHS + ("gpt",)
+
+
+class CodePrior(nn.Module):
+    """What the two priors share: forward(indices (B, H, W)) -> logits (B, K, H, W), the K-way logits of
+    every code given the codes before it in raster order, and from them the exact likelihood
 
         p(k) = prod_i softmax(l_i(k_<i))_{k_i},   k_i in {0, ..., K-1}
-        NLL(k) = -sum_i log softmax(l_i)_{k_i}     nats per grid
+        NLL(k) = -sum_i log softmax(l_i)_{k_i}     nats per grid"""
+
+    def check_indices(self, indices):
+        """indices (B, H, W) of integers in 0..K-1, as a NumPy int64 array; a clear error otherwise."""
+        idx = indices.data if isinstance(indices, Tensor) else np.asarray(indices)
+        if idx.ndim != 3 or idx.dtype.kind not in "iu" or (idx.size and not 0 <= idx.min() <= idx.max() < self.num_codes):
+            raise ValueError(f"{type(self).__name__}: indices must be integers in 0..{self.num_codes - 1} of "
+                             f"shape (B, H, W), got dtype {idx.dtype} shape {idx.shape}")
+        return idx.astype(np.int64)
+
+    def nll(self, indices):
+        """-log p(k) (B,) in nats per grid, exact."""
+        # -log p(k) = -sum_i log softmax(l_i)_{k_i}
+        return F.cross_entropy(self(indices), np.asarray(indices), reduction="none").sum(axis=(1, 2))
+
+
+class CodePixelCNN(CodePrior):
+    """pixelcnn.py's networks over a grid of K-way indices (the codes of a VQ-VAE, van den Oord et al.
+    2017): each index is embedded (an Embedding(K, E), per position, so causality is the masks' alone),
+    and the heads output K logits per position.
 
     c: a PixelCNNConfig (arch and widths; levels is not read). forward(indices (B, H, W)) ->
     logits (B, K, H, W); nll(indices) -> (B,); sample(n, (H, W), rng) -> indices (n, H, W) int64."""
@@ -125,17 +154,8 @@ class CodePixelCNN(nn.Module):
         self.net = network(c, num_codes, embed_dim)
 
     def forward(self, indices):
-        idx = indices.data if isinstance(indices, Tensor) else np.asarray(indices)
-        if idx.ndim != 3 or idx.dtype.kind not in "iu" or (idx.size and not 0 <= idx.min() <= idx.max() < self.num_codes):
-            raise ValueError(f"CodePixelCNN: indices must be integers in 0..{self.num_codes - 1} of shape "
-                             f"(B, H, W), got dtype {idx.dtype} shape {idx.shape}")
-        e = self.embed(Tensor(idx.astype(np.int64)))                   # (B, H, W, E)
+        e = self.embed(Tensor(self.check_indices(indices)))            # (B, H, W, E)
         return self.net(e.transpose(0, 3, 1, 2))                       # (B, E, H, W) -> (B, K, H, W)
-
-    def nll(self, indices):
-        """-log p(k) (B,) in nats per grid, exact."""
-        # -log p(k) = -sum_i log softmax(l_i)_{k_i}
-        return F.cross_entropy(self(indices), np.asarray(indices), reduction="none").sum(axis=(1, 2))
 
     def sample(self, n, shape, rng):
         """n grids (n, H, W) int64 drawn position by position (uniforms from rng)."""
@@ -143,6 +163,49 @@ class CodePixelCNN(nn.Module):
             return draw_categorical(logits, rng.random((len(logits), 1)))
         return fill_raster(np.zeros((n, *shape), np.int64), 0, self.net.reach,
                            lambda rows: self(rows).numpy(), draw)
+
+
+class CodeGPT(CodePrior):
+    """Image GPT's network (igpt.py: token and learned position embeddings, a causal nn.Transformer, a
+    linear head) over the grid read in raster order as N = H W tokens, [SOS] = K before the first:
+
+        l_i = W_head GPT(E_tok[SOS, k_1, .., k_{N-1}] + E_pos)_i       (B, N, K), position i sees k_<i
+
+    The same likelihood as CodePixelCNN (the class above); every code sees all the codes before it, where
+    a PixelCNN sees what its masked kernels reach. forward returns the logits in the PixelCNN's layout
+    (B, K, H, W); sample draws one token per pass through the KV cache (nn.Transformer.forward_cached)."""
+
+    def __init__(self, num_codes, num_positions, dim, depth, num_heads):
+        super().__init__()
+        self.num_codes, self.sos, self.num_positions = num_codes, num_codes, num_positions
+        self.tok_embed = nn.Embedding(num_codes + 1, dim)               # E_tok: K codes and [SOS]
+        nn.init.normal_(self.tok_embed.weight, std=0.02)
+        self.pos_embed = nn.LearnedPositionEmbedding(num_positions, dim)   # E_pos
+        self.gpt = nn.Transformer(dim, depth, num_heads, causal=True)
+        self.head = nn.Linear(dim, num_codes)                           # W_head
+
+    def forward(self, indices):
+        idx = self.check_indices(indices)
+        B, H, W = idx.shape
+        if H * W != self.num_positions:
+            raise ValueError(f"CodeGPT: a grid of {self.num_positions} codes expected, got {H} x {W}")
+        k = idx.reshape(B, H * W)                                       # (B, N) raster order
+        inputs = np.concatenate([np.full((B, 1), self.sos), k[:, :-1]], axis=1)   # (B, N): [SOS, k_1 .. k_{N-1}]
+        logits = self.head(self.gpt(self.pos_embed(self.tok_embed(inputs))))      # (B, N, K)
+        return logits.reshape(B, H, W, self.num_codes).transpose(0, 3, 1, 2)      # (B, K, H, W)
+
+    def sample(self, n, shape, rng):
+        """n grids (n, H, W) int64 drawn token by token (uniforms from rng): position t runs alone,
+        attending to the keys and values of positions 0 .. t-1 kept in the cache."""
+        N = self.num_positions
+        codes = np.zeros((n, N), np.int64)
+        cache = self.gpt.new_cache(n, N)
+        prev = np.full(n, self.sos)                                     # the input of position 0
+        for t in range(N):
+            h = self.pos_embed.weight[t] + self.tok_embed(prev[:, None])            # (n, 1, D)
+            logits = self.head(self.gpt.forward_cached(h, cache)).numpy()[:, 0]     # (n, K)
+            codes[:, t] = prev = draw_categorical(logits, rng.random((n, 1)))
+        return codes.reshape(n, *shape)
 
 
 # ---------------------------------------------------------------------- the model
@@ -162,10 +225,15 @@ class VQVAE(Model):
         self.quantizer = nn.VectorQuantizer(c.num_codes, c.code_dim, beta=c.beta, ema=c.ema, decay=c.decay,
                                             dead_after=c.dead_after)
         self.decoder = Decoder(c.width, c.code_dim)
-        prior = PixelCNNConfig(arch=c.prior_arch, first_kernel=c.prior_kernel, channels=c.prior_channels,
-                               gated_channels=c.prior_channels, blocks=c.prior_blocks, head_channels=c.prior_head)
-        self.prior = CodePixelCNN(prior, c.num_codes, c.prior_embed)
         self.grid = (7, 7)
+        if c.prior_arch not in PRIOR_ARCHS:
+            raise ValueError(f"VQVAE: unknown prior_arch {c.prior_arch!r}; valid: {', '.join(PRIOR_ARCHS)}")
+        if c.prior_arch == "gpt":
+            self.prior = CodeGPT(c.num_codes, 49, c.prior_dim, c.prior_depth, c.prior_heads)
+        else:
+            prior = PixelCNNConfig(arch=c.prior_arch, first_kernel=c.prior_kernel, channels=c.prior_channels,
+                                   gated_channels=c.prior_channels, blocks=c.prior_blocks, head_channels=c.prior_head)
+            self.prior = CodePixelCNN(prior, c.num_codes, c.prior_embed)
         self.register_buffer("steps_done", np.zeros(1, np.float32))     # training steps so far (both stages)
 
     def configure_optimizers(self):
