@@ -47,6 +47,7 @@ RUNS = {
     "mixture_vae": ("mixture_vae", "mixture_vae-mnist"),   # a row of samples per component
     "mixture_vae_marginal": ("mixture_vae", "mixture_vae-marginal"),   # the same, trained with kl_k=marginal
     "igpt": ("igpt", "igpt-mnist"), "vqvae": ("vqvae", "vqvae-mnist"),
+    "vqvae_gpt": ("vqvae", "vqvae-gpt"),   # decoded samples of the GPT prior over the same kind of codes
     "clip": ("clip", "clip-mnist"), "clip_fashion": ("clip", "clip-fashion"),   # image-caption similarities
     "dit": ("dit", "dit-mnist"), "dit_scaling": ("dit", "dit-mnist"),
     "pixelcnn": ("pixelcnn", "pixelcnn-b15"),         # samples, test images with the lower half covered, completions
@@ -60,7 +61,7 @@ RUNS = {
 # DiT sizes trained for the same number of steps (the recipe's 5,622): dim / depth -> run folder
 DIT_SCALING = {"64/4": "dit-scale-d64-L4", "128/6": "dit-mnist", "192/6": "dit-scale-d192-L6"}
 # runs that only feed a lecture figure
-EXTRAS_ONLY = {"vae2d", "vit", "vit_attention", "dvae", "dvae_rolfe", "dvae_rolfe_rbm", "dvae_rolfe_conv", "dvae_rolfe_c64", "igpt", "vqvae", "dit",
+EXTRAS_ONLY = {"vae2d", "vit", "vit_attention", "dvae", "dvae_rolfe", "dvae_rolfe_rbm", "dvae_rolfe_conv", "dvae_rolfe_c64", "igpt", "vqvae", "vqvae_gpt", "dit",
                "dalle", "glide", "glide_fashion", "unclip"}
 
 
@@ -92,6 +93,8 @@ def extras(name, model, x, y, out, runs=ROOT / "runs"):
         model.save_pictures(x[:32], out / f"{name}_reconstructions.png", out / f"{name}_prior_samples.png")
     if name == "vqvae":
         model.save_pictures(x, out / "vqvae_reconstructions.png", out / "vqvae_samples.png", out / "vqvae_codes.png")
+    if name == "vqvae_gpt":
+        save_image_grid(model.sample(64), out / "vqvae_gpt_samples.png", nrow=8, scale=2)
     if name == "ddpm":
         save_image_grid(model.sample(64, steps=50), out / "ddpm_unconditional.png", scale=2)
         model.save_trajectory(out / "ddpm_trajectory.gif", n=8, frames=20)
