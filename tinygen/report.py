@@ -627,8 +627,10 @@ def family_rows(rows):
 
 
 # ---------------------------------------------------------------------- the file
-def fmt(x, digits=3):
-    return "—" if x is None else f"{x:,.{digits}g}" if abs(x) < 1000 else f"{x:,.0f}"
+def fmt(x, digits=3, zeros=""):
+    """x to `digits` significant digits (thousands grouped, whole above 1,000); zeros="#" keeps the
+    trailing zeros, so the two ends of a range read alike (107.7–110.0, not 107.7–110)."""
+    return "—" if x is None else f"{x:{zeros},.{digits}g}" if abs(x) < 1000 else f"{x:,.0f}"
 
 
 def row_cells(row):
@@ -637,7 +639,7 @@ def row_cells(row):
     lik, acc = m.get("likelihood"), m.get("accuracy")
     s = row.stability()
     if s["seeds"] >= 2:
-        stab = (f"{s['name']} {fmt(s['low'], 4)}–{fmt(s['high'], 4)} over {s['seeds']} seeds "
+        stab = (f"{s['name']} {fmt(s['low'], 4, '#')}–{fmt(s['high'], 4, '#')} over {s['seeds']} seeds "
                 f"(spread {fmt(s['spread'])}, {s['relative']:.1%})")
     else:
         stab = f"{s['seeds']} seed measured" if s["seeds"] == 1 else "no seed measured"
