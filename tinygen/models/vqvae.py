@@ -229,7 +229,7 @@ class VQVAE(Model):
         if c.prior_arch not in PRIOR_ARCHS:
             raise ValueError(f"VQVAE: unknown prior_arch {c.prior_arch!r}; valid: {', '.join(PRIOR_ARCHS)}")
         if c.prior_arch == "gpt":
-            self.prior = CodeGPT(c.num_codes, 49, c.prior_dim, c.prior_depth, c.prior_heads)
+            self.prior = CodeGPT(c.num_codes, self.grid[0] * self.grid[1], c.prior_dim, c.prior_depth, c.prior_heads)
         else:
             prior = PixelCNNConfig(arch=c.prior_arch, first_kernel=c.prior_kernel, channels=c.prior_channels,
                                    gated_channels=c.prior_channels, blocks=c.prior_blocks, head_channels=c.prior_head)
